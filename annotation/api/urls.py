@@ -1,0 +1,3 @@
+"""API routes (SPEC section 3)."""
+
+urlpatterns: list = []

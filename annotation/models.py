@@ -1,0 +1,329 @@
+"""The labeling domain: projects, prompts, candidates, comparisons, leases and annotations.
+
+Models hold fields and constraints only; the rules that span rows live in `services.py`
+(writes) and `selectors.py` (reads). Every invariant of SPEC section 2 that a constraint can
+hold is a database constraint here, so a race that slips past a service check still fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import F, Q
+
+DEFAULT_FLAGS = ["unhelpful", "untruthful", "harmful"]
+
+
+def default_flags() -> list[str]:
+    return list(DEFAULT_FLAGS)
+
+
+def text_sha256(text: str) -> str:
+    """Hash used for uniqueness of long texts (btree indexes cannot hold unbounded text)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def messages_sha256(messages: list[dict]) -> str:
+    canonical = json.dumps(messages, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return text_sha256(canonical)
+
+
+class TaskType(models.TextChoices):
+    RANKING = "ranking", "Ranking of K candidates"
+    PAIRWISE = "pairwise", "Pairwise (A or B)"
+
+
+class Project(models.Model):
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    guidelines = models.TextField(blank=True, help_text="Markdown, rendered sanitized.")
+    task_type = models.CharField(max_length=16, choices=TaskType.choices, default=TaskType.RANKING)
+    num_candidates = models.PositiveSmallIntegerField(
+        default=4, validators=[MinValueValidator(2), MaxValueValidator(9)]
+    )
+    overlap = models.PositiveSmallIntegerField(
+        default=1, validators=[MinValueValidator(1)], help_text="Annotations wanted per comparison."
+    )
+    allow_ties = models.BooleanField(default=True)
+    flags = models.JSONField(default=default_flags, blank=True)
+    rating_scale = models.PositiveSmallIntegerField(
+        default=0, validators=[MaxValueValidator(10)], help_text="0 = off, else a 1..N score."
+    )
+    lease_seconds = models.PositiveIntegerField(default=600, validators=[MinValueValidator(10)])
+    gold_rate = models.FloatField(
+        default=0.0, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)]
+    )
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, blank=True, related_name="labeling_projects"
+    )
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["slug"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(num_candidates__gte=2, num_candidates__lte=9),
+                name="project_num_candidates_2_to_9",
+            ),
+            models.CheckConstraint(
+                condition=~Q(task_type=TaskType.PAIRWISE) | Q(num_candidates=2),
+                name="project_pairwise_means_k2",
+            ),
+            models.CheckConstraint(condition=Q(overlap__gte=1), name="project_overlap_at_least_1"),
+            models.CheckConstraint(
+                condition=Q(gold_rate__gte=0.0, gold_rate__lte=1.0), name="project_gold_rate_0_to_1"
+            ),
+            models.CheckConstraint(
+                condition=Q(rating_scale__lte=10), name="project_rating_scale_at_most_10"
+            ),
+            models.CheckConstraint(condition=Q(lease_seconds__gte=10), name="project_lease_min_10s"),
+        ]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    def clean(self) -> None:
+        if self.task_type == TaskType.PAIRWISE and self.num_candidates != 2:
+            raise ValidationError({"num_candidates": "A pairwise project compares exactly 2."})
+        if not isinstance(self.flags, list) or not all(
+            isinstance(f, str) and f.strip() for f in self.flags
+        ):
+            raise ValidationError({"flags": "Flags must be a list of non-empty codes."})
+        if len(set(self.flags)) != len(self.flags):
+            raise ValidationError({"flags": "Flag codes must be unique."})
+
+
+class Prompt(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="prompts")
+    external_id = models.CharField(max_length=255, null=True, blank=True)
+    messages = models.JSONField(help_text="A chat: list of {role, content}.")
+    is_chat = models.BooleanField(
+        default=False, help_text="False when imported as plain text (one user message)."
+    )
+    content_hash = models.CharField(max_length=64, editable=False)
+    metadata = models.JSONField(default=dict, blank=True)
+    source = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "external_id"],
+                condition=Q(external_id__isnull=False),
+                name="prompt_unique_external_id_per_project",
+            ),
+            models.UniqueConstraint(
+                fields=["project", "content_hash"],
+                condition=Q(external_id__isnull=True),
+                name="prompt_unique_content_without_external_id",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.external_id or f"prompt {self.pk}"
+
+    @property
+    def text(self) -> str:
+        """The last user turn: what a one-line listing shows."""
+        users = [m["content"] for m in self.messages if m.get("role") == "user"]
+        return users[-1] if users else ""
+
+    def as_model_input(self) -> str | list[dict]:
+        """The prompt as SPEC section 4 hands it to rewards and judges."""
+        return self.messages[0]["content"] if not self.is_chat else self.messages
+
+
+class Candidate(models.Model):
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="candidates")
+    text = models.TextField()
+    text_hash = models.CharField(max_length=64, editable=False)
+    model_version = models.ForeignKey(
+        "training.ModelVersion",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="candidates",
+    )
+    model_name = models.CharField(
+        max_length=255, blank=True, help_text="Free-text model name for imported outputs."
+    )
+    generation_params = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["prompt", "text_hash"], name="candidate_unique_text_per_prompt"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"candidate {self.pk}"
+
+    @property
+    def model_label(self) -> str:
+        return self.model_version.name if self.model_version_id else self.model_name
+
+
+class Comparison(models.Model):
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        COMPLETE = "complete", "Complete"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="comparisons")
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="comparisons")
+    candidates = models.ManyToManyField(Candidate, related_name="comparisons")
+    candidate_ids = models.JSONField(
+        default=list, help_text="The K candidate ids in canonical (built) order."
+    )
+    candidate_key = models.CharField(
+        max_length=255, editable=False, help_text="Sorted candidate ids: one comparison per set."
+    )
+    required = models.PositiveSmallIntegerField(default=1)
+    submitted_count = models.PositiveSmallIntegerField(default=0)
+    is_gold = models.BooleanField(default=False)
+    gold_ranking = models.JSONField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    created_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["prompt", "candidate_key"], name="comparison_unique_candidate_set"
+            ),
+            models.CheckConstraint(condition=Q(required__gte=1), name="comparison_required_ge_1"),
+            models.CheckConstraint(
+                condition=Q(submitted_count__lte=F("required")),
+                name="comparison_never_over_annotated",
+            ),
+            models.CheckConstraint(
+                condition=Q(is_gold=False) | Q(gold_ranking__isnull=False),
+                name="comparison_gold_has_ranking",
+            ),
+        ]
+        indexes = [
+            # The queue: open comparisons of a project, fewest annotations first, then oldest.
+            models.Index(
+                fields=["project", "status", "is_gold", "submitted_count", "id"],
+                name="comparison_queue_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"comparison {self.pk}"
+
+    @staticmethod
+    def key_for(candidate_ids) -> str:
+        return ",".join(str(i) for i in sorted(candidate_ids))
+
+
+class Assignment(models.Model):
+    """A lease of one comparison to one labeler; at most one per (comparison, labeler)."""
+
+    class Status(models.TextChoices):
+        LEASED = "leased", "Leased"
+        SUBMITTED = "submitted", "Submitted"
+        SKIPPED = "skipped", "Skipped"
+        EXPIRED = "expired", "Expired"
+
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="assignments")
+    labeler = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments"
+    )
+    display_order = models.JSONField(help_text="Candidate ids in the order this labeler sees.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.LEASED)
+    leased_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    submitted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["comparison", "labeler"], name="assignment_one_per_comparison_labeler"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["labeler", "status"], name="assignment_labeler_status_idx"),
+            models.Index(fields=["comparison", "status"], name="assignment_comp_status_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"assignment {self.pk}"
+
+
+class Annotation(models.Model):
+    """One labeler's answer to one assignment. Append-only: corrections supersede."""
+
+    assignment = models.ForeignKey(
+        Assignment, on_delete=models.PROTECT, related_name="annotations"
+    )
+    comparison = models.ForeignKey(
+        Comparison, on_delete=models.PROTECT, related_name="annotations"
+    )
+    labeler = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="annotations"
+    )
+    ranking = models.JSONField(help_text="Tiers best first: list of lists of candidate ids.")
+    ratings = models.JSONField(default=dict, blank=True)
+    flags = models.JSONField(default=dict, blank=True)
+    all_bad = models.BooleanField(default=False)
+    rationale = models.TextField(blank=True)
+    time_spent_ms = models.PositiveIntegerField(default=0)
+    client_token = models.UUIDField()
+    supersedes = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="superseded_by"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["labeler", "client_token"], name="annotation_unique_client_token"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["comparison", "id"], name="annotation_comparison_idx"),
+            models.Index(fields=["labeler", "created_at"], name="annotation_labeler_time_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"annotation {self.pk}"
+
+
+class Export(models.Model):
+    """An immutable snapshot of preference data written by `export_preferences`."""
+
+    class Format(models.TextChoices):
+        JSONL = "jsonl", "JSON Lines"
+        PARQUET = "parquet", "Parquet"
+        HF = "hf", "datasets save_to_disk folder"
+
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="exports")
+    options = models.JSONField(default=dict)
+    format = models.CharField(max_length=16, choices=Format.choices, default=Format.JSONL)
+    path = models.CharField(max_length=1024, help_text="Folder holding pairs, rankings, manifest.")
+    rows = models.PositiveIntegerField(default=0, help_text="Number of pairs.")
+    counts = models.JSONField(default=dict, blank=True)
+    sha256 = models.CharField(max_length=64)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"export {self.pk} of {self.project_id}"

@@ -1,0 +1,369 @@
+"""Bulk imports of prompts and candidates: all or nothing, idempotent, fast.
+
+A file is parsed and validated completely before the first write; the first bad record
+raises `ImportFileError` naming the file and line, and nothing is stored. Writes are
+`bulk_create` in one transaction, so 100k prompts take seconds.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.db import IntegrityError, transaction
+
+from annotation.errors import ImportFileError, ServiceValidationError
+from annotation.models import Candidate, Project, Prompt, messages_sha256, text_sha256
+
+ROLES = {"system", "user", "assistant"}
+MAX_TEXT_LENGTH = 200_000
+BULK_BATCH = 2000
+
+
+@dataclass
+class ImportResult:
+    created: int = 0
+    unchanged: int = 0
+    created_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class PromptRecord:
+    line: int
+    external_id: str | None
+    messages: list[dict]
+    is_chat: bool
+    metadata: dict
+    content_hash: str
+
+
+def validate_messages(messages) -> list[dict]:
+    """Check a chat prompt: {role, content} turns, optional system first, then user/assistant
+    alternating, starting and ending with a user turn. Returns a clean copy or raises ValueError."""
+    if not isinstance(messages, list) or not messages:
+        raise ValueError("'messages' must be a non-empty list of {role, content}")
+    clean = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise ValueError(f"messages[{i}] must be an object with 'role' and 'content'")
+        role, content = message.get("role"), message.get("content")
+        if role not in ROLES:
+            raise ValueError(f"messages[{i}].role must be one of system, user, assistant")
+        if not isinstance(content, str) or not content.strip():
+            raise ValueError(f"messages[{i}].content must be non-empty text")
+        if len(content) > MAX_TEXT_LENGTH:
+            raise ValueError(f"messages[{i}].content is longer than {MAX_TEXT_LENGTH} characters")
+        clean.append({"role": role, "content": content})
+    turns = clean[1:] if clean[0]["role"] == "system" else clean
+    if not turns:
+        raise ValueError("a chat needs at least one user message after the system message")
+    for i, message in enumerate(turns):
+        expected = "user" if i % 2 == 0 else "assistant"
+        if message["role"] != expected:
+            raise ValueError(
+                "wrong role order: after an optional system message, turns must alternate "
+                "user/assistant starting with user"
+            )
+    if turns[-1]["role"] != "user":
+        raise ValueError("wrong role order: a prompt must end with a user message")
+    return clean
+
+
+def prompt_record(raw, *, line: int) -> PromptRecord:
+    """Normalise one imported prompt (`text` or `messages`, optional `external_id`, `metadata`)."""
+    if not isinstance(raw, dict):
+        raise ValueError("each record must be a JSON object")
+    has_text, has_messages = raw.get("text") is not None, raw.get("messages") is not None
+    if has_text and has_messages:
+        raise ValueError("give either 'text' or 'messages', not both")
+    if has_messages:
+        messages, is_chat = validate_messages(raw["messages"]), True
+    elif has_text:
+        text = raw["text"]
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("'text' must be non-empty text")
+        if len(text) > MAX_TEXT_LENGTH:
+            raise ValueError(f"'text' is longer than {MAX_TEXT_LENGTH} characters")
+        messages, is_chat = [{"role": "user", "content": text}], False
+    else:
+        raise ValueError("missing 'text' (or 'messages')")
+    external_id = raw.get("external_id")
+    if external_id is not None:
+        if isinstance(external_id, bool) or not isinstance(external_id, (str, int)):
+            raise ValueError("'external_id' must be a string or an integer")
+        external_id = str(external_id).strip()
+        if not external_id or len(external_id) > 255:
+            raise ValueError("'external_id' must be 1-255 characters")
+    metadata = raw.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise ValueError("'metadata' must be an object")
+    return PromptRecord(
+        line=line,
+        external_id=external_id,
+        messages=messages,
+        is_chat=is_chat,
+        metadata=metadata,
+        content_hash=messages_sha256(messages),
+    )
+
+
+def read_records(path: str | Path) -> Iterator[tuple[int, object]]:
+    """Yield (line number, raw record) from a .jsonl, .csv or datasets folder; bad syntax raises."""
+    path = Path(path)
+    if path.is_dir():
+        yield from _read_dataset_folder(path)
+    elif not path.exists():
+        raise ImportFileError(path, None, "file not found")
+    elif path.suffix.lower() in {".jsonl", ".ndjson", ".json"}:
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    yield number, json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ImportFileError(path, number, f"invalid JSON ({exc.msg})") from None
+    elif path.suffix.lower() == ".csv":
+        with path.open(encoding="utf-8", newline="") as handle:
+            reader = csv.DictReader(handle)
+            if not reader.fieldnames or "text" not in reader.fieldnames:
+                raise ImportFileError(path, 1, "a CSV file needs a 'text' column")
+            for row in reader:
+                yield reader.line_num, _csv_row(row, path, reader.line_num)
+    else:
+        raise ImportFileError(path, None, "unknown format: use .jsonl, .csv or a datasets folder")
+
+
+def _csv_row(row: dict, path: Path, line: int) -> dict:
+    record = {"text": row.pop("text")}
+    if row.get("external_id"):
+        record["external_id"] = row.pop("external_id")
+    row.pop("external_id", None)
+    metadata_json = row.pop("metadata", None)
+    metadata = {}
+    if metadata_json:
+        try:
+            metadata = json.loads(metadata_json)
+        except json.JSONDecodeError:
+            raise ImportFileError(path, line, "the 'metadata' column must hold JSON") from None
+    metadata.update({k: v for k, v in row.items() if k and v not in (None, "")})
+    record["metadata"] = metadata
+    return record
+
+
+def _read_dataset_folder(path: Path) -> Iterator[tuple[int, dict]]:
+    try:
+        import datasets
+    except ImportError:
+        raise ImportFileError(path, None, "reading a datasets folder needs the [train] extra") from None
+    try:
+        dataset = datasets.load_from_disk(str(path))
+    except Exception as exc:  # datasets raises several types for a folder it cannot read
+        raise ImportFileError(path, None, f"not a datasets save_to_disk folder ({exc})") from None
+    if isinstance(dataset, datasets.DatasetDict):
+        if "train" not in dataset:
+            raise ImportFileError(path, None, "a DatasetDict needs a 'train' split to import")
+        dataset = dataset["train"]
+    for index, row in enumerate(dataset, start=1):
+        yield index, row
+
+
+def parse_prompt_file(path: str | Path) -> list[PromptRecord]:
+    """Parse and validate a whole prompt file; raises ImportFileError at the first bad line."""
+    records, seen_ids = [], {}
+    for line, raw in read_records(path):
+        try:
+            record = prompt_record(raw, line=line)
+        except ValueError as exc:
+            raise ImportFileError(path, line, str(exc)) from None
+        if record.external_id is not None:
+            if record.external_id in seen_ids:
+                raise ImportFileError(
+                    path,
+                    line,
+                    f"duplicate external_id {record.external_id!r} (first on line {seen_ids[record.external_id]})",
+                )
+            seen_ids[record.external_id] = line
+        records.append(record)
+    if not records:
+        raise ImportFileError(path, None, "no prompts in file")
+    return records
+
+
+@transaction.atomic
+def prompts_import(*, project: Project, records: list[PromptRecord], source: str = "") -> ImportResult:
+    """Store validated prompt records; existing ones (same external_id, or same content when
+    there is no external_id) count as unchanged. Raises ServiceValidationError, writing nothing,
+    when an external_id already exists with different content."""
+    result = ImportResult()
+    with_ids = {r.external_id: r for r in records if r.external_id is not None}
+    existing = {}
+    ids = list(with_ids)
+    for start in range(0, len(ids), BULK_BATCH):
+        chunk = ids[start : start + BULK_BATCH]
+        existing.update(
+            Prompt.objects.filter(project=project, external_id__in=chunk).values_list(
+                "external_id", "content_hash"
+            )
+        )
+    hashes = [r.content_hash for r in records if r.external_id is None]
+    existing_hashes = set()
+    for start in range(0, len(hashes), BULK_BATCH):
+        existing_hashes.update(
+            Prompt.objects.filter(
+                project=project, external_id__isnull=True, content_hash__in=hashes[start : start + BULK_BATCH]
+            ).values_list("content_hash", flat=True)
+        )
+    new = []
+    for record in records:
+        if record.external_id is not None:
+            if record.external_id in existing:
+                if existing[record.external_id] != record.content_hash:
+                    raise ServiceValidationError(
+                        f"line {record.line}: external_id {record.external_id!r} already exists "
+                        "with different content",
+                        {"line": record.line, "external_id": record.external_id},
+                    )
+                result.unchanged += 1
+                continue
+        elif record.content_hash in existing_hashes:
+            result.unchanged += 1
+            continue
+        else:
+            existing_hashes.add(record.content_hash)
+        new.append(
+            Prompt(
+                project=project,
+                external_id=record.external_id,
+                messages=record.messages,
+                is_chat=record.is_chat,
+                content_hash=record.content_hash,
+                metadata=record.metadata,
+                source=source[:255],
+            )
+        )
+    try:
+        created = Prompt.objects.bulk_create(new, batch_size=BULK_BATCH)
+    except IntegrityError as exc:  # a concurrent import won the race: nothing of ours is kept
+        raise ServiceValidationError("Prompts changed during the import; run it again.") from exc
+    result.created = len(created)
+    result.created_ids = [p.pk for p in created if p.pk is not None]
+    return result
+
+
+def prompts_import_file(*, project: Project, path: str | Path) -> ImportResult:
+    """Validate the whole file, then import it in one transaction."""
+    records = parse_prompt_file(path)
+    return prompts_import(project=project, records=records, source=Path(path).name)
+
+
+@dataclass
+class CandidateRecord:
+    line: int
+    prompt_ref: tuple[str, object]
+    text: str
+    model: str
+    params: dict
+
+
+def candidate_record(raw, *, line: int) -> CandidateRecord:
+    """Normalise one imported candidate: `prompt_external_id` or `prompt_id`, `text`, `model`."""
+    if not isinstance(raw, dict):
+        raise ValueError("each record must be a JSON object")
+    if raw.get("prompt_external_id") is not None:
+        ref = ("external_id", str(raw["prompt_external_id"]))
+    elif raw.get("prompt_id") is not None:
+        if isinstance(raw["prompt_id"], bool) or not isinstance(raw["prompt_id"], int):
+            raise ValueError("'prompt_id' must be an integer")
+        ref = ("id", raw["prompt_id"])
+    else:
+        raise ValueError("missing 'prompt_external_id' or 'prompt_id'")
+    text = raw.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("'text' must be non-empty text")
+    if len(text) > MAX_TEXT_LENGTH:
+        raise ValueError(f"'text' is longer than {MAX_TEXT_LENGTH} characters")
+    model = raw.get("model") or ""
+    if not isinstance(model, str) or len(model) > 255:
+        raise ValueError("'model' must be a name of at most 255 characters")
+    params = raw.get("params") or raw.get("generation_params") or {}
+    if not isinstance(params, dict):
+        raise ValueError("'params' must be an object")
+    return CandidateRecord(line=line, prompt_ref=ref, text=text, model=model, params=params)
+
+
+def parse_candidate_file(path: str | Path) -> list[CandidateRecord]:
+    records = []
+    for line, raw in read_records(path):
+        try:
+            records.append(candidate_record(raw, line=line))
+        except ValueError as exc:
+            raise ImportFileError(path, line, str(exc)) from None
+    if not records:
+        raise ImportFileError(path, None, "no candidates in file")
+    return records
+
+
+@transaction.atomic
+def candidates_import(
+    *, project: Project, records: Iterable[CandidateRecord], model_version=None, where: str = "line"
+) -> ImportResult:
+    """Store candidates; a text already present for its prompt counts as unchanged.
+
+    Every prompt reference must resolve inside the project, else nothing is written.
+    """
+    records = list(records)
+    by_external = {r.prompt_ref[1] for r in records if r.prompt_ref[0] == "external_id"}
+    by_id = {r.prompt_ref[1] for r in records if r.prompt_ref[0] == "id"}
+    ext_map = dict(
+        Prompt.objects.filter(project=project, external_id__in=by_external).values_list("external_id", "id")
+    )
+    id_set = set(Prompt.objects.filter(project=project, id__in=by_id).values_list("id", flat=True))
+    resolved = []
+    for record in records:
+        kind, value = record.prompt_ref
+        prompt_id = ext_map.get(value) if kind == "external_id" else (value if value in id_set else None)
+        if prompt_id is None:
+            field_name = "prompt_external_id" if kind == "external_id" else "prompt_id"
+            raise ServiceValidationError(
+                f"{where} {record.line}: no prompt with {field_name} {value!r} in project {project.slug}",
+                {"line": record.line, field_name: value},
+            )
+        resolved.append((prompt_id, record, text_sha256(record.text)))
+    existing = set(
+        Candidate.objects.filter(prompt_id__in={p for p, _, _ in resolved}).values_list("prompt_id", "text_hash")
+    )
+    result, new = ImportResult(), []
+    for prompt_id, record, digest in resolved:
+        if (prompt_id, digest) in existing:
+            result.unchanged += 1
+            continue
+        existing.add((prompt_id, digest))
+        new.append(
+            Candidate(
+                prompt_id=prompt_id,
+                text=record.text,
+                text_hash=digest,
+                model_version=model_version,
+                model_name=record.model or (model_version.name if model_version else ""),
+                generation_params=record.params,
+            )
+        )
+    try:
+        created = Candidate.objects.bulk_create(new, batch_size=BULK_BATCH)
+    except IntegrityError as exc:
+        raise ServiceValidationError("Candidates changed during the import; run it again.") from exc
+    result.created = len(created)
+    result.created_ids = [c.pk for c in created if c.pk is not None]
+    return result
+
+
+def candidates_import_file(*, project: Project, path: str | Path) -> ImportResult:
+    records = parse_candidate_file(path)
+    try:
+        return candidates_import(project=project, records=records)
+    except ServiceValidationError as exc:
+        raise ImportFileError(path, exc.errors.get("line"), exc.detail.split(": ", 1)[-1]) from None

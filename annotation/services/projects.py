@@ -1,0 +1,92 @@
+"""Projects and labeler accounts."""
+
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from rest_framework.authtoken.models import Token
+
+from annotation.errors import ServiceValidationError
+from annotation.models import Project, TaskType
+
+LABELERS_GROUP = "labelers"
+
+
+def _validation_errors(exc: ValidationError) -> dict:
+    return exc.message_dict if hasattr(exc, "error_dict") else {"__all__": exc.messages}
+
+
+@transaction.atomic
+def project_create(
+    *,
+    slug: str,
+    name: str | None = None,
+    task_type: str = TaskType.RANKING,
+    num_candidates: int | None = None,
+    overlap: int = 1,
+    allow_ties: bool = True,
+    guidelines: str = "",
+    **extra,
+) -> Project:
+    """Create a project; pairwise projects get K=2 unless told otherwise (and then fail)."""
+    if Project.objects.filter(slug=slug).exists():
+        raise ServiceValidationError(f"Project {slug!r} already exists.", {"slug": ["exists"]})
+    if num_candidates is None:
+        num_candidates = 2 if task_type == TaskType.PAIRWISE else 4
+    project = Project(
+        slug=slug,
+        name=name or slug,
+        task_type=task_type,
+        num_candidates=num_candidates,
+        overlap=overlap,
+        allow_ties=allow_ties,
+        guidelines=guidelines,
+        **extra,
+    )
+    try:
+        project.full_clean()
+    except ValidationError as exc:
+        errors = _validation_errors(exc)
+        first = "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in errors.items())
+        raise ServiceValidationError(f"Invalid project: {first}", errors) from exc
+    project.save()
+    return project
+
+
+def labelers_group() -> Group:
+    group, _ = Group.objects.get_or_create(name=LABELERS_GROUP)
+    return group
+
+
+@transaction.atomic
+def labeler_create(
+    *,
+    username: str,
+    projects: list[Project] = (),
+    staff: bool = False,
+    password: str | None = None,
+    email: str = "",
+) -> tuple[object, Token]:
+    """Create (or update) a labeler, add them to projects, and return their API token.
+
+    Running it again for an existing user adds memberships and keeps the same token, so
+    onboarding scripts can be re-run safely.
+    """
+    User = get_user_model()
+    if not username or len(username) > 150:
+        raise ServiceValidationError("A username of 1-150 characters is required.", {"username": ["invalid"]})
+    user, created = User.objects.get_or_create(username=username, defaults={"email": email})
+    if password:
+        user.set_password(password)
+    elif created:
+        user.set_unusable_password()
+    if staff:
+        user.is_staff = True
+    user.save()
+    user.groups.add(labelers_group())
+    for project in projects:
+        project.members.add(user)
+    token, _ = Token.objects.get_or_create(user=user)
+    return user, token

@@ -1,0 +1,10 @@
+"""URL map: the labeling UI at /, the admin at /admin/, the API at /api/."""
+
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/", include("annotation.api.urls")),
+    path("", include("annotation.urls")),
+]

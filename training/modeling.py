@@ -1,0 +1,289 @@
+"""Loading causal language models and rendering prompts, shared by generation, reward and PPO code.
+
+Every model path the project accepts (a local directory or a Hugging Face Hub id) goes through
+`load_causal_lm`, so that a bad path fails the same way everywhere: a `ModelLoadError` whose
+message is one sentence a command can print instead of a traceback.
+
+`format_prompt` is THE prompt rendering: candidates generated for labelers and PPO rollouts
+render a prompt identically, so the policy is trained on exactly what labelers saw.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+PAD_TOKEN = "<pad>"
+
+# Files one of which a local directory must hold for AutoTokenizer to build a real tokenizer
+# (without any, transformers may silently return an empty tokenizer for some model types).
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "vocab.json",
+    "vocab.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tiktoken.model",
+)
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+Prompt = str | list[dict[str, Any]]
+
+
+class ModelLoadError(Exception):
+    """A model or tokenizer could not be loaded; the message is one sentence for the user."""
+
+
+# --------------------------------------------------------------------------- device and dtype
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """Return the torch device for `device`; "auto" or None picks CUDA when present, else CPU."""
+    if isinstance(device, torch.device):
+        return device
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was requested but CUDA is not available here")
+    return resolved
+
+
+def resolve_dtype(device: torch.device | str | None, dtype: str | torch.dtype | None = None) -> torch.dtype:
+    """Return the weights dtype: bf16 on CUDA when supported, else fp32; `dtype` overrides.
+
+    CUDA without bf16 support gets fp32 rather than fp16, because fp16 overflows in the
+    activations of several popular models and generation must never silently produce NaNs.
+    """
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype is not None and dtype != "auto":
+        try:
+            return DTYPES[dtype.lower()]
+        except KeyError:
+            raise ValueError(f"unknown dtype {dtype!r}: use auto, float32, bfloat16 or float16") from None
+    device = resolve_device(device)
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _is_local_reference(path: str) -> bool:
+    """True when `path` names the local filesystem rather than a hub id like "org/name"."""
+    if os.path.exists(path):
+        return True
+    # A hub id is "name" or "org/name"; anything else (absolute, relative with ./, ~, several
+    # slashes, Windows separators) can only mean a local path that is missing.
+    return (
+        os.path.isabs(path)
+        or path.startswith((".", "~"))
+        or path.count("/") > 1
+        or "\\" in path
+    )
+
+
+def _hub_error(path: str, exc: BaseException) -> ModelLoadError:
+    """Turn a transformers/hub failure on a hub id into one readable sentence."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"} or os.environ.get(
+        "TRANSFORMERS_OFFLINE", ""
+    ).lower() in {"1", "true", "yes", "on"}:
+        return ModelLoadError(
+            f"Model {path!r} is not a local directory and is not in the Hugging Face cache, "
+            "and the hub is offline (HF_HUB_OFFLINE=1): download it first or pass a local path."
+        )
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ModelLoadError(
+        f"Model {path!r} is not a local directory and could not be loaded from the Hugging Face "
+        f"Hub ({reason})."
+    )
+
+
+def _check_local_dir(path: Path, *, need_weights: bool) -> None:
+    """Fail early, with a precise sentence, on a local path that cannot hold a model."""
+    if not path.exists():
+        raise ModelLoadError(f"Model path {str(path)!r} does not exist.")
+    if not path.is_dir():
+        raise ModelLoadError(f"Model path {str(path)!r} is a file, not a model directory.")
+    if need_weights and not (path / "config.json").is_file():
+        raise ModelLoadError(
+            f"Directory {str(path)!r} has no config.json, so it is not a transformers model directory."
+        )
+    if need_weights and not any(p.name.endswith(WEIGHT_SUFFIXES) for p in path.iterdir()):
+        raise ModelLoadError(f"Directory {str(path)!r} has a config.json but no model weights.")
+
+
+def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
+    """Load a tokenizer with left padding and a pad token distinct from EOS.
+
+    When the tokenizer has no pad token (or reuses EOS as pad), a new `<pad>` special token is
+    added: PPO must tell padding from a real end of sequence. The vocabulary then grows by
+    one, so the model's embeddings must be resized; `load_causal_lm` does that.
+    """
+    from transformers import AutoTokenizer
+
+    ref = str(path)
+    local = _is_local_reference(ref)
+    if local:
+        local_path = Path(ref).expanduser()
+        _check_local_dir(local_path, need_weights=False)
+        if not any((local_path / name).is_file() for name in TOKENIZER_FILES):
+            raise ModelLoadError(f"Directory {ref!r} has no tokenizer files (tokenizer.json or similar).")
+        ref = str(local_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(ref)
+    except (OSError, ValueError, TypeError) as exc:
+        if not local:
+            raise _hub_error(ref, exc) from exc
+        raise ModelLoadError(f"The tokenizer in {ref!r} could not be loaded ({_first_line(exc)}).") from exc
+    if isinstance(tokenizer, bool) or len(tokenizer) == 0:
+        raise ModelLoadError(f"The tokenizer in {ref!r} is empty.")
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
+    return tokenizer
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _causal_lm_class_names() -> set[str]:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    names: set[str] = set()
+    for value in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values():
+        names.update(value if isinstance(value, (list, tuple)) else [value])
+    return names
+
+
+def _check_causal_config(ref: str, config: Any) -> None:
+    """Reject configs that AutoModelForCausalLM cannot load, or saved from a non-causal head."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    model_type = getattr(config, "model_type", "?")
+    if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
+        raise ModelLoadError(
+            f"Model {ref!r} (model_type {model_type!r}) is not a causal language model that "
+            "AutoModelForCausalLM can load."
+        )
+    # A BERT classifier has a config AutoModelForCausalLM accepts, but loading it would
+    # silently initialise a fresh LM head: the saved architecture tells the truth.
+    architectures = getattr(config, "architectures", None) or []
+    causal = _causal_lm_class_names()
+    if architectures and not any(
+        a in causal or a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures
+    ):
+        raise ModelLoadError(
+            f"Model {ref!r} is a {architectures[0]}, not a causal language model that can generate text."
+        )
+
+
+def load_causal_lm(
+    path: str | Path,
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal LM and its tokenizer (left padding, distinct pad) in eval mode on `device`."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    ref = str(path)
+    local = _is_local_reference(ref)
+    if local:
+        local_path = Path(ref).expanduser()
+        _check_local_dir(local_path, need_weights=True)
+        ref = str(local_path)
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(torch_device, dtype)
+    try:
+        config = AutoConfig.from_pretrained(ref)
+    except (OSError, ValueError, KeyError) as exc:
+        if not local:
+            raise _hub_error(ref, exc) from exc
+        raise ModelLoadError(f"The config.json in {ref!r} could not be read ({_first_line(exc)}).") from exc
+    _check_causal_config(ref, config)
+    tokenizer = load_tokenizer(ref)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(ref, config=config, dtype=torch_dtype)
+    except (OSError, ValueError) as exc:
+        if not local:
+            raise _hub_error(ref, exc) from exc
+        raise ModelLoadError(f"The model in {ref!r} could not be loaded ({_first_line(exc)}).") from exc
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        # load_tokenizer added a pad token: give it an embedding row (never attended to).
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if model.generation_config is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.to(torch_device)
+    model.eval()
+    return model, tokenizer
+
+
+# --------------------------------------------------------------------------- prompts
+
+
+def has_chat_template(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """True when the tokenizer carries a chat template."""
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def as_messages(prompt: Prompt) -> list[dict[str, Any]]:
+    """Return `prompt` as a chat: a plain string becomes one user message."""
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}]
+    if not isinstance(prompt, list) or not all(
+        isinstance(m, dict) and "role" in m and "content" in m for m in prompt
+    ):
+        raise ValueError("a prompt is a string or a list of {'role', 'content'} messages")
+    return prompt
+
+
+def format_prompt(tokenizer: PreTrainedTokenizerBase, prompt: Prompt) -> str:
+    """Render a prompt as the text the model continues (its chat template when it has one).
+
+    With a template, a plain string becomes one user message and the assistant turn is opened
+    (add_generation_prompt). Without one, a string stays as is and a chat becomes
+    "role: content" lines ending with "assistant:".
+    """
+    if has_chat_template(tokenizer):
+        rendered = tokenizer.apply_chat_template(
+            as_messages(prompt), tokenize=False, add_generation_prompt=True
+        )
+        return str(rendered)
+    if isinstance(prompt, str):
+        return prompt
+    lines = [f"{m['role']}: {m['content']}" for m in as_messages(prompt)]
+    return "\n".join([*lines, "assistant:"])
+
+
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: Prompt) -> list[int]:
+    """Token ids of the rendered prompt, without a second BOS when a chat template added one."""
+    text = format_prompt(tokenizer, prompt)
+    # Chat templates write their own special tokens (BOS included); adding them again would
+    # give the model an input it never saw in training.
+    return list(tokenizer(text, add_special_tokens=not has_chat_template(tokenizer))["input_ids"])
