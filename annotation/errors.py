@@ -20,6 +20,10 @@ class ConflictError(ServiceError):
     """The request conflicts with the current state (HTTP 409), e.g. a slot taken meanwhile."""
 
 
+class NotAllowedError(ServiceError):
+    """The user may not act on this object (HTTP 403, or 404 to hide that it exists)."""
+
+
 class ImportFileError(ServiceValidationError):
     """A data file failed validation; the message names the file and line."""
 

@@ -82,7 +82,9 @@ class Project(models.Model):
             models.CheckConstraint(
                 condition=Q(rating_scale__lte=10), name="project_rating_scale_at_most_10"
             ),
-            models.CheckConstraint(condition=Q(lease_seconds__gte=10), name="project_lease_min_10s"),
+            models.CheckConstraint(
+                condition=Q(lease_seconds__gte=10), name="project_lease_min_10s"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -256,21 +258,51 @@ class Assignment(models.Model):
         indexes = [
             models.Index(fields=["labeler", "status"], name="assignment_labeler_status_idx"),
             models.Index(fields=["comparison", "status"], name="assignment_comp_status_idx"),
+            # Housekeeping (`leases_expire`) finds open leases past their time without a scan.
+            models.Index(
+                fields=["expires_at"],
+                condition=Q(status="leased"),
+                name="assignment_open_lease_exp_idx",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"assignment {self.pk}"
 
 
+class LabelerQueue(models.Model):
+    """One labeler's place in one project's queue.
+
+    Its row lock serializes a labeler's own `assignment_next` calls (two tabs never lease two
+    comparisons at once), and its counters decide when a gold comparison is due without
+    counting the labeler's assignments on every request.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="labeler_queues")
+    labeler = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="labeler_queues"
+    )
+    served = models.PositiveIntegerField(default=0, help_text="Leases created for this labeler.")
+    served_gold = models.PositiveIntegerField(default=0, help_text="Of which gold comparisons.")
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "labeler"], name="labeler_queue_unique"),
+            models.CheckConstraint(
+                condition=Q(served_gold__lte=F("served")), name="labeler_queue_gold_le_served"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"queue of {self.labeler_id} in {self.project_id}"
+
+
 class Annotation(models.Model):
     """One labeler's answer to one assignment. Append-only: corrections supersede."""
 
-    assignment = models.ForeignKey(
-        Assignment, on_delete=models.PROTECT, related_name="annotations"
-    )
-    comparison = models.ForeignKey(
-        Comparison, on_delete=models.PROTECT, related_name="annotations"
-    )
+    assignment = models.ForeignKey(Assignment, on_delete=models.PROTECT, related_name="annotations")
+    comparison = models.ForeignKey(Comparison, on_delete=models.PROTECT, related_name="annotations")
     labeler = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="annotations"
     )

@@ -62,7 +62,9 @@ def make_comparisons(db):
     def make(project, n=5, texts=None, prefix="p"):
         k = project.num_candidates
         records = [
-            prompt_record({"external_id": f"{prefix}{i}", "text": f"Question {prefix}{i}?"}, line=i + 1)
+            prompt_record(
+                {"external_id": f"{prefix}{i}", "text": f"Question {prefix}{i}?"}, line=i + 1
+            )
             for i in range(n)
         ]
         prompts_import(project=project, records=records)
@@ -78,6 +80,8 @@ def make_comparisons(db):
                 )
         candidates_import(project=project, records=candidates)
         comparisons_build(project=project)
-        return list(Comparison.objects.filter(project=project, prompt__external_id__startswith=prefix))
+        return list(
+            Comparison.objects.filter(project=project, prompt__external_id__startswith=prefix)
+        )
 
     return make

@@ -16,6 +16,7 @@ BULK_BATCH = 2000
 class BuildResult:
     created: int = 0
     prompts_short: int = 0  # prompts with unused candidates but fewer than K of them
+    leftover: int = 0  # candidates not grouped (pool size not a multiple of K)
 
 
 def group_round_robin(candidates: list[tuple[int, str]], k: int) -> list[list[int]]:
@@ -56,7 +57,9 @@ def comparisons_build(*, project: Project, models: list[str] | None = None) -> B
     ).iterator(chunk_size=BULK_BATCH):
         by_prompt[prompt_id].append((candidate_id, version_name or model_name or ""))
     existing_keys = set(
-        Comparison.objects.filter(prompt_id__in=list(by_prompt)).values_list("prompt_id", "candidate_key")
+        Comparison.objects.filter(prompt_id__in=list(by_prompt)).values_list(
+            "prompt_id", "candidate_key"
+        )
     )
     result = BuildResult()
     new: list[Comparison] = []
@@ -64,6 +67,7 @@ def comparisons_build(*, project: Project, models: list[str] | None = None) -> B
         groups = group_round_robin(candidates, k)
         if not groups:
             result.prompts_short += 1
+        result.leftover += len(candidates) - k * len(groups)
         for group in groups:
             key = Comparison.key_for(group)
             if (prompt_id, key) in existing_keys:

@@ -158,7 +158,9 @@ def _read_dataset_folder(path: Path) -> Iterator[tuple[int, dict]]:
     try:
         import datasets
     except ImportError:
-        raise ImportFileError(path, None, "reading a datasets folder needs the [train] extra") from None
+        raise ImportFileError(
+            path, None, "reading a datasets folder needs the [train] extra"
+        ) from None
     try:
         dataset = datasets.load_from_disk(str(path))
     except Exception as exc:  # datasets raises several types for a folder it cannot read
@@ -194,7 +196,9 @@ def parse_prompt_file(path: str | Path) -> list[PromptRecord]:
 
 
 @transaction.atomic
-def prompts_import(*, project: Project, records: list[PromptRecord], source: str = "") -> ImportResult:
+def prompts_import(
+    *, project: Project, records: list[PromptRecord], source: str = ""
+) -> ImportResult:
     """Store validated prompt records; existing ones (same external_id, or same content when
     there is no external_id) count as unchanged. Raises ServiceValidationError, writing nothing,
     when an external_id already exists with different content."""
@@ -214,7 +218,9 @@ def prompts_import(*, project: Project, records: list[PromptRecord], source: str
     for start in range(0, len(hashes), BULK_BATCH):
         existing_hashes.update(
             Prompt.objects.filter(
-                project=project, external_id__isnull=True, content_hash__in=hashes[start : start + BULK_BATCH]
+                project=project,
+                external_id__isnull=True,
+                content_hash__in=hashes[start : start + BULK_BATCH],
             ).values_list("content_hash", flat=True)
         )
     new = []
@@ -319,13 +325,17 @@ def candidates_import(
     by_external = {r.prompt_ref[1] for r in records if r.prompt_ref[0] == "external_id"}
     by_id = {r.prompt_ref[1] for r in records if r.prompt_ref[0] == "id"}
     ext_map = dict(
-        Prompt.objects.filter(project=project, external_id__in=by_external).values_list("external_id", "id")
+        Prompt.objects.filter(project=project, external_id__in=by_external).values_list(
+            "external_id", "id"
+        )
     )
     id_set = set(Prompt.objects.filter(project=project, id__in=by_id).values_list("id", flat=True))
     resolved = []
     for record in records:
         kind, value = record.prompt_ref
-        prompt_id = ext_map.get(value) if kind == "external_id" else (value if value in id_set else None)
+        prompt_id = (
+            ext_map.get(value) if kind == "external_id" else (value if value in id_set else None)
+        )
         if prompt_id is None:
             field_name = "prompt_external_id" if kind == "external_id" else "prompt_id"
             raise ServiceValidationError(
@@ -334,7 +344,9 @@ def candidates_import(
             )
         resolved.append((prompt_id, record, text_sha256(record.text)))
     existing = set(
-        Candidate.objects.filter(prompt_id__in={p for p, _, _ in resolved}).values_list("prompt_id", "text_hash")
+        Candidate.objects.filter(prompt_id__in={p for p, _, _ in resolved}).values_list(
+            "prompt_id", "text_hash"
+        )
     )
     result, new = ImportResult(), []
     for prompt_id, record, digest in resolved:

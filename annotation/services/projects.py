@@ -76,7 +76,9 @@ def labeler_create(
     """
     User = get_user_model()
     if not username or len(username) > 150:
-        raise ServiceValidationError("A username of 1-150 characters is required.", {"username": ["invalid"]})
+        raise ServiceValidationError(
+            "A username of 1-150 characters is required.", {"username": ["invalid"]}
+        )
     user, created = User.objects.get_or_create(username=username, defaults={"email": email})
     if password:
         user.set_password(password)

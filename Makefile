@@ -1,0 +1,50 @@
+# rlhf-studio: `make demo` and `make test` do all set-up on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build on this machine's disk; elsewhere set TORCH_SPEC=torch (or your CUDA build).
+TORCH_SPEC ?= torch==2.13.0
+PYTEST_ARGS ?=
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: venv test test-fast lint format demo loop chromium clean
+
+venv: $(BIN)/.installed
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[train,dev]' '$(TORCH_SPEC)'
+	touch $@
+
+# Browser tests drive Debian's Chromium; install it when we can (root with apt-get).
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "warning: /usr/bin/chromium missing: browser tests will be skipped (apt-get install chromium)"; fi; \
+	fi
+
+# The whole suite. Exit code 5 (no test selected by PYTEST_ARGS) is not a failure.
+test: venv chromium
+	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format:
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+demo: venv
+	DEBUG=1 $(BIN)/python manage.py migrate --noinput
+	DEBUG=1 $(BIN)/python manage.py demo_setup
+	DEBUG=1 $(BIN)/python manage.py runserver 127.0.0.1:8000
+
+loop: venv
+	$(BIN)/python manage.py loop --out var/loop
+
+clean:
+	rm -rf $(VENV) var staticfiles .pytest_cache .ruff_cache

@@ -1,0 +1,130 @@
+"""create_project, create_labeler, import_candidates and build_comparisons through call_command."""
+
+import io
+import json
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import CommandError, call_command
+from rest_framework.authtoken.models import Token
+
+from annotation.models import Comparison, Project
+
+pytestmark = pytest.mark.django_db
+
+
+def run(*args):
+    out = io.StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()
+
+
+def test_create_project_with_options(tmp_path):
+    guidelines = tmp_path / "g.md"
+    guidelines.write_text("# Rank by helpfulness")
+    out = run(
+        "create_project",
+        "p1",
+        "--name",
+        "P one",
+        "--num-candidates",
+        "3",
+        "--overlap",
+        "2",
+        "--no-ties",
+        "--guidelines",
+        str(guidelines),
+    )
+    assert "Created project p1" in out
+    project = Project.objects.get(slug="p1")
+    assert (project.num_candidates, project.overlap, project.allow_ties) == (3, 2, False)
+    assert project.guidelines == "# Rank by helpfulness"
+    assert project.flags == ["unhelpful", "untruthful", "harmful"]
+
+
+def test_create_project_pairwise_defaults_to_two():
+    run("create_project", "pw", "--task-type", "pairwise")
+    assert Project.objects.get(slug="pw").num_candidates == 2
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--num-candidates", "12"], "num_candidates"),
+        (
+            ["--task-type", "pairwise", "--num-candidates", "3"],
+            "pairwise project compares exactly 2",
+        ),
+        (["--overlap", "0"], "overlap"),
+    ],
+)
+def test_create_project_rejects_bad_options(args, message):
+    with pytest.raises(CommandError, match=message):
+        run("create_project", "bad", *args)
+    assert not Project.objects.exists()
+
+
+def test_create_project_twice_fails():
+    run("create_project", "p1")
+    with pytest.raises(CommandError, match="already exists"):
+        run("create_project", "p1")
+
+
+def test_create_labeler_prints_token_last_and_is_rerunnable(project):
+    out = run("create_labeler", "bob", "--project", "demo", "--password", "s3cret-pass-word")
+    user = get_user_model().objects.get(username="bob")
+    token = out.strip().splitlines()[-1]
+    assert Token.objects.get(user=user).key == token
+    assert user.check_password("s3cret-pass-word")
+    assert user.groups.filter(name="labelers").exists() and not user.is_staff
+    assert list(project.members.all()) == [user]
+    again = run("create_labeler", "bob", "--project", "demo", "--staff")
+    assert again.strip().splitlines()[-1] == token
+    user.refresh_from_db()
+    assert user.is_staff
+
+
+def test_create_labeler_unknown_project():
+    with pytest.raises(CommandError, match="No project with slug 'nope'"):
+        run("create_labeler", "bob", "--project", "nope")
+
+
+def test_import_candidates_and_build_comparisons(make_project, tmp_path):
+    project = make_project("r", num_candidates=2)
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(
+        "\n".join(json.dumps({"external_id": f"q{i}", "text": f"q{i}"}) for i in range(3))
+    )
+    run("import_prompts", "r", str(prompts))
+    candidates = tmp_path / "c.jsonl"
+    rows = [
+        {"prompt_external_id": f"q{i}", "text": f"{m} says {i}", "model": m}
+        for i in range(3)
+        for m in ("a", "b", "c")
+    ]
+    candidates.write_text("\n".join(json.dumps(r) for r in rows))
+    assert "created 9" in run("import_candidates", "r", str(candidates))
+    out = run("build_comparisons", "r")
+    assert "built 3 comparisons" in out and "3 candidates left over" in out
+    for comparison in Comparison.objects.all():
+        models = {c.model_name for c in comparison.candidates.all()}
+        assert len(models) == 2  # pairs mix models
+    assert "built 0 comparisons" in run("build_comparisons", "r")  # never the same set twice
+
+
+def test_build_comparisons_filtered_by_model(make_project, tmp_path):
+    project = make_project("f", num_candidates=2)
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"external_id": "q", "text": "q"}))
+    run("import_prompts", "f", str(prompts))
+    candidates = tmp_path / "c.jsonl"
+    rows = [
+        {"prompt_external_id": "q", "text": f"{m}{n}", "model": m}
+        for m in ("a", "b")
+        for n in range(2)
+    ]
+    candidates.write_text("\n".join(json.dumps(r) for r in rows))
+    run("import_candidates", "f", str(candidates))
+    assert "built 1 comparisons" in run("build_comparisons", "f", "--model", "a")
+    comparison = Comparison.objects.get(project=project)
+    assert {c.model_name for c in comparison.candidates.all()} == {"a"}

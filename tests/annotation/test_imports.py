@@ -1,0 +1,179 @@
+"""Prompt and candidate imports: formats, every kind of bad line, idempotency, all or nothing."""
+
+import json
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from annotation.errors import ImportFileError, ServiceValidationError
+from annotation.models import Candidate, Prompt
+from annotation.services.imports import candidates_import_file, prompts_import_file
+
+pytestmark = pytest.mark.django_db
+
+
+def write_jsonl(path, rows):
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def test_jsonl_text_and_messages(project, tmp_path):
+    path = write_jsonl(
+        tmp_path / "p.jsonl",
+        [
+            {"external_id": "a", "text": "What is 2+2?", "metadata": {"kind": "math"}},
+            {
+                "messages": [
+                    {"role": "system", "content": "Be brief."},
+                    {"role": "user", "content": "Hi"},
+                    {"role": "assistant", "content": "Hello"},
+                    {"role": "user", "content": "Capital of France?"},
+                ]
+            },
+        ],
+    )
+    result = prompts_import_file(project=project, path=path)
+    assert (result.created, result.unchanged) == (2, 0)
+    text_prompt = Prompt.objects.get(external_id="a")
+    assert text_prompt.messages == [{"role": "user", "content": "What is 2+2?"}]
+    assert text_prompt.is_chat is False and text_prompt.as_model_input() == "What is 2+2?"
+    assert text_prompt.metadata == {"kind": "math"} and text_prompt.source == "p.jsonl"
+    chat = Prompt.objects.get(external_id__isnull=True)
+    assert chat.is_chat and len(chat.as_model_input()) == 4
+
+
+def test_reimport_creates_nothing_new(project, tmp_path):
+    path = write_jsonl(tmp_path / "p.jsonl", [{"external_id": "a", "text": "x"}, {"text": "no id"}])
+    prompts_import_file(project=project, path=path)
+    again = prompts_import_file(project=project, path=path)
+    assert (again.created, again.unchanged) == (0, 2)
+    assert Prompt.objects.count() == 2
+
+
+def test_csv_with_text_column_and_extra_columns_as_metadata(project, tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text(
+        'external_id,text,topic\n1,"Hello, world",greeting\n2,"Line one\nline two",misc\n'
+    )
+    result = prompts_import_file(project=project, path=path)
+    assert result.created == 2
+    assert Prompt.objects.get(external_id="1").metadata == {"topic": "greeting"}
+    assert Prompt.objects.get(external_id="2").text == "Line one\nline two"
+
+
+def test_csv_without_text_column(project, tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text("prompt\nhello\n")
+    with pytest.raises(ImportFileError, match=r"p\.csv:1: a CSV file needs a 'text' column"):
+        prompts_import_file(project=project, path=path)
+
+
+@pytest.mark.ml
+def test_datasets_folder(project, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    datasets.Dataset.from_dict({"text": ["a", "b"], "external_id": ["1", "2"]}).save_to_disk(
+        tmp_path / "ds"
+    )
+    assert prompts_import_file(project=project, path=tmp_path / "ds").created == 2
+
+
+BAD_LINES = [
+    ("{not json", "invalid JSON"),
+    ({"external_id": "z"}, "missing 'text'"),
+    ({"text": "   "}, "'text' must be non-empty"),
+    ({"messages": [{"role": "assistant", "content": "hi"}]}, "wrong role order"),
+    (
+        {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]},
+        "wrong role order",
+    ),
+    ({"messages": [{"role": "user", "content": ""}]}, "content must be non-empty"),
+    ({"messages": [{"role": "robot", "content": "x"}]}, "role must be one of"),
+    ({"text": "x", "metadata": [1]}, "'metadata' must be an object"),
+    ({"external_id": "a", "text": "dup"}, "duplicate external_id 'a' (first on line 1)"),
+]
+
+
+@pytest.mark.parametrize("bad,message", BAD_LINES)
+def test_a_bad_line_fails_the_whole_file_with_its_line_number(project, tmp_path, bad, message):
+    path = write_jsonl(
+        tmp_path / "p.jsonl", [{"external_id": "a", "text": "fine"}, {"text": "also fine"}, bad]
+    )
+    with pytest.raises(ImportFileError) as info:
+        prompts_import_file(project=project, path=path)
+    assert str(info.value).startswith(f"{path}:3: ")
+    assert message in str(info.value)
+    assert Prompt.objects.count() == 0
+
+
+def test_existing_external_id_with_other_content_is_refused(project, tmp_path):
+    prompts_import_file(
+        project=project, path=write_jsonl(tmp_path / "a.jsonl", [{"external_id": "a", "text": "x"}])
+    )
+    path = write_jsonl(
+        tmp_path / "b.jsonl",
+        [{"external_id": "new", "text": "y"}, {"external_id": "a", "text": "changed"}],
+    )
+    with pytest.raises(ServiceValidationError, match="line 2: external_id 'a' already exists"):
+        prompts_import_file(project=project, path=path)
+    assert Prompt.objects.count() == 1
+
+
+def test_import_prompts_command(project, tmp_path, capsys):
+    path = write_jsonl(tmp_path / "p.jsonl", [{"text": "a"}, {"text": "b"}])
+    call_command("import_prompts", "demo", str(path))
+    assert "created 2, unchanged 0" in capsys.readouterr().out
+    with pytest.raises(CommandError, match="No project with slug 'nope'"):
+        call_command("import_prompts", "nope", str(path))
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"text": "c"}, "[1,"])
+    with pytest.raises(CommandError, match=r"bad\.jsonl:2: invalid JSON"):
+        call_command("import_prompts", "demo", str(bad))
+    with pytest.raises(CommandError, match="file not found"):
+        call_command("import_prompts", "demo", str(tmp_path / "missing.jsonl"))
+    assert Prompt.objects.count() == 2
+
+
+def test_candidates_import_all_or_nothing(project, tmp_path):
+    prompts_import_file(
+        project=project, path=write_jsonl(tmp_path / "p.jsonl", [{"external_id": "a", "text": "q"}])
+    )
+    prompt = Prompt.objects.get()
+    good = write_jsonl(
+        tmp_path / "c.jsonl",
+        [
+            {"prompt_external_id": "a", "text": "one", "model": "m1"},
+            {"prompt_id": prompt.pk, "text": "two", "model": "m2"},
+            {"prompt_external_id": "a", "text": "one", "model": "m1"},  # same text: unchanged
+        ],
+    )
+    result = candidates_import_file(project=project, path=good)
+    assert (result.created, result.unchanged) == (2, 1)
+    bad = write_jsonl(
+        tmp_path / "bad.jsonl",
+        [
+            {"prompt_external_id": "a", "text": "three"},
+            {"prompt_external_id": "missing", "text": "x"},
+        ],
+    )
+    with pytest.raises(
+        ImportFileError, match=r"bad\.jsonl:2: .*no prompt with prompt_external_id 'missing'"
+    ):
+        candidates_import_file(project=project, path=bad)
+    no_text = write_jsonl(tmp_path / "nt.jsonl", [{"prompt_external_id": "a"}])
+    with pytest.raises(ImportFileError, match=r"nt\.jsonl:1: 'text' must be non-empty"):
+        candidates_import_file(project=project, path=no_text)
+    assert Candidate.objects.count() == 2
+
+
+def test_bulk_import_is_fast_enough_for_many_prompts(
+    project, tmp_path, django_assert_max_num_queries
+):
+    path = write_jsonl(
+        tmp_path / "p.jsonl", [{"external_id": str(i), "text": f"prompt {i}"} for i in range(5000)]
+    )
+    from annotation.services.imports import parse_prompt_file, prompts_import
+
+    records = parse_prompt_file(path)
+    # Bulk writes: batches of rows (SQLite caps variables per statement), never one per prompt.
+    with django_assert_max_num_queries(100):
+        result = prompts_import(project=project, records=records)
+    assert result.created == 5000
