@@ -169,8 +169,7 @@ def _read_dataset_folder(path: Path) -> Iterator[tuple[int, dict]]:
         if "train" not in dataset:
             raise ImportFileError(path, None, "a DatasetDict needs a 'train' split to import")
         dataset = dataset["train"]
-    for index, row in enumerate(dataset, start=1):
-        yield index, row
+    yield from enumerate(dataset, start=1)
 
 
 def parse_prompt_file(path: str | Path) -> list[PromptRecord]:

@@ -90,7 +90,7 @@ def test_create_labeler_unknown_project():
 
 
 def test_import_candidates_and_build_comparisons(make_project, tmp_path):
-    project = make_project("r", num_candidates=2)
+    make_project("r", num_candidates=2)
     prompts = tmp_path / "p.jsonl"
     prompts.write_text(
         "\n".join(json.dumps({"external_id": f"q{i}", "text": f"q{i}"}) for i in range(3))
