@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.utils.html import format_html_join
+from django.utils.safestring import mark_safe
 
+from training.charts import metrics_charts_svg
 from training.models import ModelVersion, TrainingRun
 
 
@@ -47,10 +49,46 @@ class TrainingRunAdmin(admin.ModelAdmin):
         "started_at",
         "finished_at",
         "summary",
+        "charts",
+        "lineage",
+    )
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "kind",
+                    "status",
+                    "project",
+                    "created_by",
+                    "created_at",
+                    "started_at",
+                    "finished_at",
+                )
+            },
+        ),
+        (
+            "Inputs and outputs",
+            {"fields": ("input_export", "input_models", "output_model", "output_dir", "lineage")},
+        ),
+        ("Metrics", {"fields": ("summary", "charts", "metrics", "metrics_history")}),
+        ("Configuration", {"fields": ("config",)}),
+        ("Log", {"fields": ("error", "log")}),
     )
 
     def has_add_permission(self, request):
         return False
+
+    @admin.display(description="charts")
+    def charts(self, obj):
+        # The SVG holds numbers and escaped metric names only.
+        return mark_safe(metrics_charts_svg(obj.metrics_history or [])) or "-"  # noqa: S308
+
+    @admin.display(description="model lineage")
+    def lineage(self, obj):
+        if obj.output_model_id is None:
+            return "-"
+        return format_html_join(" ← ", "{}", ((v.name,) for v in obj.output_model.lineage()))
 
     @admin.display(description="final metrics")
     def summary(self, obj):

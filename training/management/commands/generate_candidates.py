@@ -46,20 +46,30 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         try:
-            model, tokenizer = load_causal_lm(opts["model"], device=config.device, dtype=config.dtype)
+            model, tokenizer = load_causal_lm(
+                opts["model"], device=config.device, dtype=config.dtype
+            )
         except ModelLoadError as exc:
             raise CommandError(str(exc)) from None
 
-        version = model_version_register(path=opts["model"], kind=ModelVersion.Kind.POLICY, name=opts["name"])
+        version = model_version_register(
+            path=opts["model"], kind=ModelVersion.Kind.POLICY, name=opts["name"]
+        )
         todo = list(
-            Prompt.objects.filter(project=project).exclude(candidates__model_version=version).order_by("id")
+            Prompt.objects.filter(project=project)
+            .exclude(candidates__model_version=version)
+            .order_by("id")
         )
         if opts["limit"]:
             todo = todo[: opts["limit"]]
         if not todo:
-            self.stdout.write(f"every prompt of {project.slug} already has candidates from {version.name}")
+            self.stdout.write(
+                f"every prompt of {project.slug} already has candidates from {version.name}"
+            )
             return
-        self.stdout.write(f"generating {config.num_candidates} candidates for {len(todo)} prompts with {version.name}")
+        self.stdout.write(
+            f"generating {config.num_candidates} candidates for {len(todo)} prompts with {version.name}"
+        )
         stored = {"created": 0}
 
         def store(indices, candidates):
@@ -99,7 +109,9 @@ class Command(BaseCommand):
                 "seconds": round(result.seconds, 2),
             }
         self.stdout.write(
-            self.style.SUCCESS(f"stored {stored['created']} candidates for {len(todo)} prompts from {version.name}")
+            self.style.SUCCESS(
+                f"stored {stored['created']} candidates for {len(todo)} prompts from {version.name}"
+            )
         )
         if result.short:
             self.stdout.write(
