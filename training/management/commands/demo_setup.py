@@ -86,11 +86,13 @@ class Command(BaseCommand):
 
         self.stdout.write(self.style.SUCCESS("\nThe demo is ready."))
         self.stdout.write(
-            "  Label at   http://127.0.0.1:8000/        user 'labeler'  password '%s'"
-            % opts["password"]
+            "  Label at   http://127.0.0.1:8000/        user 'labeler'  password '{}'".format(
+                opts["password"]
+            )
         )
         self.stdout.write(
-            "  Admin at   http://127.0.0.1:8000/admin/  user 'admin'    password '%s'"
-            % opts["password"]
+            "  Admin at   http://127.0.0.1:8000/admin/  user 'admin'    password '{}'".format(
+                opts["password"]
+            )
         )
         self.stdout.write(f"  API token of 'labeler': {token.key}")
