@@ -258,11 +258,12 @@ class Assignment(models.Model):
         indexes = [
             models.Index(fields=["labeler", "status"], name="assignment_labeler_status_idx"),
             models.Index(fields=["comparison", "status"], name="assignment_comp_status_idx"),
-            # Housekeeping (`leases_expire`) finds open leases past their time without a scan.
+            # Open leases only (a small, hot set): the queue counts a comparison's unexpired
+            # leases from it, and `leases_expire` reads it instead of every assignment.
             models.Index(
-                fields=["expires_at"],
+                fields=["comparison", "expires_at"],
                 condition=Q(status="leased"),
-                name="assignment_open_lease_exp_idx",
+                name="assignment_open_lease_idx",
             ),
         ]
 

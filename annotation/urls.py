@@ -1,7 +1,28 @@
+"""Browser routes: sign-in, the labeler's projects, the labeling page and its form fallback."""
+
+from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from annotation import views
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path(
+        "accounts/login/",
+        auth_views.LoginView.as_view(redirect_authenticated_user=True),
+        name="login",
+    ),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("projects/<slug:slug>/label/", views.label, name="label"),
+    path(
+        "assignments/<int:assignment_id>/submit/",
+        views.assignment_submit,
+        name="assignment-submit",
+    ),
+    path(
+        "assignments/<int:assignment_id>/skip/",
+        views.assignment_skip_view,
+        name="assignment-skip",
+    ),
+    path("history/", views.history, name="history"),
 ]

@@ -1,11 +1,293 @@
-"""Browser views (placeholder until the labeling UI lands)."""
+"""Browser pages: the labeler's projects, the labeling page and its plain-form fallback, history.
 
+Views parse input, call one service and render. The labeling page works in two modes: with
+JavaScript it talks to the JSON API (`/api/v1/...`) and never reloads; without, its form
+posts to `assignment_submit` / `assignment_skip` here, which redirect back to the page.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.shortcuts import render
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
 
+from annotation.api.permissions import assignment_of, project_for_labeler
+from annotation.errors import ConflictError, NotAllowedError, ServiceValidationError
+from annotation.forms import SubmissionForm, ordinal
+from annotation.markdown import render_markdown, text_segments
+from annotation.models import Assignment, Project, TaskType
 from annotation.selectors import projects_for_user
+from annotation.services.labeling import assignment_next, assignment_skip, ranking_submit
+from annotation.views_selectors import (
+    annotation_history,
+    annotations_today,
+    candidate_texts,
+    has_labeled,
+    submitted_by_project,
+)
+
+ROLE_LABELS = {"system": "System", "user": "User", "assistant": "Assistant"}
+HISTORY_PAGE_SIZE = 25
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 @login_required
-def home(request):
-    return render(request, "annotation/home.html", {"projects": projects_for_user(request.user)})
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    """The projects this user labels, with the project's and the user's own progress."""
+    mine = submitted_by_project(request.user)
+    projects = []
+    for project in projects_for_user(request.user):
+        total, complete = project.comparisons_total, project.comparisons_complete
+        projects.append(
+            {
+                "project": project,
+                "total": total,
+                "complete": complete,
+                "mine": mine.get(project.pk, 0),
+                "percent": round(100 * complete / total) if total else 0,
+            }
+        )
+    return render(request, "annotation/home.html", {"projects": projects})
+
+
+# ---------------------------------------------------------------------------------------
+# Labeling page
+# ---------------------------------------------------------------------------------------
+
+
+def _prompt_turns(messages_: list[dict]) -> list[dict]:
+    """The prompt as turns; a plain-text prompt (one user message) shows without a role."""
+    plain = len(messages_) == 1 and messages_[0].get("role") == "user"
+    return [
+        {
+            "role": m.get("role", ""),
+            "label": "" if plain else ROLE_LABELS.get(m.get("role"), m.get("role", "")),
+            "segments": text_segments(m.get("content", "")),
+        }
+        for m in messages_
+    ]
+
+
+def _card(project: Project, *, cid: int, n: int, text: str, values) -> dict:
+    """What the card template shows for one candidate, with posted values put back."""
+    chosen_flags = values.getlist(f"flag_{cid}") if values is not None else []
+    rank = values.get(f"rank_{cid}", "") if values is not None else ""
+    rating = values.get(f"rating_{cid}", "") if values is not None else ""
+    k = project.num_candidates
+    return {
+        "id": cid,
+        "n": n,
+        "letter": "AB"[n - 1] if project.task_type == TaskType.PAIRWISE and n else "",
+        "segments": text_segments(text),
+        "ranks": [(str(i), ordinal(i), str(i) == rank) for i in range(1, k + 1)],
+        "flags": [(code, code in chosen_flags) for code in project.flags or []],
+        "ratings": [(str(i), str(i) == rating) for i in range(1, project.rating_scale + 1)],
+    }
+
+
+def _with_comparison(assignment_id: int) -> Assignment:
+    """The assignment with everything the labeling page shows, in three queries."""
+    return (
+        Assignment.objects.select_related("comparison__prompt", "comparison__project")
+        .prefetch_related("comparison__candidates")
+        .get(pk=assignment_id)
+    )
+
+
+def _label_page(
+    request: HttpRequest,
+    project: Project,
+    assignment: Assignment | None,
+    *,
+    form: SubmissionForm | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    values = form.data if form is not None else None
+    now = timezone.now()
+    cards, turns = [], []
+    if assignment is not None:
+        comparison = assignment.comparison
+        texts = {c.pk: c.text for c in comparison.candidates.all()}
+        cards = [
+            _card(project, cid=cid, n=n, text=texts.get(cid, ""), values=values)
+            for n, cid in enumerate(assignment.display_order, start=1)
+        ]
+        turns = _prompt_turns(comparison.prompt.messages)
+    today = annotations_today(user=request.user, project=project, now=now)
+    api_zero = {"assignment_id": 0}
+    config = {
+        "assignment": (
+            {
+                "id": assignment.pk,
+                "expires_at": assignment.expires_at.isoformat(),
+                "candidate_ids": assignment.display_order,
+            }
+            if assignment is not None
+            else None
+        ),
+        "server_now": now.isoformat(),
+        "today": today,
+        "project": {
+            "slug": project.slug,
+            "task_type": project.task_type,
+            "allow_ties": project.allow_ties,
+            "num_candidates": project.num_candidates,
+        },
+        # Ids are filled in by the script: `/0/` in these paths stands for the assignment.
+        "urls": {
+            "next": reverse("api:assignment-next", kwargs={"slug": project.slug}),
+            "submit": reverse("api:assignment-submit", kwargs=api_zero),
+            "skip": reverse("api:assignment-skip", kwargs=api_zero),
+            "form_submit": reverse("assignment-submit", kwargs=api_zero),
+            "form_skip": reverse("assignment-skip", kwargs=api_zero),
+            "login": reverse("login"),
+        },
+    }
+    context = {
+        "project": project,
+        "pairwise": project.task_type == TaskType.PAIRWISE,
+        "guidelines_html": render_markdown(project.guidelines),
+        # Open the guidelines for someone who has not labeled in this project yet.
+        "guidelines_open": not has_labeled(user=request.user, project=project),
+        "assignment": assignment,
+        "seconds_left": (
+            max(0, int((assignment.expires_at - now).total_seconds())) if assignment else 0
+        ),
+        "cards": cards,
+        "card_template": _card(project, cid=0, n=0, text="", values=None),
+        "turns": turns,
+        "today": today,
+        "form": form,
+        "client_token": uuid.uuid4(),
+        # A refused post keeps its start time, so time spent covers the whole answer.
+        "started_ms": (values.get("started_ms") if values is not None else None) or _now_ms(),
+        "rationale": values.get("rationale", "") if values is not None else "",
+        "all_bad": bool(values.get("all_bad")) if values is not None else False,
+        "rationale_max_length": settings.RATIONALE_MAX_LENGTH,
+        "config": config,
+    }
+    return render(request, "annotation/label.html", context, status=status)
+
+
+@login_required
+@require_GET
+def label(request: HttpRequest, slug: str) -> HttpResponse:
+    """The labeling page with the labeler's current (or next) comparison."""
+    project = project_for_labeler(request.user, slug)
+    try:
+        assignment = assignment_next(project=project, labeler=request.user)
+    except NotAllowedError as exc:
+        raise PermissionDenied(exc.detail) from exc
+    if assignment is not None:
+        assignment = _with_comparison(assignment.pk)
+    return _label_page(request, project, assignment)
+
+
+@login_required
+@require_POST
+def assignment_submit(request: HttpRequest, assignment_id: int) -> HttpResponse:
+    """Plain-form submit (JavaScript off): store the answer, then show the next comparison."""
+    assignment = _with_comparison(assignment_of(request.user, assignment_id).pk)
+    project = assignment.comparison.project
+    form = SubmissionForm(
+        request.POST, project=project, display_order=assignment.display_order, now_ms=_now_ms()
+    )
+    if not form.is_valid():
+        return _label_page(request, project, assignment, form=form, status=400)
+    try:
+        ranking_submit(assignment=assignment, labeler=request.user, **form.submission())
+    except ServiceValidationError as exc:
+        form.add_error(None, exc.detail)
+        return _label_page(request, project, assignment, form=form, status=400)
+    except ConflictError as exc:
+        messages.error(request, f"{exc.detail} Here is another comparison.")
+    except NotAllowedError as exc:
+        raise PermissionDenied(exc.detail) from exc
+    else:
+        messages.success(request, "Saved.")
+    return redirect("label", slug=project.slug)
+
+
+@login_required
+@require_POST
+def assignment_skip_view(request: HttpRequest, assignment_id: int) -> HttpResponse:
+    """Plain-form skip: give the comparison back and show the next one."""
+    assignment = assignment_of(request.user, assignment_id)
+    slug = Project.objects.values_list("slug", flat=True).get(comparisons=assignment.comparison_id)
+    try:
+        assignment_skip(assignment=assignment, labeler=request.user)
+    except ConflictError as exc:
+        messages.error(request, exc.detail)
+    except NotAllowedError as exc:
+        raise PermissionDenied(exc.detail) from exc
+    else:
+        messages.info(request, "Skipped.")
+    return redirect("label", slug=slug)
+
+
+# ---------------------------------------------------------------------------------------
+# History
+# ---------------------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def history(request: HttpRequest) -> HttpResponse:
+    """The user's own annotations, newest first, optionally for one project."""
+    project = None
+    if slug := request.GET.get("project"):
+        project = project_for_labeler(request.user, slug)
+    page = Paginator(annotation_history(request.user, project=project), HISTORY_PAGE_SIZE).get_page(
+        request.GET.get("page")
+    )
+    texts = candidate_texts(cid for a in page for tier in a.ranking for cid in tier)
+    rows = []
+    for annotation in page:
+        tiers = []
+        for position, tier in enumerate(annotation.ranking, start=1):
+            tiers.append(
+                {
+                    "label": ordinal(position),
+                    "candidates": [
+                        {
+                            "text": texts.get(cid, ""),
+                            "flags": annotation.flags.get(str(cid), []),
+                            "rating": annotation.ratings.get(str(cid)),
+                        }
+                        for cid in tier
+                    ],
+                }
+            )
+        superseded = getattr(annotation, "superseded_by", None)
+        rows.append(
+            {
+                "annotation": annotation,
+                "prompt": annotation.comparison.prompt.text,
+                "tiers": tiers,
+                "superseded": superseded is not None,
+            }
+        )
+    return render(
+        request,
+        "annotation/history.html",
+        {
+            "page": page,
+            "rows": rows,
+            "project": project,
+            "projects": projects_for_user(request.user),
+        },
+    )

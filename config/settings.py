@@ -131,14 +131,25 @@ LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 
 REST_FRAMEWORK = {
+    # Token first: its `WWW-Authenticate` header is what makes anonymous calls answer 401
+    # (DRF answers 403 when the first authenticator names no scheme). Session auth keeps
+    # DRF's CSRF check for browser calls.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["annotation.api.parsers.StrictJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "annotation.api.exceptions.api_exception_handler",
-    "DEFAULT_THROTTLE_RATES": {"login": "20/min", "token": "20/min"},
+    "DEFAULT_THROTTLE_RATES": {
+        "login": os.environ.get("THROTTLE_LOGIN", "20/min"),
+        "token": os.environ.get("THROTTLE_TOKEN", "20/min"),
+    },
+    # Reverse proxies in front of gunicorn: throttles then key on the client's address from
+    # X-Forwarded-For instead of the proxy's.
+    "NUM_PROXIES": int(os.environ["NUM_PROXIES"]) if os.environ.get("NUM_PROXIES") else None,
 }
 
 SPECTACULAR_SETTINGS = {
@@ -146,6 +157,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Collect rankings of model outputs and export preference data.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
 }
 
 # Limits on untrusted input.

@@ -24,3 +24,8 @@ REST_FRAMEWORK = {
 WHITENOISE_AUTOREFRESH = True
 WHITENOISE_USE_FINDERS = True
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405
+
+# A file-backed SQLite test database, so live-server and threaded concurrency tests run
+# real concurrent connections (an in-memory database is one shared connection).
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test-db.sqlite3")}

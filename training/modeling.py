@@ -69,7 +69,9 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return resolved
 
 
-def resolve_dtype(device: torch.device | str | None, dtype: str | torch.dtype | None = None) -> torch.dtype:
+def resolve_dtype(
+    device: torch.device | str | None, dtype: str | torch.dtype | None = None
+) -> torch.dtype:
     """Return the weights dtype: bf16 on CUDA when supported, else fp32; `dtype` overrides.
 
     CUDA without bf16 support gets fp32 rather than fp16, because fp16 overflows in the
@@ -81,7 +83,9 @@ def resolve_dtype(device: torch.device | str | None, dtype: str | torch.dtype | 
         try:
             return DTYPES[dtype.lower()]
         except KeyError:
-            raise ValueError(f"unknown dtype {dtype!r}: use auto, float32, bfloat16 or float16") from None
+            raise ValueError(
+                f"unknown dtype {dtype!r}: use auto, float32, bfloat16 or float16"
+            ) from None
     device = resolve_device(device)
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
@@ -97,12 +101,7 @@ def _is_local_reference(path: str) -> bool:
         return True
     # A hub id is "name" or "org/name"; anything else (absolute, relative with ./, ~, several
     # slashes, Windows separators) can only mean a local path that is missing.
-    return (
-        os.path.isabs(path)
-        or path.startswith((".", "~"))
-        or path.count("/") > 1
-        or "\\" in path
-    )
+    return os.path.isabs(path) or path.startswith((".", "~")) or path.count("/") > 1 or "\\" in path
 
 
 def _hub_error(path: str, exc: BaseException) -> ModelLoadError:
@@ -150,14 +149,18 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
         local_path = Path(ref).expanduser()
         _check_local_dir(local_path, need_weights=False)
         if not any((local_path / name).is_file() for name in TOKENIZER_FILES):
-            raise ModelLoadError(f"Directory {ref!r} has no tokenizer files (tokenizer.json or similar).")
+            raise ModelLoadError(
+                f"Directory {ref!r} has no tokenizer files (tokenizer.json or similar)."
+            )
         ref = str(local_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(ref)
     except (OSError, ValueError, TypeError) as exc:
         if not local:
             raise _hub_error(ref, exc) from exc
-        raise ModelLoadError(f"The tokenizer in {ref!r} could not be loaded ({_first_line(exc)}).") from exc
+        raise ModelLoadError(
+            f"The tokenizer in {ref!r} could not be loaded ({_first_line(exc)})."
+        ) from exc
     if isinstance(tokenizer, bool) or len(tokenizer) == 0:
         raise ModelLoadError(f"The tokenizer in {ref!r} is empty.")
     tokenizer.padding_side = "left"
@@ -224,7 +227,9 @@ def load_causal_lm(
     except (OSError, ValueError, KeyError) as exc:
         if not local:
             raise _hub_error(ref, exc) from exc
-        raise ModelLoadError(f"The config.json in {ref!r} could not be read ({_first_line(exc)}).") from exc
+        raise ModelLoadError(
+            f"The config.json in {ref!r} could not be read ({_first_line(exc)})."
+        ) from exc
     _check_causal_config(ref, config)
     tokenizer = load_tokenizer(ref)
     try:
@@ -232,7 +237,9 @@ def load_causal_lm(
     except (OSError, ValueError) as exc:
         if not local:
             raise _hub_error(ref, exc) from exc
-        raise ModelLoadError(f"The model in {ref!r} could not be loaded ({_first_line(exc)}).") from exc
+        raise ModelLoadError(
+            f"The model in {ref!r} could not be loaded ({_first_line(exc)})."
+        ) from exc
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         # load_tokenizer added a pad token: give it an embedding row (never attended to).
         model.resize_token_embeddings(len(tokenizer))

@@ -99,9 +99,13 @@ def model_version_register(
     produced_by: TrainingRun | None = None,
     metadata: dict | None = None,
 ) -> ModelVersion:
-    """Find the version registered for `path` (and kind), or register it."""
+    """Find the version registered for `path` (and kind), or register it.
+
+    A version produced by a run is always new: a run that overwrote an old output folder
+    made a different model, and lineage must say so.
+    """
     existing = ModelVersion.objects.filter(path=str(path), kind=kind).order_by("-id").first()
-    if existing is not None and name in (None, existing.name):
+    if produced_by is None and existing is not None and name in (None, existing.name):
         return existing
     version = ModelVersion.objects.create(
         name=name or _unique_name(str(path)),

@@ -1,3 +1,54 @@
-"""API routes (SPEC section 3)."""
+"""API routes (SPEC section 3), mounted at `api/` under the namespace `api`."""
 
-urlpatterns: list = []
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView
+from rest_framework.permissions import IsAuthenticated
+
+from annotation.api import docs, views
+
+app_name = "api"
+
+urlpatterns = [
+    path("v1/auth/token/", views.TokenObtainApi.as_view(), name="token"),
+    path("v1/projects/", views.ProjectListApi.as_view(), name="project-list"),
+    path(
+        "v1/projects/<slug:slug>/assignments/next/",
+        views.AssignmentNextApi.as_view(),
+        name="assignment-next",
+    ),
+    path(
+        "v1/assignments/<int:assignment_id>/submit/",
+        views.AssignmentSubmitApi.as_view(),
+        name="assignment-submit",
+    ),
+    path(
+        "v1/assignments/<int:assignment_id>/skip/",
+        views.AssignmentSkipApi.as_view(),
+        name="assignment-skip",
+    ),
+    path("v1/projects/<slug:slug>/prompts/", views.PromptsImportApi.as_view(), name="prompts"),
+    path(
+        "v1/projects/<slug:slug>/candidates/",
+        views.CandidatesImportApi.as_view(),
+        name="candidates",
+    ),
+    path(
+        "v1/projects/<slug:slug>/comparisons/build/",
+        views.ComparisonsBuildApi.as_view(),
+        name="comparisons-build",
+    ),
+    path("v1/projects/<slug:slug>/exports/", views.ExportCreateApi.as_view(), name="exports"),
+    path(
+        "v1/exports/<int:export_id>/download/",
+        views.ExportDownloadApi.as_view(),
+        name="export-download",
+    ),
+    path("v1/projects/<slug:slug>/stats/", views.ProjectStatsApi.as_view(), name="stats"),
+    # Anyone signed in may read the schema (SPEC section 3); the HTML reference is for staff.
+    path(
+        "schema/",
+        SpectacularAPIView.as_view(permission_classes=[IsAuthenticated]),
+        name="schema",
+    ),
+    path("docs/", docs.api_docs, name="docs"),
+]

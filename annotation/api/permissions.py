@@ -1,0 +1,51 @@
+"""Who may call what, and the lookups that hide other people's objects behind a 404.
+
+Anonymous callers get 401 (the view's first authenticator, TokenAuthentication, names a
+`WWW-Authenticate` scheme), signed-in non-staff get 403 on staff endpoints. Object access
+is scoped in the query itself: a project the user is not a member of, or an assignment of
+someone else, does not exist for them (404), so ids of other people's work leak nothing.
+"""
+
+from __future__ import annotations
+
+from django.http import Http404
+from rest_framework.permissions import BasePermission
+
+from annotation.models import Assignment, Project
+
+
+class IsStaff(BasePermission):
+    """Signed-in staff users only."""
+
+    message = "This endpoint is for staff users."
+
+    def has_permission(self, request, view) -> bool:
+        user = request.user
+        return bool(user and user.is_authenticated and user.is_staff)
+
+
+def project_for_labeler(user, slug: str) -> Project:
+    """The project with this slug if the user labels it (staff: any project), else 404."""
+    projects = Project.objects.all()
+    if not user.is_staff:
+        projects = projects.filter(members=user)
+    project = projects.filter(slug=slug).first()
+    if project is None:
+        raise Http404("Not found.")
+    return project
+
+
+def project_for_staff(slug: str) -> Project:
+    """Any project by slug, for staff endpoints (the permission class has checked the user)."""
+    project = Project.objects.filter(slug=slug).first()
+    if project is None:
+        raise Http404("Not found.")
+    return project
+
+
+def assignment_of(user, assignment_id: int) -> Assignment:
+    """The user's own assignment with this id, else 404 (staff included: leases are personal)."""
+    assignment = Assignment.objects.filter(pk=assignment_id, labeler=user).first()
+    if assignment is None:
+        raise Http404("Not found.")
+    return assignment

@@ -1,0 +1,390 @@
+"""The v1 JSON API (SPEC section 3): thin views that parse, call one service, render.
+
+Errors raised here or in the services become `{"detail", "errors"}` in one place,
+`annotation.api.exceptions.api_exception_handler`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import zipfile
+from pathlib import Path
+
+from django.contrib.auth import authenticate
+from django.http import FileResponse, Http404
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.authtoken.models import Token
+from rest_framework.exceptions import ValidationError
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+
+from annotation import exports, stats
+from annotation.api import serializers as s
+from annotation.api.parsers import StrictJSONParser
+from annotation.api.permissions import (
+    IsStaff,
+    assignment_of,
+    project_for_labeler,
+    project_for_staff,
+)
+from annotation.errors import ServiceValidationError
+from annotation.export_files import MANIFEST_NAME, table_filename
+from annotation.models import Assignment, Export
+from annotation.selectors import project_progress, projects_for_user
+from annotation.services.comparisons import comparisons_build
+from annotation.services.imports import candidates_import, prompts_import
+from annotation.services.labeling import assignment_next, assignment_skip, ranking_submit
+
+# Responses every authenticated endpoint can give, for the schema.
+ERRORS_AUTH = {
+    401: OpenApiResponse(s.ErrorSerializer, description="No or invalid credentials."),
+}
+ERRORS_STAFF = {
+    **ERRORS_AUTH,
+    403: OpenApiResponse(s.ErrorSerializer, description="Signed in, but not staff."),
+}
+NOT_FOUND = {404: OpenApiResponse(s.ErrorSerializer, description="No such object, or not yours.")}
+BAD_INPUT = {400: OpenApiResponse(s.ErrorSerializer, description="Bad input; `errors` says where.")}
+TOO_LARGE = {413: OpenApiResponse(s.ErrorSerializer, description="Too many items or bytes.")}
+
+
+def _item_errors(exc: ServiceValidationError, key: str) -> ServiceValidationError:
+    """Re-key an import service error on an item (`errors.line`) as `{key: {index: [msg]}}`."""
+    index = exc.errors.get("line")
+    if index is None:
+        return exc
+    message = exc.detail.split(": ", 1)[-1]
+    return ServiceValidationError(f"{key}[{index}]: {message}", {key: {str(index): [message]}})
+
+
+# ---------------------------------------------------------------------------------------
+# Tokens
+# ---------------------------------------------------------------------------------------
+
+
+class TokenObtainApi(APIView):
+    """Exchange a username and password for the user's API token (throttled per client IP)."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    parser_classes = [StrictJSONParser, FormParser, MultiPartParser]
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "token"
+
+    @extend_schema(
+        tags=["auth"],
+        summary="Get your API token",
+        request=s.TokenInput,
+        responses={
+            200: s.TokenOutput,
+            **BAD_INPUT,
+            429: OpenApiResponse(s.ErrorSerializer, description="Too many attempts."),
+        },
+        auth=[],
+    )
+    def post(self, request: Request) -> Response:
+        data = s.TokenInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = authenticate(
+            request._request,
+            username=data.validated_data["username"],
+            password=data.validated_data["password"],
+        )
+        if user is None or not user.is_active:
+            raise ValidationError(
+                {"non_field_errors": ["Unable to log in with these credentials."]}
+            )
+        # One token per user, the one `create_labeler` printed; revoked by deleting it in the admin.
+        token, _ = Token.objects.get_or_create(user=user)
+        return Response({"token": token.key})
+
+
+# ---------------------------------------------------------------------------------------
+# Labeler endpoints
+# ---------------------------------------------------------------------------------------
+
+
+class ProjectListApi(APIView):
+    """Projects the user labels (staff: all active projects), with progress."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        tags=["labeling"],
+        summary="List your projects with progress",
+        responses={200: s.ProjectOutput(many=True), **ERRORS_AUTH},
+    )
+    def get(self, request: Request) -> Response:
+        rows = [
+            {"project": project, **project_progress(project, request.user)}
+            for project in projects_for_user(request.user)
+        ]
+        return Response(s.ProjectOutput(rows, many=True).data)
+
+
+class AssignmentNextApi(APIView):
+    """Lease the next comparison (or renew the open lease); 204 when nothing is left."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        tags=["labeling"],
+        summary="Get your next comparison",
+        request=None,
+        responses={
+            200: s.AssignmentNextOutput,
+            204: OpenApiResponse(description="Nothing left for this labeler."),
+            **ERRORS_AUTH,
+            **NOT_FOUND,
+        },
+    )
+    def post(self, request: Request, slug: str) -> Response:
+        project = project_for_labeler(request.user, slug)
+        assignment = assignment_next(project=project, labeler=request.user)
+        if assignment is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        assignment = (
+            Assignment.objects.select_related("comparison__prompt")
+            .prefetch_related("comparison__candidates")
+            .get(pk=assignment.pk)
+        )
+        return Response({"assignment": s.AssignmentOutput(assignment).data})
+
+
+class AssignmentSubmitApi(APIView):
+    """Submit a ranking for your assignment; replaying a client_token returns the same id."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        tags=["labeling"],
+        summary="Submit a ranking",
+        request=s.SubmitInput,
+        responses={
+            201: OpenApiResponse(s.SubmitOutput, description="Stored."),
+            200: OpenApiResponse(s.SubmitOutput, description="Replay of a stored client_token."),
+            **BAD_INPUT,
+            **ERRORS_AUTH,
+            **NOT_FOUND,
+            409: OpenApiResponse(
+                s.ErrorSerializer, description="Lease ran out and the slot was taken, or skipped."
+            ),
+        },
+    )
+    def post(self, request: Request, assignment_id: int) -> Response:
+        assignment = assignment_of(request.user, assignment_id)
+        data = s.SubmitInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        annotation, created = ranking_submit(
+            assignment=assignment, labeler=request.user, **data.validated_data
+        )
+        return Response(
+            {"annotation_id": annotation.pk},
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+
+class AssignmentSkipApi(APIView):
+    """Give the comparison back; you are not served it again."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        tags=["labeling"],
+        summary="Skip an assignment",
+        request=None,
+        responses={
+            200: s.SkipOutput,
+            **ERRORS_AUTH,
+            **NOT_FOUND,
+            409: OpenApiResponse(s.ErrorSerializer, description="Already submitted."),
+        },
+    )
+    def post(self, request: Request, assignment_id: int) -> Response:
+        assignment = assignment_of(request.user, assignment_id)
+        assignment = assignment_skip(assignment=assignment, labeler=request.user)
+        return Response({"id": assignment.pk, "status": assignment.status})
+
+
+# ---------------------------------------------------------------------------------------
+# Staff endpoints
+# ---------------------------------------------------------------------------------------
+
+
+class PromptsImportApi(APIView):
+    """Bulk import prompts: all or nothing, idempotent by external_id (else by content)."""
+
+    permission_classes = [IsStaff]
+
+    @extend_schema(
+        tags=["data"],
+        summary="Import prompts",
+        request=s.PromptsImportInput,
+        responses={200: s.ImportOutput, **BAD_INPUT, **ERRORS_STAFF, **NOT_FOUND, **TOO_LARGE},
+    )
+    def post(self, request: Request, slug: str) -> Response:
+        project = project_for_staff(slug)
+        data = s.PromptsImportInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            result = prompts_import(
+                project=project, records=data.validated_data["prompts"], source="api"
+            )
+        except ServiceValidationError as exc:
+            raise _item_errors(exc, "prompts") from exc
+        return Response({"created": result.created, "unchanged": result.unchanged})
+
+
+class CandidatesImportApi(APIView):
+    """Bulk import candidates: all or nothing, idempotent by text per prompt."""
+
+    permission_classes = [IsStaff]
+
+    @extend_schema(
+        tags=["data"],
+        summary="Import candidates",
+        request=s.CandidatesImportInput,
+        responses={200: s.ImportOutput, **BAD_INPUT, **ERRORS_STAFF, **NOT_FOUND, **TOO_LARGE},
+    )
+    def post(self, request: Request, slug: str) -> Response:
+        project = project_for_staff(slug)
+        data = s.CandidatesImportInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            result = candidates_import(
+                project=project, records=data.validated_data["candidates"], where="item"
+            )
+        except ServiceValidationError as exc:
+            raise _item_errors(exc, "candidates") from exc
+        return Response({"created": result.created, "unchanged": result.unchanged})
+
+
+class ComparisonsBuildApi(APIView):
+    """Group each prompt's unused candidates into comparisons of K."""
+
+    permission_classes = [IsStaff]
+
+    @extend_schema(
+        tags=["data"],
+        summary="Build comparisons",
+        request=None,
+        responses={200: s.BuildOutput, **ERRORS_STAFF, **NOT_FOUND},
+    )
+    def post(self, request: Request, slug: str) -> Response:
+        project = project_for_staff(slug)
+        result = comparisons_build(project=project)
+        return Response({"created": result.created, "prompts_short": result.prompts_short})
+
+
+class ExportCreateApi(APIView):
+    """Write an immutable preference export (SPEC section 5)."""
+
+    permission_classes = [IsStaff]
+
+    @extend_schema(
+        tags=["data"],
+        summary="Create a preference export",
+        request=s.ExportInput,
+        responses={201: s.ExportOutput, **BAD_INPUT, **ERRORS_STAFF, **NOT_FOUND},
+    )
+    def post(self, request: Request, slug: str) -> Response:
+        project = project_for_staff(slug)
+        data = s.ExportInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        export = exports.export_create(
+            project=project,
+            options=exports.ExportOptions(**data.validated_data),
+            created_by=request.user,
+        )
+        url = reverse("api:export-download", kwargs={"export_id": export.pk})
+        return Response(
+            {
+                "id": export.pk,
+                "rows": export.rows,
+                "sha256": export.sha256,
+                "download_url": request.build_absolute_uri(url),
+            },
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class ExportDownloadApi(APIView):
+    """Download an export: the pairs file by default; folders (format `hf`) come zipped."""
+
+    permission_classes = [IsStaff]
+    FILES = ("pairs", "rankings", "manifest", "all")
+
+    @extend_schema(
+        tags=["data"],
+        summary="Download an export",
+        parameters=[
+            OpenApiParameter(
+                "file",
+                str,
+                enum=FILES,
+                default="pairs",
+                description="`pairs` (default), `rankings`, `manifest`, or `all` (a zip).",
+            )
+        ],
+        responses={
+            (200, "application/octet-stream"): OpenApiTypes.BINARY,
+            **BAD_INPUT,
+            **ERRORS_STAFF,
+            **NOT_FOUND,
+        },
+    )
+    def get(self, request: Request, export_id: int) -> FileResponse:
+        export = Export.objects.filter(pk=export_id).first()
+        if export is None:
+            raise Http404("Not found.")
+        which = request.query_params.get("file", "pairs")
+        if which not in self.FILES:
+            raise ValidationError({"file": [f"Choose one of {', '.join(self.FILES)}."]})
+        root = Path(export.path)
+        if which == "all":
+            target = root
+        elif which == "manifest":
+            target = root / MANIFEST_NAME
+        else:
+            target = root / table_filename(which, export.format)
+        if not target.exists():
+            raise Http404("The export's files are missing on this server.")
+        if target.is_dir():
+            name = f"export-{export.pk}-{which}.zip"
+            return FileResponse(_zip_folder(target), as_attachment=True, filename=name)
+        name = f"export-{export.pk}-{target.name}"
+        return FileResponse(target.open("rb"), as_attachment=True, filename=name)
+
+
+def _zip_folder(folder: Path):
+    """A zip of `folder` in a temporary file (on disk, so memory stays flat), rewound."""
+    # Not a context manager: FileResponse closes the file once the download is sent.
+    handle = tempfile.TemporaryFile()  # noqa: SIM115
+    with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(folder).as_posix())
+    handle.seek(0)
+    return handle
+
+
+class ProjectStatsApi(APIView):
+    """Progress, agreement and per-labeler figures of a project."""
+
+    permission_classes = [IsStaff]
+
+    @extend_schema(
+        tags=["data"],
+        summary="Project statistics",
+        responses={200: OpenApiTypes.OBJECT, **ERRORS_STAFF, **NOT_FOUND},
+    )
+    def get(self, request: Request, slug: str) -> Response:
+        project = project_for_staff(slug)
+        return Response(stats.project_stats(project))

@@ -1,0 +1,212 @@
+"""Consensus across the labelers of one comparison, and how far each labeler is from it.
+
+K > 2: a Bradley-Terry fit over every pairwise outcome the rankings state (a tie is half a win
+each way), by Hunter's MM algorithm with a small symmetric prior so it converges even when one
+candidate beat every other every time. K = 2: a plain majority vote (the same order BT would
+give, without the iterations). Pure Python: no Django, torch or numpy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from annotation.preferences import Tiers, tier_of
+
+K = TypeVar("K", bound=Hashable)
+
+DEFAULT_PRIOR = 0.5
+DEFAULT_TIE_TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True, slots=True)
+class Consensus:
+    """The consensus ranking of one comparison and the scores behind it."""
+
+    tiers: list[list[int]]
+    scores: dict[int, float]  # BT log-strengths centred on 0, or majority win shares
+    method: str  # "bradley_terry", "majority" or "single"
+    n_rankings: int
+
+
+def _items_of(rankings: Sequence[Tiers], items: Iterable[int] | None) -> list[int]:
+    if items is not None:
+        return list(items)
+    seen: dict[int, None] = {}
+    for tiers in rankings:
+        for tier in tiers:
+            for candidate in tier:
+                seen.setdefault(candidate, None)
+    return sorted(seen)
+
+
+def win_counts(rankings: Iterable[Tiers], items: Sequence[int]) -> list[list[float]]:
+    """wins[i][j]: how often items[i] was ranked above items[j]; a tie adds 0.5 to both."""
+    position = {item: n for n, item in enumerate(items)}
+    wins = [[0.0] * len(items) for _ in items]
+    for tiers in rankings:
+        tier = tier_of(tiers)
+        ranked = [(position[c], t) for c, t in tier.items() if c in position]
+        for a in range(len(ranked)):
+            i, ti = ranked[a]
+            for b in range(a + 1, len(ranked)):
+                j, tj = ranked[b]
+                if ti < tj:
+                    wins[i][j] += 1.0
+                elif tj < ti:
+                    wins[j][i] += 1.0
+                else:
+                    wins[i][j] += 0.5
+                    wins[j][i] += 0.5
+    return wins
+
+
+def bradley_terry(
+    rankings: Sequence[Tiers],
+    *,
+    items: Iterable[int] | None = None,
+    prior: float = DEFAULT_PRIOR,
+    max_iter: int = 1000,
+    tol: float = 1e-9,
+) -> dict[int, float]:
+    """Bradley-Terry log-strengths (mean 0) of the items, fitted by MM (Hunter 2004).
+
+    `prior` adds that many virtual games between every two items, split evenly: a Bayesian
+    nudge towards equal strengths that keeps the maximum finite under perfect separation and
+    the comparison graph connected. Items nobody ranked get the mean strength.
+    """
+    ordered = _items_of(rankings, items)
+    n = len(ordered)
+    if n == 0:
+        return {}
+    if prior <= 0:
+        raise ValueError("prior must be positive: without it perfect separation diverges")
+    wins = win_counts(rankings, ordered)
+    for i in range(n):
+        for j in range(n):
+            if i != j:
+                wins[i][j] += prior / 2
+    total_wins = [sum(row) for row in wins]
+    games = [[wins[i][j] + wins[j][i] for j in range(n)] for i in range(n)]
+    strength = [1.0] * n
+    for _ in range(max_iter):
+        updated = []
+        for i in range(n):
+            denominator = sum(games[i][j] / (strength[i] + strength[j]) for j in range(n) if j != i)
+            updated.append(total_wins[i] / denominator if denominator else strength[i])
+        # Fix the scale (BT is invariant to it): geometric mean 1, so log-strengths sum to 0.
+        log_mean = sum(math.log(s) for s in updated) / n
+        updated = [s / math.exp(log_mean) for s in updated]
+        change = max(abs(math.log(u) - math.log(s)) for u, s in zip(updated, strength))
+        strength = updated
+        if change < tol:
+            break
+    return {item: math.log(s) for item, s in zip(ordered, strength)}
+
+
+def tiers_from_scores(
+    scores: Mapping[int, float], *, tie_tolerance: float = DEFAULT_TIE_TOLERANCE
+) -> list[list[int]]:
+    """Tiers best first; items whose scores differ by at most `tie_tolerance` share a tier."""
+    ordered = sorted(scores, key=lambda item: (-scores[item], item))
+    tiers: list[list[int]] = []
+    for item in ordered:
+        if tiers and scores[tiers[-1][0]] - scores[item] <= tie_tolerance:
+            tiers[-1].append(item)
+        else:
+            tiers.append([item])
+    return tiers
+
+
+def majority_vote(
+    rankings: Sequence[Tiers], *, items: Iterable[int] | None = None
+) -> dict[int, float]:
+    """Share of the head-to-head outcomes each item won (ties half): the pairwise majority."""
+    ordered = _items_of(rankings, items)
+    wins = win_counts(rankings, ordered)
+    shares = {}
+    for i, item in enumerate(ordered):
+        played = sum(wins[i][j] + wins[j][i] for j in range(len(ordered)) if j != i)
+        shares[item] = sum(wins[i]) / played if played else 0.5
+    return shares
+
+
+def consensus_ranking(
+    rankings: Sequence[Tiers],
+    *,
+    items: Iterable[int] | None = None,
+    prior: float = DEFAULT_PRIOR,
+    tie_tolerance: float = DEFAULT_TIE_TOLERANCE,
+) -> Consensus:
+    """The consensus of several labelers' rankings of one comparison.
+
+    Two candidates: majority vote, an even vote is a tie. More: Bradley-Terry scores,
+    sorted, equal scores tied. One ranking is its own consensus.
+    """
+    ordered = _items_of(rankings, items)
+    if not rankings:
+        raise ValueError("consensus needs at least one ranking")
+    if len(rankings) == 1 and {c for tier in rankings[0] for c in tier} == set(ordered):
+        tiers = [sorted(tier) for tier in rankings[0]]
+        scores = {c: float(-t) for c, t in tier_of(tiers).items()}
+        return Consensus(tiers=tiers, scores=scores, method="single", n_rankings=1)
+    if len(ordered) == 2:
+        scores = majority_vote(rankings, items=ordered)
+        # Win shares are exact multiples of 1/(2n), so any tolerance below that separates them.
+        tiers = tiers_from_scores(scores, tie_tolerance=tie_tolerance)
+        return Consensus(tiers=tiers, scores=scores, method="majority", n_rankings=len(rankings))
+    scores = bradley_terry(rankings, items=ordered, prior=prior)
+    tiers = tiers_from_scores(scores, tie_tolerance=tie_tolerance)
+    return Consensus(tiers=tiers, scores=scores, method="bradley_terry", n_rankings=len(rankings))
+
+
+def pairwise_agreement(a: Tiers, b: Tiers) -> float | None:
+    """Share of item pairs (over items both rank) that a and b order the same way.
+
+    "The same way" is one of above, below or tied, so a tie agrees only with a tie. None when
+    fewer than two items are shared.
+    """
+    tier_a, tier_b = tier_of(a), tier_of(b)
+    shared = [c for c in tier_a if c in tier_b]
+    agree = total = 0
+    for x in range(len(shared)):
+        for y in range(x + 1, len(shared)):
+            p, q = shared[x], shared[y]
+            relation_a = (tier_a[p] > tier_a[q]) - (tier_a[p] < tier_a[q])
+            relation_b = (tier_b[p] > tier_b[q]) - (tier_b[p] < tier_b[q])
+            agree += relation_a == relation_b
+            total += 1
+    return agree / total if total else None
+
+
+def agreement_with_consensus(
+    rankings: Mapping[K, Tiers],
+    *,
+    items: Iterable[int] | None = None,
+    leave_one_out: bool = False,
+    prior: float = DEFAULT_PRIOR,
+) -> dict[K, float | None]:
+    """Pairwise agreement of each ranking with the consensus of one comparison.
+
+    A lone ranking gets None: agreeing with itself measures nothing. By default the consensus
+    pools every ranking, the labeler's own included, so with a 2-to-1 split the two agreeing
+    labelers score 1 and the outlier 0. `leave_one_out` compares each ranking with the
+    consensus of the others instead; it avoids self-influence but, with three labelers split
+    2-to-1, leaves each majority labeler facing an all-tied consensus and scoring 0, which
+    makes it a poor filter for small overlaps.
+    """
+    keys = list(rankings)
+    if len(keys) < 2:
+        return {k: None for k in keys}
+    all_items = _items_of(list(rankings.values()), items)
+    if not leave_one_out:
+        reference = consensus_ranking(list(rankings.values()), items=all_items, prior=prior)
+        return {k: pairwise_agreement(rankings[k], reference.tiers) for k in keys}
+    result: dict[K, float | None] = {}
+    for k in keys:
+        others = [rankings[o] for o in keys if o != k]
+        reference = consensus_ranking(others, items=all_items, prior=prior)
+        result[k] = pairwise_agreement(rankings[k], reference.tiers)
+    return result

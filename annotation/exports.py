@@ -1,0 +1,399 @@
+"""The preference export service: annotations in, an immutable Export snapshot out (SPEC 5).
+
+Annotations stream out of the database ordered by comparison, `chunk_size` rows at a time,
+with one extra query per chunk for the candidate texts; each comparison's annotations are
+filtered (gold, flagged, agreement), optionally pooled into a consensus, expanded into pairs
+by `annotation.preferences`, and written incrementally by `annotation.export_files`. Memory
+therefore depends on the chunk size, not on the size of the project.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import shutil
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from itertools import groupby
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from django.conf import settings
+from django.db.models import F
+
+from annotation.consensus import agreement_with_consensus, consensus_ranking
+from annotation.errors import ServiceValidationError
+from annotation.export_files import FORMATS, ComparisonBlock, ExportResult, ExportWriter
+from annotation.models import Annotation, Comparison, Export, Project, Prompt
+from annotation.preferences import (
+    DEFAULT_TEST_FRACTION,
+    PAIRINGS,
+    CandidateText,
+    prompt_messages,
+    split_for_prompt,
+)
+
+AGGREGATES: tuple[str, ...] = ("none", "consensus")
+CONSENSUS_LABELER = "consensus"
+CHUNK_SIZE = 2000
+PROGRESS_EVERY = 10_000
+# Manifest counts always present, zero or not, so readers need no defaults.
+COUNT_KEYS = (
+    "comparisons_read",
+    "excluded_gold",
+    "excluded_flagged",
+    "excluded_low_agreement",
+    "excluded_agreement_unmeasured",
+    "rankings_without_preference",
+    "consensus_annotations",
+)
+
+# values_list columns of one annotation row, in this order. What belongs to the comparison
+# (prompt, candidates, gold) comes once per comparison from the chunk's comparison query.
+_ROW_FIELDS = ("id", "comparison_id", "labeler_id", "ranking", "flags")
+_ID, _COMPARISON, _LABELER, _RANKING, _FLAGS = range(5)
+
+
+class _ComparisonInfo(NamedTuple):
+    is_gold: bool
+    candidate_ids: list[int]
+    messages: list[dict]
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What to export and how (SPEC section 5); `as_dict` is stored on the Export row."""
+
+    format: str = "jsonl"
+    pairing: str = "all_pairs"
+    aggregate: str = "none"
+    include_flagged: bool = False
+    include_gold: bool = False
+    min_agreement: float | None = None
+    test_fraction: float = DEFAULT_TEST_FRACTION
+
+    def validate(self) -> None:
+        """Raise ServiceValidationError naming every bad option."""
+        errors: dict[str, list[str]] = {}
+        if self.format not in FORMATS:
+            errors["format"] = [f"Use one of {', '.join(FORMATS)}."]
+        if self.pairing not in PAIRINGS:
+            errors["pairing"] = [f"Use one of {', '.join(PAIRINGS)}."]
+        if self.aggregate not in AGGREGATES:
+            errors["aggregate"] = [f"Use one of {', '.join(AGGREGATES)}."]
+        if self.min_agreement is not None and not (
+            isinstance(self.min_agreement, int | float) and 0.0 <= self.min_agreement <= 1.0
+        ):
+            errors["min_agreement"] = ["A share between 0 and 1."]
+        if not (isinstance(self.test_fraction, int | float) and 0.0 <= self.test_fraction <= 1.0):
+            errors["test_fraction"] = ["A share between 0 and 1."]
+        for name in ("include_flagged", "include_gold"):
+            if not isinstance(getattr(self, name), bool):
+                errors[name] = ["true or false."]
+        if errors:
+            name, messages = next(iter(errors.items()))
+            raise ServiceValidationError(f"Invalid export option {name}: {messages[0]}", errors)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The options as plain JSON."""
+        return asdict(self)
+
+
+@dataclass
+class ExportProgress:
+    """Running totals, handed to the progress callback."""
+
+    annotations: int = 0
+    pairs: int = 0
+    rankings: int = 0
+    counts: Counter = field(default_factory=Counter)
+
+
+def labeler_pseudonym(*, project_id: int, labeler_id: int) -> str:
+    """A stable per-project pseudonym: an HMAC of the ids under SECRET_KEY, not reversible."""
+    message = f"{project_id}:{labeler_id}".encode()
+    digest = hmac.new(settings.SECRET_KEY.encode(), message, hashlib.sha256).hexdigest()
+    return f"labeler-{digest[:12]}"
+
+
+def default_export_dir(project: Project) -> Path:
+    """DATA_DIR/exports/<slug>-<UTC time>-<random>: unique without knowing the Export id."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return Path(settings.DATA_DIR) / "exports" / f"{project.slug}-{stamp}-{uuid.uuid4().hex[:8]}"
+
+
+def _annotation_stream(project: Project, chunk_size: int) -> Iterator[tuple]:
+    """Latest annotation of every assignment, ordered by comparison: one query, streamed."""
+    return (
+        Annotation.objects.filter(comparison__project=project, superseded_by__isnull=True)
+        .order_by("comparison_id", "id")
+        .values_list(*_ROW_FIELDS)
+        .iterator(chunk_size=chunk_size)
+    )
+
+
+def _candidate_texts(project: Project, low: int, high: int) -> dict[int, CandidateText]:
+    """Texts and model labels of the candidates of comparisons low..high: one query."""
+    through = Comparison.candidates.through
+    rows = (
+        through.objects.filter(
+            comparison_id__gte=low, comparison_id__lte=high, comparison__project=project
+        )
+        .annotate(
+            text=F("candidate__text"),
+            version=F("candidate__model_version__name"),
+            model=F("candidate__model_name"),
+        )
+        .values_list("candidate_id", "text", "version", "model")
+    )
+    return {cid: CandidateText(text, version or model or "") for cid, text, version, model in rows}
+
+
+def _comparison_infos(project: Project, low: int, high: int) -> dict[int, _ComparisonInfo]:
+    """Gold flag, candidate order and prompt of the comparisons low..high: one query."""
+    rows = Comparison.objects.filter(project=project, id__gte=low, id__lte=high).values_list(
+        "id", "is_gold", "candidate_ids", "prompt__messages"
+    )
+    return {cid: _ComparisonInfo(gold, ids, messages) for cid, gold, ids, messages in rows}
+
+
+def _comparison_groups(
+    project: Project, chunk_size: int
+) -> Iterator[tuple[list[tuple], _ComparisonInfo, dict[int, CandidateText]]]:
+    """(annotation rows, comparison, candidate texts) per comparison, chunk by chunk.
+
+    Rows are buffered until a chunk is full and the comparison changes, so a comparison is
+    never split; then the comparisons and candidates of the buffered id range come in one
+    query each. Queries per export: one, plus two per chunk, whatever the data.
+    """
+    buffer: list[list[tuple]] = []
+    buffered = 0
+    for _, group in groupby(_annotation_stream(project, chunk_size), key=lambda r: r[_COMPARISON]):
+        rows = list(group)
+        buffer.append(rows)
+        buffered += len(rows)
+        if buffered >= chunk_size:
+            yield from _flush(project, buffer)
+            buffer, buffered = [], 0
+    if buffer:
+        yield from _flush(project, buffer)
+
+
+def _flush(project: Project, buffer: list[list[tuple]]):
+    low, high = buffer[0][0][_COMPARISON], buffer[-1][0][_COMPARISON]
+    infos = _comparison_infos(project, low, high)
+    texts = _candidate_texts(project, low, high)
+    for rows in buffer:
+        yield rows, infos[rows[0][_COMPARISON]], texts
+
+
+def _is_flagged(flags: Any) -> bool:
+    return isinstance(flags, dict) and any(codes for codes in flags.values())
+
+
+def export_rows(
+    *,
+    project: Project,
+    options: ExportOptions,
+    writer: ExportWriter,
+    chat: bool,
+    chunk_size: int = CHUNK_SIZE,
+    progress: Callable[[ExportProgress], None] | None = None,
+) -> ExportProgress:
+    """Stream the project's annotations through the filters into `writer`; returns the totals."""
+    state = ExportProgress()
+    counts = state.counts
+    for key in COUNT_KEYS:
+        counts[key] = 0
+    pseudonyms: dict[int, str] = {}
+    next_report = PROGRESS_EVERY
+
+    for rows, comparison, texts in _comparison_groups(project, chunk_size):
+        comparison_id = rows[0][_COMPARISON]
+        state.annotations += len(rows)
+        counts["comparisons_read"] += 1
+        if comparison.is_gold and not options.include_gold:
+            counts["excluded_gold"] += len(rows)
+            continue
+
+        agreements: dict[int, float | None] = {}
+        if options.min_agreement is not None:
+            # Measured over every labeler of the comparison, flagged answers included: a flag
+            # does not make an opinion less informative about the others.
+            agreements = agreement_with_consensus({r[_ID]: r[_RANKING] for r in rows})
+        kept = []
+        for r in rows:
+            if not options.include_flagged and (flags := r[_FLAGS]) and _is_flagged(flags):
+                counts["excluded_flagged"] += 1
+            elif options.min_agreement is not None and agreements[r[_ID]] is None:
+                counts["excluded_agreement_unmeasured"] += 1
+            elif options.min_agreement is not None and agreements[r[_ID]] < options.min_agreement:
+                counts["excluded_low_agreement"] += 1
+            else:
+                kept.append(r)
+        if not kept:
+            continue
+
+        messages = comparison.messages
+        order = comparison.candidate_ids
+        missing = [c for c in order if c not in texts]
+        if missing:
+            # Cannot happen through the services (candidates are never deleted while compared).
+            raise ServiceValidationError(
+                f"Comparison {comparison_id} names candidates {missing} that do not exist."
+            )
+        block = ComparisonBlock(
+            prompt=prompt_messages(messages) if chat else messages[0]["content"],
+            split=split_for_prompt(messages, test_fraction=options.test_fraction),
+            comparison_id=comparison_id,
+            order=order,
+            candidates=texts,
+        )
+
+        if options.aggregate == "consensus":
+            pooled = consensus_ranking([r[_RANKING] for r in kept], items=order)
+            rankings = [(pooled.tiers, None, CONSENSUS_LABELER)]
+            counts["consensus_annotations"] += len(kept)
+        else:
+            rankings = []
+            for r in kept:
+                labeler = pseudonyms.get(r[_LABELER])
+                if labeler is None:
+                    labeler = pseudonyms[r[_LABELER]] = labeler_pseudonym(
+                        project_id=project.pk, labeler_id=r[_LABELER]
+                    )
+                rankings.append((r[_RANKING], r[_ID], labeler))
+
+        for tiers, annotation_id, labeler in rankings:
+            written = writer.write_annotation(
+                block,
+                tiers=tiers,
+                annotation_id=annotation_id,
+                labeler=labeler,
+                pairing=options.pairing,
+            )
+            if written:
+                state.pairs += written
+                state.rankings += 1
+            else:
+                # One tier (all tied, or "all bad"): states no preference, nothing to learn.
+                counts["rankings_without_preference"] += 1
+
+        if progress is not None and state.annotations >= next_report:
+            progress(state)
+            next_report = state.annotations + PROGRESS_EVERY
+    return state
+
+
+def export_create(
+    *,
+    project: Project,
+    options: ExportOptions,
+    created_by=None,
+    out_dir: str | Path | None = None,
+    chunk_size: int = CHUNK_SIZE,
+    progress: Callable[[ExportProgress], None] | None = None,
+) -> Export:
+    """Write the project's preference data to files and record them as an immutable Export.
+
+    `out_dir` defaults to a fresh folder under DATA_DIR/exports; a folder that already holds
+    an export is refused. Nothing is published under a final name unless everything was
+    written, and the files are removed again if the Export row cannot be stored.
+    """
+    options.validate()
+    folder = Path(out_dir) if out_dir is not None else default_export_dir(project)
+    try:
+        return _export_into(
+            project=project,
+            options=options,
+            folder=folder,
+            created_by=created_by,
+            chunk_size=chunk_size,
+            progress=progress,
+        )
+    except BaseException:
+        if out_dir is None:
+            # Our own fresh folder: leave no empty directory behind (rmdir spares a full one).
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+def _export_into(
+    *,
+    project: Project,
+    options: ExportOptions,
+    folder: Path,
+    created_by,
+    chunk_size: int,
+    progress: Callable[[ExportProgress], None] | None,
+) -> Export:
+    chat = Prompt.objects.filter(project=project, is_chat=True).exists()
+    try:
+        writer = ExportWriter(folder, fmt=options.format, prompt_format="chat" if chat else "text")
+    except FileExistsError as exc:
+        raise ServiceValidationError(str(exc), {"out": [str(exc)]}) from None
+    except ImportError as exc:
+        message = f"Format {options.format} needs {exc.name}: pip install 'rlhf-studio[train]'."
+        raise ServiceValidationError(message, {"format": [message]}) from None
+    except OSError as exc:
+        raise ServiceValidationError(
+            f"Cannot write to {folder}: {exc.strerror or exc}", {"out": [str(exc)]}
+        ) from None
+    with writer:
+        state = export_rows(
+            project=project,
+            options=options,
+            writer=writer,
+            chat=chat,
+            chunk_size=chunk_size,
+            progress=progress,
+        )
+        extra = {
+            "annotations_read": state.annotations,
+            **{k: state.counts[k] for k in sorted(state.counts)},
+        }
+        result = writer.finish(
+            options={**options.as_dict(), "chunk_size": chunk_size},
+            source={
+                "project": project.slug,
+                "project_id": project.pk,
+                "project_name": project.name,
+                "task_type": project.task_type,
+                "num_candidates": project.num_candidates,
+                "created_by": getattr(created_by, "username", None),
+            },
+            extra_counts=extra,
+        )
+    try:
+        return Export.objects.create(
+            project=project,
+            options=options.as_dict(),
+            format=options.format,
+            path=str(folder.resolve()),
+            rows=result.counts["pairs"],
+            counts=result.counts,
+            sha256=result.sha256["pairs"],
+            created_by=created_by,
+        )
+    except BaseException:
+        _unpublish(result)
+        raise
+
+
+def _unpublish(result: ExportResult) -> None:
+    for path in (*result.files.values(), result.manifest_path):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def export_pairs_path(export: Export) -> Path:
+    """The pairs file (or folder, for `hf`) of an export: what the download endpoint serves."""
+    name = "pairs" if export.format == Export.Format.HF else f"pairs.{export.format}"
+    return Path(export.path) / name

@@ -1,0 +1,746 @@
+/*
+ * The labeling page, enhanced: rank by keyboard or drag and drop, submit and skip through
+ * the JSON API, and load the next comparison without a reload.
+ *
+ * Without this script the page is a plain form that posts to the Django views. With it, the
+ * form's own fields (rank_<id>, flag_<id>, rating_<id>, rationale, all_bad) stay the single
+ * source of truth, so both paths send the same answer.
+ *
+ * Model output is untrusted: it only ever reaches the page through textContent.
+ */
+(function () {
+  "use strict";
+
+  var configNode = document.getElementById("label-config");
+  if (!configNode) return;
+  var config = JSON.parse(configNode.textContent);
+  var pairwise = config.project.task_type === "pairwise";
+  var allowTies = config.project.allow_ties;
+  var K = config.project.num_candidates;
+
+  var form = document.getElementById("task-form");
+  var taskSection = document.getElementById("task");
+  var doneSection = document.getElementById("done");
+  var cardsNode = document.getElementById("cards");
+  var promptNode = document.getElementById("prompt");
+  var board = document.getElementById("rank-board");
+  var alertNode = document.getElementById("alert");
+  var announcer = document.getElementById("announcer");
+  var todayNode = document.getElementById("today-count");
+  var leaseNode = document.getElementById("lease");
+  var leaseLeft = document.getElementById("lease-left");
+  var allBad = document.getElementById("all-bad");
+  var rationale = document.getElementById("rationale");
+  var skipButton = document.getElementById("skip-button");
+
+  var state = {
+    assignment: null, // {id, expiresAt, ids}
+    ranks: {}, // candidate id -> rank number (1 = best), absent when unranked
+    history: [], // snapshots of `ranks` for undo
+    tieArmed: false,
+    started: performance.now(),
+    token: null,
+    busy: false,
+    clockOffset: 0, // server time minus client time, in ms
+    today: config.today,
+    expiredAnnounced: false,
+    renewing: false,
+    lastActivity: 0,
+    lastRenewal: 0,
+  };
+
+  document.querySelectorAll(".js-only").forEach(function (node) { node.hidden = false; });
+
+  // ---------------------------------------------------------------------------------------
+  // Small helpers
+  // ---------------------------------------------------------------------------------------
+
+  function ordinal(n) {
+    var suffix = n % 100 >= 10 && n % 100 <= 20 ? "th" : { 1: "st", 2: "nd", 3: "rd" }[n % 10] || "th";
+    return n + suffix;
+  }
+
+  function newToken() {
+    if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+    // randomUUID needs a secure context; getRandomValues works on plain http too.
+    var bytes = crypto.getRandomValues(new Uint8Array(16));
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    var hex = Array.prototype.map.call(bytes, function (b) { return (b + 0x100).toString(16).slice(1); }).join("");
+    return hex.slice(0, 8) + "-" + hex.slice(8, 12) + "-" + hex.slice(12, 16) + "-" + hex.slice(16, 20) + "-" + hex.slice(20);
+  }
+
+  function csrfToken() {
+    var input = form.querySelector("input[name=csrfmiddlewaretoken]");
+    return input ? input.value : "";
+  }
+
+  function url(template, id) {
+    return template.replace("/0/", "/" + id + "/");
+  }
+
+  function announce(text) {
+    // Clear first so that repeating the same message is announced again.
+    announcer.textContent = "";
+    window.setTimeout(function () { announcer.textContent = text; }, 30);
+  }
+
+  function showError(detail, errors) {
+    alertNode.textContent = "";
+    var lines = [detail];
+    if (errors) {
+      Object.keys(errors).forEach(function (field) {
+        var messages = errors[field];
+        if (Array.isArray(messages)) {
+          messages.forEach(function (m) { if (m !== detail && lines.indexOf(m) < 0) lines.push(String(m)); });
+        }
+      });
+    }
+    lines.forEach(function (line) {
+      var p = document.createElement("p");
+      p.textContent = line;
+      alertNode.appendChild(p);
+    });
+    alertNode.hidden = false;
+  }
+
+  function clearError() {
+    alertNode.hidden = true;
+    alertNode.textContent = "";
+  }
+
+  /* Mirror of annotation.markdown.text_segments: prose and fenced code blocks. */
+  function segments(text) {
+    var out = [];
+    var lines = text.split("\n");
+    var prose = [];
+    var i = 0;
+    var opening = /^(`{3,}|~{3,})[ \t]*([^\s`]*)/;
+    function flushProse() {
+      var joined = prose.join("\n");
+      if (out.length) joined = joined.replace(/^\n+/, "");
+      joined = joined.replace(/\n+$/, "");
+      if (joined) out.push({ kind: "text", text: joined });
+      prose = [];
+    }
+    while (i < lines.length) {
+      var m = opening.exec(lines[i]);
+      if (!m) { prose.push(lines[i]); i += 1; continue; }
+      flushProse();
+      var fence = m[1];
+      var closing = new RegExp("^" + (fence[0] === "`" ? "`" : "~") + "{" + fence.length + ",}[ \\t]*$");
+      var body = [];
+      i += 1;
+      var closed = false;
+      while (i < lines.length) {
+        if (closing.test(lines[i])) { closed = true; i += 1; break; }
+        body.push(lines[i]);
+        i += 1;
+      }
+      var code = body.join("\n");
+      out.push({ kind: "code", text: closed ? code.replace(/\n+$/, "") : code, lang: m[2] || "" });
+    }
+    if (!out.length) return [{ kind: "text", text: text }]; // no fence: the text as is
+    flushProse();
+    return out.length ? out : [{ kind: "text", text: text }];
+  }
+
+  function fillText(container, text) {
+    container.textContent = "";
+    segments(text).forEach(function (seg) {
+      if (seg.kind === "code") {
+        var pre = document.createElement("pre");
+        pre.className = "code";
+        if (seg.lang) pre.setAttribute("data-lang", seg.lang);
+        var code = document.createElement("code");
+        code.textContent = seg.text;
+        pre.appendChild(code);
+        container.appendChild(pre);
+      } else {
+        var div = document.createElement("div");
+        div.className = "prose";
+        div.textContent = seg.text;
+        container.appendChild(div);
+      }
+    });
+  }
+
+  function cardOf(cid) {
+    return cardsNode.querySelector('.card[data-candidate="' + cid + '"]');
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Ranking state
+  // ---------------------------------------------------------------------------------------
+
+  function readRanksFromForm() {
+    var ranks = {};
+    if (!state.assignment) return ranks;
+    state.assignment.ids.forEach(function (cid) {
+      var select = form.querySelector('select[name="rank_' + cid + '"]');
+      if (select && select.value) ranks[cid] = parseInt(select.value, 10);
+    });
+    return ranks;
+  }
+
+  function maxRank() {
+    var max = 0;
+    Object.keys(state.ranks).forEach(function (cid) { max = Math.max(max, state.ranks[cid]); });
+    return max;
+  }
+
+  function setRanks(next, message) {
+    state.history.push(Object.assign({}, state.ranks));
+    state.ranks = next;
+    render();
+    if (message) announce(message);
+  }
+
+  function nameOf(cid) {
+    var index = state.assignment.ids.indexOf(cid);
+    return pairwise ? "Response " + "AB"[index] : "Response " + (index + 1);
+  }
+
+  function assignByKey(n) {
+    var cid = state.assignment.ids[n - 1];
+    if (cid === undefined) return;
+    var tie = state.tieArmed;
+    state.tieArmed = false;
+    if (state.ranks[cid]) {
+      announce(nameOf(cid) + " is already ranked " + ordinal(state.ranks[cid]) + ". Press U to undo.");
+      render();
+      return;
+    }
+    var max = maxRank();
+    var rank = tie && max > 0 ? max : max + 1;
+    var next = Object.assign({}, state.ranks);
+    next[cid] = rank;
+    setRanks(next, nameOf(cid) + (tie && max > 0 ? " tied at " : " ranked ") + ordinal(rank) + ".");
+  }
+
+  function armTie() {
+    if (!allowTies) {
+      announce("This project does not allow ties.");
+      return;
+    }
+    if (maxRank() === 0) {
+      announce("Rank a response first, then tie another with it.");
+      return;
+    }
+    state.tieArmed = true;
+    announce("Tie: press the number of the response that ties with rank " + ordinal(maxRank()) + ".");
+    render();
+  }
+
+  function undo() {
+    if (state.tieArmed) {
+      state.tieArmed = false;
+      render();
+      announce("Tie cancelled.");
+      return;
+    }
+    if (!state.history.length) {
+      announce("Nothing to undo.");
+      return;
+    }
+    state.ranks = state.history.pop();
+    render();
+    announce("Undone.");
+  }
+
+  function clearRanks() {
+    if (!Object.keys(state.ranks).length) return;
+    setRanks({}, "All ranks cleared.");
+  }
+
+  function dropOnRank(cid, rank) {
+    var next = Object.assign({}, state.ranks);
+    var previous = next[cid];
+    if (rank === null) {
+      delete next[cid];
+    } else {
+      if (!allowTies) {
+        // One response per rank: the one already there swaps places with the dropped one.
+        Object.keys(next).forEach(function (other) {
+          if (Number(other) !== cid && next[other] === rank) {
+            if (previous) next[other] = previous;
+            else delete next[other];
+          }
+        });
+      }
+      next[cid] = rank;
+    }
+    setRanks(next, rank === null ? nameOf(cid) + " unranked." : nameOf(cid) + " ranked " + ordinal(rank) + ".");
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Rendering
+  // ---------------------------------------------------------------------------------------
+
+  function buildBoard() {
+    if (!board) return;
+    board.textContent = "";
+    // A pointer aid only: the same information is in each card's rank field and badge.
+    board.setAttribute("aria-hidden", "true");
+    board.removeAttribute("role");
+    board.removeAttribute("aria-label");
+    for (var r = 1; r <= K; r += 1) board.appendChild(makeSlot(r, ordinal(r) + (r === 1 ? " · best" : r === K ? " · worst" : "")));
+    var pool = makeSlot(null, "Unranked");
+    pool.classList.add("slot-pool");
+    board.appendChild(pool);
+    board.hidden = false;
+  }
+
+  function makeSlot(rank, label) {
+    var slot = document.createElement("div");
+    slot.className = "slot";
+    slot.setAttribute("data-rank", rank === null ? "" : String(rank));
+    var title = document.createElement("span");
+    title.className = "slot-label";
+    title.textContent = label;
+    var items = document.createElement("div");
+    items.className = "slot-items";
+    slot.appendChild(title);
+    slot.appendChild(items);
+    slot.addEventListener("dragover", function (event) {
+      event.preventDefault();
+      event.dataTransfer.dropEffect = "move";
+      slot.classList.add("is-over");
+    });
+    slot.addEventListener("dragleave", function () { slot.classList.remove("is-over"); });
+    slot.addEventListener("drop", function (event) {
+      event.preventDefault();
+      slot.classList.remove("is-over");
+      var cid = parseInt(event.dataTransfer.getData("text/plain"), 10);
+      if (!state.assignment || state.assignment.ids.indexOf(cid) < 0) return;
+      dropOnRank(cid, rank);
+    });
+    return slot;
+  }
+
+  function makeDraggable(node, cid) {
+    node.setAttribute("draggable", "true");
+    node.addEventListener("dragstart", function (event) {
+      event.dataTransfer.setData("text/plain", String(cid));
+      event.dataTransfer.effectAllowed = "move";
+      var card = cardOf(cid);
+      if (card) card.classList.add("is-dragging");
+    });
+    node.addEventListener("dragend", function () {
+      var card = cardOf(cid);
+      if (card) card.classList.remove("is-dragging");
+    });
+  }
+
+  function render() {
+    if (!state.assignment || pairwise) return;
+    state.assignment.ids.forEach(function (cid) {
+      var card = cardOf(cid);
+      if (!card) return;
+      var rank = state.ranks[cid];
+      var select = card.querySelector('select[data-field="rank"]');
+      if (select) select.value = rank ? String(rank) : "";
+      var badge = card.querySelector('[data-slot="badge"]');
+      if (badge) {
+        badge.hidden = !rank;
+        badge.textContent = rank ? ordinal(rank) : "";
+      }
+      card.classList.toggle("is-ranked", Boolean(rank));
+    });
+    if (board) {
+      board.querySelectorAll(".slot-items").forEach(function (items) { items.textContent = ""; });
+      state.assignment.ids.forEach(function (cid, index) {
+        var rank = state.ranks[cid];
+        var slot = board.querySelector('.slot[data-rank="' + (rank ? rank : "") + '"]');
+        var chip = document.createElement("span");
+        chip.className = "chip";
+        chip.textContent = String(index + 1);
+        chip.title = "Response " + (index + 1);
+        chip.setAttribute("data-candidate", String(cid));
+        makeDraggable(chip, cid);
+        slot.querySelector(".slot-items").appendChild(chip);
+      });
+      board.classList.toggle("is-tie-armed", state.tieArmed);
+    }
+    var undoButton = document.getElementById("undo-button");
+    if (undoButton) undoButton.disabled = !state.history.length && !state.tieArmed;
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Tasks
+  // ---------------------------------------------------------------------------------------
+
+  function nameCard(card, cid, n) {
+    var name = pairwise ? "AB"[n - 1] : String(n);
+    card.setAttribute("data-candidate", String(cid));
+    card.setAttribute("data-n", String(n));
+    card.setAttribute("aria-label", "Response " + name);
+    card.querySelectorAll('[data-slot="name"]').forEach(function (node) { node.textContent = name; });
+    card.querySelector('[data-slot="text"]').setAttribute("aria-label", "Text of response " + name);
+    card.querySelectorAll("[data-field]").forEach(function (control) {
+      control.name = control.getAttribute("data-field") + "_" + cid;
+    });
+  }
+
+  function wireCard(card, cid) {
+    var handle = card.querySelector(".drag-handle");
+    if (handle) {
+      handle.hidden = false;
+      makeDraggable(handle, cid);
+    }
+    var select = card.querySelector('select[data-field="rank"]');
+    if (select) {
+      select.addEventListener("change", function () {
+        var next = Object.assign({}, state.ranks);
+        if (select.value) next[cid] = parseInt(select.value, 10);
+        else delete next[cid];
+        setRanks(next);
+      });
+    }
+  }
+
+  function renderPrompt(messages) {
+    promptNode.textContent = "";
+    var template = document.getElementById("turn-template");
+    var plain = messages.length === 1 && messages[0].role === "user";
+    var labels = { system: "System", user: "User", assistant: "Assistant" };
+    messages.forEach(function (message) {
+      var turn = template.content.firstElementChild.cloneNode(true);
+      var label = plain ? "" : labels[message.role] || message.role;
+      turn.classList.add("turn-" + message.role);
+      var role = turn.querySelector(".role");
+      if (label) role.textContent = label;
+      else role.remove();
+      var text = turn.querySelector(".text");
+      text.setAttribute("aria-label", (label || "Prompt") + " text");
+      fillText(text, message.content);
+      promptNode.appendChild(turn);
+    });
+  }
+
+  function renderTask(assignment, serverDate) {
+    var comparison = assignment.comparison;
+    var ids = comparison.candidates.map(function (c) { return c.id; });
+    state.assignment = { id: assignment.id, expiresAt: Date.parse(assignment.expires_at), ids: ids };
+    if (serverDate) state.clockOffset = serverDate - Date.now();
+    renderPrompt(comparison.prompt.messages);
+    cardsNode.textContent = "";
+    var template = document.getElementById("card-template");
+    comparison.candidates.forEach(function (candidate, index) {
+      var card = template.content.firstElementChild.cloneNode(true);
+      nameCard(card, candidate.id, index + 1);
+      fillText(card.querySelector('[data-slot="text"]'), candidate.text);
+      cardsNode.appendChild(card);
+      wireCard(card, candidate.id);
+    });
+    form.action = url(config.urls.form_submit, assignment.id);
+    form.setAttribute("data-assignment", String(assignment.id));
+    if (skipButton) skipButton.setAttribute("formaction", url(config.urls.form_skip, assignment.id));
+    if (rationale) rationale.value = "";
+    if (allBad) allBad.checked = false;
+    resetTaskState({});
+    taskSection.hidden = false;
+    doneSection.hidden = true;
+    leaseNode.hidden = false;
+    tickLease();
+    var heading = document.getElementById("task-heading");
+    heading.focus({ preventScroll: true });
+    taskSection.scrollIntoView({ block: "start" });
+    announce("New comparison loaded.");
+  }
+
+  function resetTaskState(ranks) {
+    state.ranks = ranks;
+    state.history = [];
+    state.tieArmed = false;
+    state.started = performance.now();
+    state.token = newToken();
+    state.expiredAnnounced = false;
+    render();
+  }
+
+  function showDone() {
+    state.assignment = null;
+    taskSection.hidden = true;
+    doneSection.hidden = false;
+    leaseNode.hidden = true;
+    var heading = document.getElementById("done-heading");
+    heading.focus({ preventScroll: true });
+    announce("Nothing left to label.");
+  }
+
+  function tickLease() {
+    if (!state.assignment) return;
+    var left = Math.max(0, Math.round((state.assignment.expiresAt - (Date.now() + state.clockOffset)) / 1000));
+    var minutes = Math.floor(left / 60);
+    var seconds = left % 60;
+    leaseLeft.textContent = left > 0 ? minutes + ":" + (seconds < 10 ? "0" : "") + seconds : "expired";
+    leaseNode.classList.toggle("is-low", left < 60);
+    if (left > 0 && left <= 60) renewLease();
+    if (left === 0 && !state.expiredAnnounced) {
+      state.expiredAnnounced = true;
+      announce("Your lease ran out. Submitting still works if nobody took this comparison meanwhile.");
+    }
+  }
+
+  /*
+   * Renew the lease shortly before it runs out, but only for someone who has touched the page
+   * since the last renewal: an abandoned tab must not hold a comparison forever. `next`
+   * renews the labeler's open lease and answers with the same assignment.
+   */
+  function renewLease() {
+    if (state.renewing || state.busy || state.lastActivity <= state.lastRenewal) return;
+    state.renewing = true;
+    state.lastRenewal = Date.now();
+    var id = state.assignment.id;
+    post(config.urls.next)
+      .then(function (response) {
+        if (response.status !== 200) return;
+        return readJson(response).then(function (data) {
+          if (state.assignment && data.assignment && data.assignment.id === id) {
+            state.assignment.expiresAt = Date.parse(data.assignment.expires_at);
+            var date = Date.parse(response.headers.get("Date") || "");
+            if (!isNaN(date)) state.clockOffset = date - Date.now();
+            tickLease();
+          }
+        });
+      })
+      .catch(function () { /* the countdown keeps showing the truth */ })
+      .then(function () { state.renewing = false; });
+  }
+
+  ["keydown", "pointerdown", "input"].forEach(function (type) {
+    document.addEventListener(type, function () { state.lastActivity = Date.now(); }, true);
+  });
+
+  // ---------------------------------------------------------------------------------------
+  // Talking to the API
+  // ---------------------------------------------------------------------------------------
+
+  function post(path, body) {
+    return fetch(path, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: {
+        "Content-Type": "application/json",
+        Accept: "application/json",
+        "X-CSRFToken": csrfToken(),
+      },
+      body: body === undefined ? "{}" : JSON.stringify(body),
+    });
+  }
+
+  function readJson(response) {
+    return response.text().then(function (text) {
+      try { return text ? JSON.parse(text) : {}; } catch (e) { return {}; }
+    });
+  }
+
+  function handleAuth(response) {
+    if (response.status === 401 || response.status === 403) {
+      window.location.href = config.urls.login + "?next=" + encodeURIComponent(window.location.pathname);
+      return true;
+    }
+    return false;
+  }
+
+  function setBusy(busy) {
+    state.busy = busy;
+    form.querySelectorAll("button").forEach(function (b) { b.disabled = busy; });
+    form.setAttribute("aria-busy", busy ? "true" : "false");
+    if (!busy) render();
+  }
+
+  function loadNext() {
+    return post(config.urls.next).then(function (response) {
+      if (handleAuth(response)) return;
+      if (response.status === 204) { showDone(); return; }
+      return readJson(response).then(function (data) {
+        if (!response.ok) { showError(data.detail || "Could not load the next comparison."); return; }
+        var date = Date.parse(response.headers.get("Date") || "");
+        renderTask(data.assignment, isNaN(date) ? null : date);
+      });
+    });
+  }
+
+  function send(payload) {
+    if (state.busy || !state.assignment) return;
+    clearError();
+    setBusy(true);
+    post(url(config.urls.submit, state.assignment.id), payload)
+      .then(function (response) {
+        if (handleAuth(response)) return;
+        return readJson(response).then(function (data) {
+          if (response.status === 201 || response.status === 200) {
+            if (response.status === 201) {
+              state.today += 1;
+              todayNode.textContent = String(state.today);
+            }
+            return loadNext();
+          }
+          if (response.status === 409) {
+            // Nothing was stored: the slot went to someone else. Move on.
+            return loadNext().then(function () { showError((data.detail || "Conflict.") + " Here is another comparison."); });
+          }
+          showError(data.detail || "The answer was not accepted.", data.errors);
+        });
+      })
+      .catch(function () {
+        // The same client_token is sent again on retry, so a lost answer is never doubled.
+        showError("Network error: nothing is lost, try again.");
+      })
+      .then(function () { setBusy(false); });
+  }
+
+  function collectExtras(payload) {
+    var flags = {};
+    var ratings = {};
+    state.assignment.ids.forEach(function (cid) {
+      var codes = Array.prototype.map.call(
+        form.querySelectorAll('input[name="flag_' + cid + '"]:checked'),
+        function (input) { return input.value; }
+      );
+      if (codes.length) flags[cid] = codes;
+      var rating = form.querySelector('select[name="rating_' + cid + '"]');
+      if (rating && rating.value) ratings[cid] = parseInt(rating.value, 10);
+    });
+    payload.flags = flags;
+    payload.ratings = ratings;
+    payload.rationale = rationale ? rationale.value : "";
+    payload.time_spent_ms = Math.max(0, Math.round(performance.now() - state.started));
+    payload.client_token = state.token;
+    return payload;
+  }
+
+  function submitRanking() {
+    if (!state.assignment || state.busy) return;
+    var ids = state.assignment.ids;
+    var ranked = ids.filter(function (cid) { return state.ranks[cid]; });
+    var all = allBad && allBad.checked;
+    var ranking;
+    if (!ranked.length && all) {
+      ranking = [ids.slice()];
+    } else if (ranked.length < ids.length) {
+      var missing = ids.filter(function (cid) { return !state.ranks[cid]; }).map(nameOf);
+      showError("Rank every response (missing: " + missing.join(", ").toLowerCase() + ").");
+      announce("Rank every response first.");
+      return;
+    } else {
+      var tiers = {};
+      ids.forEach(function (cid) { (tiers[state.ranks[cid]] = tiers[state.ranks[cid]] || []).push(cid); });
+      ranking = Object.keys(tiers).map(Number).sort(function (a, b) { return a - b; }).map(function (r) { return tiers[r]; });
+      if (!allowTies && ranking.some(function (tier) { return tier.length > 1; })) {
+        showError("This project does not allow ties: give each response its own rank.");
+        return;
+      }
+    }
+    send(collectExtras({ ranking: ranking, all_bad: Boolean(all) }));
+  }
+
+  function submitChoice(choice) {
+    if (!state.assignment || state.busy) return;
+    if (choice === "tie" && !allowTies) return;
+    var a = state.assignment.ids[0];
+    var b = state.assignment.ids[1];
+    var ranking = choice === "a" ? [[a], [b]] : choice === "b" ? [[b], [a]] : [[a, b]];
+    send(collectExtras({ ranking: ranking, all_bad: choice === "bad" }));
+  }
+
+  function skip() {
+    if (!state.assignment || state.busy) return;
+    clearError();
+    setBusy(true);
+    post(url(config.urls.skip, state.assignment.id))
+      .then(function (response) {
+        if (handleAuth(response)) return;
+        if (response.ok || response.status === 409 || response.status === 404) return loadNext();
+        return readJson(response).then(function (data) { showError(data.detail || "Could not skip."); });
+      })
+      .catch(function () { showError("Network error: try again."); })
+      .then(function () { setBusy(false); });
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Events
+  // ---------------------------------------------------------------------------------------
+
+  form.addEventListener("submit", function (event) {
+    event.preventDefault();
+    var submitter = event.submitter;
+    if (submitter && submitter.id === "skip-button") skip();
+    else if (submitter && submitter.getAttribute("data-choice")) submitChoice(submitter.getAttribute("data-choice"));
+    else if (!pairwise) submitRanking();
+  });
+
+  var undoButton = document.getElementById("undo-button");
+  if (undoButton) undoButton.addEventListener("click", undo);
+  var clearButton = document.getElementById("clear-button");
+  if (clearButton) clearButton.addEventListener("click", clearRanks);
+
+  function typingIn(target) {
+    if (!target || !target.tagName) return false;
+    var tag = target.tagName.toLowerCase();
+    if (tag === "textarea" || tag === "select" || target.isContentEditable) return true;
+    return tag === "input" && !/^(checkbox|radio|button|submit|reset)$/.test(target.type);
+  }
+
+  document.addEventListener("keydown", function (event) {
+    if (!state.assignment || taskSection.hidden) return;
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+      if (!pairwise) {
+        event.preventDefault();
+        submitRanking();
+      }
+      return;
+    }
+    if (event.ctrlKey || event.metaKey || event.altKey || typingIn(event.target)) return;
+    var key = event.key;
+    if (pairwise) {
+      var choice = { a: "a", 1: "a", b: "b", 2: "b", t: "tie", 3: "tie", x: "bad", 4: "bad" }[key.toLowerCase()];
+      if (choice) {
+        event.preventDefault();
+        submitChoice(choice);
+      }
+      return;
+    }
+    if (/^[1-9]$/.test(key)) {
+      event.preventDefault();
+      assignByKey(parseInt(key, 10));
+    } else if (key === "=") {
+      event.preventDefault();
+      armTie();
+    } else if (key === "u" || key === "U" || key === "Backspace") {
+      event.preventDefault();
+      undo();
+    } else if (key === "Escape" && state.tieArmed) {
+      state.tieArmed = false;
+      render();
+      announce("Tie cancelled.");
+    }
+  });
+
+  // ---------------------------------------------------------------------------------------
+  // Start from what the server rendered
+  // ---------------------------------------------------------------------------------------
+
+  if (config.assignment) {
+    state.assignment = {
+      id: config.assignment.id,
+      expiresAt: Date.parse(config.assignment.expires_at),
+      ids: config.assignment.candidate_ids,
+    };
+    state.clockOffset = Date.parse(config.server_now) - Date.now();
+    if (!pairwise) buildBoard();
+    state.assignment.ids.forEach(function (cid) {
+      var card = cardOf(cid);
+      if (card) wireCard(card, cid);
+    });
+    // Ranks the server put back after a refused plain post.
+    resetTaskState(readRanksFromForm());
+    tickLease();
+  } else if (!pairwise) {
+    buildBoard();
+  }
+  window.setInterval(tickLease, 1000);
+  document.documentElement.classList.add("js");
+})();

@@ -1,0 +1,422 @@
+"""Contract tests of the labeler endpoints: projects, next, submit, skip (SPEC section 3)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from annotation.models import Annotation, Assignment, Comparison
+from tests.api.conftest import strict, token_client
+
+pytestmark = pytest.mark.django_db
+
+PROJECTS = "/api/v1/projects/"
+
+
+def next_url(slug: str = "demo") -> str:
+    return f"/api/v1/projects/{slug}/assignments/next/"
+
+
+def submit_url(assignment_id: int) -> str:
+    return f"/api/v1/assignments/{assignment_id}/submit/"
+
+
+def skip_url(assignment_id: int) -> str:
+    return f"/api/v1/assignments/{assignment_id}/skip/"
+
+
+def lease(client, slug: str = "demo") -> dict:
+    response = client.post(next_url(slug))
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def submit(client, payload: dict, **body):
+    body.setdefault("ranking", strict(payload))
+    body.setdefault("client_token", str(uuid.uuid4()))
+    return client.post(submit_url(payload["assignment"]["id"]), body, format="json")
+
+
+def expire(assignment_id: int) -> None:
+    """Let a lease run out (as if its time had passed) without touching its status."""
+    Assignment.objects.filter(pk=assignment_id).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+
+
+@pytest.fixture
+def bob(make_labeler, project):
+    return token_client(make_labeler("bob", projects=[project]))
+
+
+# ---------------------------------------------------------------------------------------
+# GET /api/v1/projects/
+# ---------------------------------------------------------------------------------------
+
+
+def test_projects_lists_own_projects_with_progress(alice, bob, comparisons):
+    first = lease(alice)
+    assert submit(alice, first).status_code == 201
+    # bob is served the untouched comparisons first (fewest submitted first), then alice's
+    # one, which his annotation completes (overlap 2).
+    served = []
+    for _ in range(3):
+        payload = lease(bob)
+        served.append(payload["assignment"]["comparison"]["id"])
+        assert submit(bob, payload).status_code == 201
+    assert served[-1] == first["assignment"]["comparison"]["id"]
+
+    response = alice.get(PROJECTS)
+
+    assert response.status_code == 200
+    [row] = response.json()
+    assert row == {
+        "slug": "demo",
+        "name": "demo",
+        "guidelines": "",
+        "task_type": "ranking",
+        "num_candidates": 4,
+        "allow_ties": True,
+        "flags": ["unhelpful", "untruthful", "harmful"],
+        "rating_scale": 0,
+        "lease_seconds": 600,
+        "comparisons": 3,
+        "complete": 1,
+        "mine": 1,
+    }
+
+
+def test_projects_hides_projects_the_user_is_not_in(outsider, comparisons):
+    response = outsider.get(PROJECTS)
+    assert response.status_code == 200
+    assert [p["slug"] for p in response.json()] == ["other"]
+
+
+def test_projects_lists_every_active_project_for_staff(staff, project, other_project):
+    response = staff.get(PROJECTS)
+    assert [p["slug"] for p in response.json()] == ["demo", "other"]
+    assert response.json()[0]["mine"] == 0
+
+
+def test_projects_needs_credentials(anon):
+    response = anon.get(PROJECTS)
+    assert response.status_code == 401
+    assert response.json() == {
+        "detail": "Authentication credentials were not provided.",
+        "errors": {},
+    }
+    assert response["WWW-Authenticate"] == "Token"
+
+
+# ---------------------------------------------------------------------------------------
+# POST /api/v1/projects/{slug}/assignments/next/
+# ---------------------------------------------------------------------------------------
+
+
+def test_next_returns_the_comparison_in_this_labelers_display_order(alice, comparisons):
+    response = alice.post(next_url())
+
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"assignment"}
+    assignment = body["assignment"]
+    assert set(assignment) == {"id", "expires_at", "comparison"}
+    stored = Assignment.objects.get(pk=assignment["id"])
+    assert stored.labeler.username == "alice"
+    assert stored.comparison_id == comparisons[0].pk
+    comparison = assignment["comparison"]
+    assert set(comparison) == {"id", "prompt", "candidates"}
+    assert comparison["id"] == comparisons[0].pk
+    assert comparison["prompt"] == {
+        "id": comparisons[0].prompt_id,
+        "messages": [{"role": "user", "content": "Question p0?"}],
+    }
+    assert [c["id"] for c in comparison["candidates"]] == stored.display_order
+    assert sorted(c["text"] for c in comparison["candidates"]) == [
+        f"Answer {j} to p0" for j in range(4)
+    ]
+    assert all(set(c) == {"id", "text"} for c in comparison["candidates"])
+    expires = timezone.datetime.fromisoformat(assignment["expires_at"])
+    assert expires == stored.expires_at
+
+
+def test_next_again_renews_the_open_lease(alice, comparisons):
+    first = lease(alice)["assignment"]
+    Assignment.objects.filter(pk=first["id"]).update(
+        expires_at=timezone.now() + timedelta(seconds=5)
+    )
+    again = lease(alice)["assignment"]
+    assert again["id"] == first["id"]
+    assert Assignment.objects.get(pk=first["id"]).expires_at > timezone.now() + timedelta(
+        seconds=500
+    )
+    assert Assignment.objects.count() == 1
+
+
+def test_next_answers_204_when_nothing_is_left(alice, comparisons):
+    for _ in comparisons:
+        assert submit(alice, lease(alice)).status_code == 201
+
+    response = alice.post(next_url())
+
+    assert response.status_code == 204
+    assert response.content == b""
+
+
+def test_next_answers_204_on_an_empty_project(alice, project):
+    assert alice.post(next_url()).status_code == 204
+
+
+def test_next_hides_projects_of_others_as_404(outsider, comparisons):
+    response = outsider.post(next_url())
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not found.", "errors": {}}
+    assert Assignment.objects.count() == 0
+
+
+def test_next_on_an_unknown_project_is_404(alice):
+    assert alice.post(next_url("nope")).status_code == 404
+
+
+def test_next_needs_credentials(anon, comparisons):
+    assert anon.post(next_url()).status_code == 401
+
+
+# ---------------------------------------------------------------------------------------
+# POST /api/v1/assignments/{id}/submit/
+# ---------------------------------------------------------------------------------------
+
+
+def test_submit_stores_the_ranking_and_answers_201(alice, comparisons):
+    payload = lease(alice)
+    ids = [c["id"] for c in payload["assignment"]["comparison"]["candidates"]]
+    token = str(uuid.uuid4())
+
+    response = submit(
+        alice,
+        payload,
+        ranking=[[ids[2]], [ids[0], ids[1]], [ids[3]]],
+        flags={str(ids[3]): ["harmful"]},
+        rationale="third is best",
+        time_spent_ms=1234,
+        client_token=token,
+    )
+
+    assert response.status_code == 201
+    annotation = Annotation.objects.get()
+    assert response.json() == {"annotation_id": annotation.pk}
+    assert annotation.ranking == [[ids[2]], [ids[0], ids[1]], [ids[3]]]
+    assert annotation.flags == {str(ids[3]): ["harmful"]}
+    assert annotation.rationale == "third is best"
+    assert annotation.time_spent_ms == 1234
+    assert str(annotation.client_token) == token
+    assert Assignment.objects.get().status == Assignment.Status.SUBMITTED
+
+
+def test_submit_replay_with_the_same_token_answers_200_and_the_same_id(alice, comparisons):
+    payload = lease(alice)
+    token = str(uuid.uuid4())
+    first = submit(alice, payload, client_token=token)
+
+    replay = submit(alice, payload, client_token=token)
+
+    assert first.status_code == 201
+    assert replay.status_code == 200
+    assert replay.json() == first.json()
+    assert Annotation.objects.count() == 1
+    assert Comparison.objects.get(pk=comparisons[0].pk).submitted_count == 1
+
+
+DROP = object()
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"ranking": DROP}, "ranking"),
+        ({"ranking": []}, "ranking"),
+        ({"ranking": "first"}, "ranking"),
+        ({"ranking": [["x"]]}, "ranking"),
+        ({"ranking": [[]]}, "ranking"),
+        ({"client_token": DROP}, "client_token"),
+        ({"client_token": "not-a-uuid"}, "client_token"),
+        ({"time_spent_ms": -1}, "time_spent_ms"),
+        ({"time_spent_ms": 2**31}, "time_spent_ms"),
+        ({"all_bad": "maybe"}, "all_bad"),
+        ({"flags": ["harmful"]}, "flags"),
+        ({"ratings": {"1": "high"}}, "ratings"),
+        ({"rationale": 12}, "rationale"),
+    ],
+)
+def test_submit_refuses_malformed_fields(alice, comparisons, body, field):
+    payload = lease(alice)
+    data = {"ranking": strict(payload), "client_token": str(uuid.uuid4()), **body}
+    data = {k: v for k, v in data.items() if v is not DROP}
+
+    response = alice.post(submit_url(payload["assignment"]["id"]), data, format="json")
+
+    assert response.status_code == 400, response.content
+    assert set(response.json()) == {"detail", "errors"}
+    assert field in response.json()["errors"]
+    assert response.json()["detail"].startswith(field)
+    assert Annotation.objects.count() == 0
+
+
+def _ids(payload: dict) -> list[int]:
+    return [c["id"] for c in payload["assignment"]["comparison"]["candidates"]]
+
+
+@pytest.mark.parametrize(
+    ("make_body", "field", "message"),
+    [
+        (lambda ids: {"ranking": [[i] for i in ids[:3]]}, "ranking", "missing"),
+        (lambda ids: {"ranking": [[i] for i in ids] + [[ids[0]]]}, "ranking", "more than once"),
+        (lambda ids: {"ranking": [[i] for i in ids] + [[999999]]}, "ranking", "not part"),
+        (
+            lambda ids: {"flags": {str(ids[0]): ["rude"]}},
+            "flags",
+            "unknown flag code 'rude'",
+        ),
+        (lambda ids: {"flags": {"999999": ["harmful"]}}, "flags", "not a candidate"),
+        (lambda ids: {"ratings": {str(ids[0]): 3}}, "ratings", "does not collect ratings"),
+    ],
+)
+def test_submit_refuses_rankings_the_comparison_does_not_allow(
+    alice, comparisons, make_body, field, message
+):
+    payload = lease(alice)
+
+    response = submit(alice, payload, **make_body(_ids(payload)))
+
+    assert response.status_code == 400
+    assert message in " ".join(response.json()["errors"][field])
+    assert Annotation.objects.count() == 0
+    assert Assignment.objects.get().status == Assignment.Status.LEASED
+
+
+def test_submit_refuses_ties_where_the_project_allows_none(make_project, make_comparisons, labeler):
+    project = make_project("strict", num_candidates=2, allow_ties=False)
+    project.members.add(labeler)
+    make_comparisons(project, 1)
+    client = token_client(labeler)
+    payload = lease(client, "strict")
+    a, b = _ids(payload)
+
+    response = submit(client, payload, ranking=[[a, b]])
+
+    assert response.status_code == 400
+    assert "does not allow ties" in response.json()["errors"]["ranking"][0]
+    # Both bad is the one tie a no-ties pairwise project accepts (SPEC section 2).
+    assert submit(client, payload, ranking=[[a, b]], all_bad=True).status_code == 201
+
+
+def test_submit_refuses_a_rationale_over_the_limit(alice, comparisons, settings):
+    settings.RATIONALE_MAX_LENGTH = 10
+    payload = lease(alice)
+
+    response = submit(alice, payload, rationale="x" * 11)
+
+    assert response.status_code == 400
+    assert "rationale" in response.json()["errors"]
+    assert submit(alice, payload, rationale="x" * 10).status_code == 201
+
+
+def test_submit_on_someone_elses_assignment_is_404(alice, bob, comparisons):
+    payload = lease(bob)
+
+    response = submit(alice, payload)
+
+    assert response.status_code == 404
+    assert Annotation.objects.count() == 0
+
+
+def test_submit_on_an_unknown_assignment_is_404(alice):
+    response = alice.post(
+        submit_url(424242), {"ranking": [[1]], "client_token": str(uuid.uuid4())}, format="json"
+    )
+    assert response.status_code == 404
+
+
+def test_submit_by_a_labeler_of_another_project_is_404(alice, outsider, comparisons):
+    assert submit(outsider, lease(alice)).status_code == 404
+
+
+def test_submit_needs_credentials(anon, alice, comparisons):
+    assert submit(anon, lease(alice)).status_code == 401
+    assert Annotation.objects.count() == 0
+
+
+def test_late_submit_is_accepted_while_the_slot_is_free(alice, comparisons):
+    payload = lease(alice)
+    expire(payload["assignment"]["id"])
+
+    response = submit(alice, payload)
+
+    assert response.status_code == 201
+    assert Annotation.objects.count() == 1
+
+
+def test_late_submit_gets_409_when_the_slot_was_taken(make_project, make_comparisons, labeler, bob):
+    from annotation.models import Project
+
+    project = make_project("solo", num_candidates=2, overlap=1)
+    project.members.add(labeler, *Project.objects.get(slug="demo").members.all())
+    [comparison] = make_comparisons(project, 1)
+    alice = token_client(labeler)
+    mine = lease(alice, "solo")
+    expire(mine["assignment"]["id"])
+    theirs = lease(bob, "solo")
+    assert theirs["assignment"]["comparison"]["id"] == comparison.pk
+
+    response = submit(alice, mine)
+
+    assert response.status_code == 409
+    assert response.json()["detail"] == (
+        "Your lease ran out and this comparison has been taken by others."
+    )
+    assert Annotation.objects.count() == 0
+    assert submit(bob, theirs).status_code == 201
+    assert Comparison.objects.get(pk=comparison.pk).submitted_count == 1
+
+
+# ---------------------------------------------------------------------------------------
+# POST /api/v1/assignments/{id}/skip/
+# ---------------------------------------------------------------------------------------
+
+
+def test_skip_frees_the_slot_and_serves_something_else(alice, bob, comparisons):
+    payload = lease(alice)
+    skipped = payload["assignment"]
+
+    response = alice.post(skip_url(skipped["id"]))
+
+    assert response.status_code == 200
+    assert response.json() == {"id": skipped["id"], "status": "skipped"}
+    assert Assignment.objects.get(pk=skipped["id"]).status == Assignment.Status.SKIPPED
+    assert lease(alice)["assignment"]["comparison"]["id"] != skipped["comparison"]["id"]
+    # The freed slot goes to another labeler.
+    assert lease(bob)["assignment"]["comparison"]["id"] == skipped["comparison"]["id"]
+
+
+def test_skip_after_submit_is_409(alice, comparisons):
+    payload = lease(alice)
+    submit(alice, payload)
+
+    response = alice.post(skip_url(payload["assignment"]["id"]))
+
+    assert response.status_code == 409
+    assert Assignment.objects.get().status == Assignment.Status.SUBMITTED
+
+
+def test_skip_of_someone_elses_assignment_is_404(alice, bob, outsider, staff, comparisons):
+    payload = lease(bob)
+    for client in (alice, outsider, staff):
+        assert client.post(skip_url(payload["assignment"]["id"])).status_code == 404
+    assert Assignment.objects.get().status == Assignment.Status.LEASED
+
+
+def test_skip_needs_credentials(anon, alice, comparisons):
+    assert anon.post(skip_url(lease(alice)["assignment"]["id"])).status_code == 401

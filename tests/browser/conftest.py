@@ -1,0 +1,76 @@
+"""Playwright against Debian's Chromium and pytest-django's live server.
+
+Never downloads a browser: the tests use /usr/bin/chromium and are skipped, with the reason,
+where it is missing (`apt-get install chromium`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def pytest_collection_modifyitems(config, items):
+    if CHROMIUM.exists():
+        return
+    skip = pytest.mark.skip(reason=f"Chromium not found at {CHROMIUM}: apt-get install chromium")
+    for item in items:
+        if "browser" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def playwright(django_db_setup, playwright):
+    """Playwright, started after the test database exists and stopped before it goes.
+
+    The sync API keeps an event loop running in this thread, and Django refuses database
+    work (creating the test database included) while one runs.
+    """
+    return playwright
+
+
+@pytest.fixture(scope="package", autouse=True)
+def allow_orm_beside_playwright():
+    """Let these tests use the ORM while Playwright's event loop runs in the same thread.
+
+    Package-scoped so that it also covers the database flush after each test, and undone
+    when the browser tests end: a process-wide setting would leak into other tests'
+    subprocesses (`check --deploy` rejects it).
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        yield
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    return {
+        **browser_type_launch_args,
+        "executable_path": str(CHROMIUM),
+        "args": CHROMIUM_ARGS,
+        "headless": True,
+    }
+
+
+@pytest.fixture(scope="session")
+def screenshot_dir(tmp_path_factory) -> Path:
+    """Where the tests save screenshots (SCREENSHOT_DIR to keep them somewhere else)."""
+    if target := os.environ.get("SCREENSHOT_DIR"):
+        path = Path(target)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    return tmp_path_factory.mktemp("screenshots")

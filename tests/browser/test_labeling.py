@@ -1,0 +1,304 @@
+"""A labeler in a real Chromium: sign in, rank by keyboard and by mouse, tie, flag, submit,
+skip, run out of work; pairwise; hostile model output; the page without JavaScript."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from annotation.models import Annotation, Assignment, TaskType
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+PASSWORD = "a-long-password-1"
+XSS_TEXTS = [
+    "<script>window.__pwned = 'script'</script>",
+    "<img src=x onerror=\"window.__pwned = 'img'\">",
+    "fine answer\n    indented line",
+]
+
+
+@pytest.fixture
+def login(live_server):
+    def sign_in(page: Page, username: str) -> None:
+        page.goto(f"{live_server.url}/accounts/login/")
+        page.get_by_label("Username").fill(username)
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_role("heading", name="Your projects")).to_be_visible()
+
+    return sign_in
+
+
+def leased(username: str) -> Assignment:
+    return Assignment.objects.get(labeler__username=username, status=Assignment.Status.LEASED)
+
+
+def card(page: Page, cid: int):
+    return page.locator(f'.card[data-candidate="{cid}"]')
+
+
+def wait_for_next(page: Page, previous_id: int) -> None:
+    """Wait until the page shows another assignment (or the 'nothing left' panel)."""
+    page.wait_for_function(
+        "id => document.getElementById('task').hidden"
+        " || document.getElementById('task-form').dataset.assignment !== String(id)",
+        arg=previous_id,
+    )
+
+
+def test_rank_by_keyboard_and_drag_tie_flag_submit_skip_until_nothing_left(
+    page: Page, live_server, login, make_project, make_labeler, make_comparisons, screenshot_dir
+):
+    project = make_project(
+        "rank",
+        name="Rank three",
+        num_candidates=3,
+        overlap=1,
+        guidelines="# Guidelines\n\nPrefer **correct** answers.",
+    )
+    make_labeler("alice", projects=[project], password=PASSWORD)
+    make_comparisons(project, n=3)
+    login(page, "alice")
+    page.get_by_role("link", name="Start labeling Rank three").click()
+    expect(page.get_by_role("heading", name="Prompt")).to_be_visible()
+    # A marker that a full reload would wipe: the flow below must keep it.
+    page.evaluate("window.__sameDocument = true")
+
+    # Task 1, keyboard only: 2, 3, 1 then undo, then "=" 1 ties response 1 with response 3.
+    first = leased("alice")
+    x, y, z = first.display_order
+    for key in ("2", "3", "1"):
+        page.keyboard.press(key)
+    expect(card(page, y).locator('[data-slot="badge"]')).to_have_text("1st")
+    expect(card(page, x).locator('[data-slot="badge"]')).to_have_text("3rd")
+    page.keyboard.press("u")
+    expect(card(page, x).locator('[data-slot="badge"]')).to_be_hidden()
+    page.keyboard.press("=")
+    page.keyboard.press("1")
+    expect(card(page, x).locator('[data-slot="badge"]')).to_have_text("2nd")
+    expect(card(page, x).get_by_label("Rank of response 1")).to_have_value("2")
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.screenshot(path=str(screenshot_dir / "labeling-desktop.png"), full_page=True)
+    page.set_viewport_size({"width": 360, "height": 740})
+    page.screenshot(path=str(screenshot_dir / "labeling-360.png"), full_page=True)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.keyboard.press("Control+Enter")
+    wait_for_next(page, first.pk)
+    annotation = Annotation.objects.get(assignment=first)
+    assert annotation.ranking[0] == [y]
+    assert sorted(annotation.ranking[1]) == sorted([x, z]) and len(annotation.ranking) == 2
+    expect(page.locator("#today-count")).to_have_text("1")
+
+    # Task 2, mouse only: drag handles onto the ranks, tie two, flag one, click Submit.
+    second = leased("alice")
+    a, b, c = second.display_order
+    board = page.locator("#rank-board")
+    card(page, c).locator(".drag-handle").drag_to(board.locator('.slot[data-rank="1"]'))
+    card(page, a).locator(".drag-handle").drag_to(board.locator('.slot[data-rank="2"]'))
+    card(page, b).locator(".drag-handle").drag_to(board.locator('.slot[data-rank="2"]'))
+    expect(card(page, b).locator('[data-slot="badge"]')).to_have_text("2nd")
+    # A chip dragged back to "Unranked" and onto a rank again.
+    board.locator(f'.chip[data-candidate="{a}"]').drag_to(board.locator('.slot[data-rank=""]'))
+    expect(card(page, a).locator('[data-slot="badge"]')).to_be_hidden()
+    board.locator(f'.chip[data-candidate="{a}"]').drag_to(board.locator('.slot[data-rank="2"]'))
+    card(page, a).get_by_label("harmful").check()
+    page.get_by_label("Rationale").fill("C is <b>correct</b>")
+    page.get_by_role("button", name="Submit").click()
+    wait_for_next(page, second.pk)
+    annotation = Annotation.objects.get(assignment=second)
+    assert annotation.ranking[0] == [c] and sorted(annotation.ranking[1]) == sorted([a, b])
+    assert annotation.flags == {str(a): ["harmful"]}
+    assert annotation.rationale == "C is <b>correct</b>"
+    assert annotation.time_spent_ms > 0
+
+    # Task 3: Skip, and nothing is left.
+    third = leased("alice")
+    expect(page.locator("#rationale")).to_have_value("")
+    page.get_by_role("button", name="Skip").click()
+    expect(page.get_by_role("heading", name="Nothing left to label")).to_be_visible()
+    third.refresh_from_db()
+    assert third.status == Assignment.Status.SKIPPED
+    assert page.evaluate("window.__sameDocument") is True
+    expect(page.locator("#today-count")).to_have_text("2")
+
+    # The history page lists both answers.
+    page.get_by_role("link", name="History", exact=True).click()
+    expect(page.locator(".history-item")).to_have_count(2)
+    page.screenshot(path=str(screenshot_dir / "history.png"), full_page=True)
+    page.get_by_role("link", name="Projects").click()
+    page.screenshot(path=str(screenshot_dir / "home.png"), full_page=True)
+
+
+def test_submit_refuses_an_incomplete_ranking(
+    page: Page, live_server, login, make_project, make_labeler, make_comparisons
+):
+    project = make_project("partial", num_candidates=3, overlap=1)
+    make_labeler("bea", projects=[project], password=PASSWORD)
+    make_comparisons(project, n=1)
+    login(page, "bea")
+    page.goto(f"{live_server.url}/projects/partial/label/")
+    page.keyboard.press("1")
+    page.keyboard.press("Control+Enter")
+    expect(page.get_by_role("alert")).to_contain_text("Rank every response")
+    assert not Annotation.objects.exists()
+
+
+def test_pairwise_a_or_b(
+    page: Page, live_server, login, make_project, make_labeler, make_comparisons, screenshot_dir
+):
+    project = make_project("pair", name="Pairs", task_type=TaskType.PAIRWISE, overlap=1)
+    make_labeler("carl", projects=[project], password=PASSWORD)
+    make_comparisons(project, n=3)
+    login(page, "carl")
+    page.goto(f"{live_server.url}/projects/pair/label/")
+    expect(page.get_by_role("heading", name="Response A")).to_be_visible()
+    expect(page.get_by_role("heading", name="Response B")).to_be_visible()
+    page.screenshot(path=str(screenshot_dir / "pairwise-desktop.png"), full_page=True)
+
+    first = leased("carl")
+    a, b = first.display_order
+    page.keyboard.press("b")  # B is better
+    wait_for_next(page, first.pk)
+    assert Annotation.objects.get(assignment=first).ranking == [[b], [a]]
+
+    second = leased("carl")
+    a, b = second.display_order
+    page.get_by_role("button", name="Tie").click()
+    wait_for_next(page, second.pk)
+    assert Annotation.objects.get(assignment=second).ranking == [[a, b]]
+
+    third = leased("carl")
+    page.get_by_role("button", name="Both bad").click()
+    expect(page.get_by_role("heading", name="Nothing left to label")).to_be_visible()
+    annotation = Annotation.objects.get(assignment=third)
+    assert annotation.all_bad is True and len(annotation.ranking) == 1
+
+
+def test_hostile_model_output_is_shown_as_text_and_runs_nothing(
+    page: Page, live_server, login, make_project, make_labeler, make_comparisons
+):
+    project = make_project("xss", num_candidates=3, overlap=1)
+    make_labeler("dora", projects=[project], password=PASSWORD)
+    make_comparisons(project, n=2, texts=XSS_TEXTS)
+    login(page, "dora")
+    page.goto(f"{live_server.url}/projects/xss/label/")
+
+    def check_cards() -> None:
+        texts = page.locator(".card [data-slot=text]").all_text_contents()
+        assert sorted(texts) == sorted(XSS_TEXTS)  # shown literally, whitespace kept
+        assert page.locator(".card img, .card script").count() == 0
+        assert page.evaluate("window.__pwned") is None
+
+    check_cards()  # as rendered by the server
+    first = leased("dora")
+    for key in ("1", "2", "3"):
+        page.keyboard.press(key)
+    page.keyboard.press("Control+Enter")
+    wait_for_next(page, first.pk)
+    check_cards()  # as rendered by the script from the API's JSON
+    page.wait_for_timeout(200)  # give a stray onerror handler time to fire
+    assert page.evaluate("window.__pwned") is None
+
+
+def test_without_javascript_the_page_is_a_plain_form(
+    browser, live_server, make_project, make_labeler, make_comparisons
+):
+    project = make_project("nojs", num_candidates=3, overlap=1)
+    make_labeler("eli", projects=[project], password=PASSWORD)
+    make_comparisons(project, n=2)
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    page.goto(f"{live_server.url}/accounts/login/?next=/projects/nojs/label/")
+    page.get_by_label("Username").fill("eli")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    first = leased("eli")
+    expect(page.locator("#rank-board")).to_be_hidden()
+    for rank, cid in enumerate(first.display_order, start=1):
+        card(page, cid).get_by_label(f"Rank of response {rank}").select_option(str(rank))
+    page.get_by_role("button", name="Submit").click()
+    expect(page.get_by_text("Saved.")).to_be_visible()
+    assert Annotation.objects.get(assignment=first).ranking == [[i] for i in first.display_order]
+    page.get_by_role("button", name="Skip").click()
+    expect(page.get_by_role("heading", name="Nothing left to label")).to_be_visible()
+    context.close()
+
+
+def test_chat_turns_long_text_and_code_stay_readable(
+    page: Page, live_server, login, make_project, make_labeler, screenshot_dir
+):
+    from annotation.services.comparisons import comparisons_build
+    from annotation.services.imports import (
+        candidate_record,
+        candidates_import,
+        prompt_record,
+        prompts_import,
+    )
+
+    project = make_project("chat", num_candidates=3, overlap=1)
+    make_labeler("fay", projects=[project], password=PASSWORD)
+    messages = [
+        {"role": "system", "content": "You are a careful assistant."},
+        {"role": "user", "content": "Write a function that adds two numbers."},
+        {"role": "assistant", "content": "In which language?"},
+        {"role": "user", "content": "Python, please."},
+    ]
+    prompts_import(
+        project=project, records=[prompt_record({"external_id": "c", "messages": messages}, line=1)]
+    )
+    long_line = "x = " + " + ".join(str(i) for i in range(200))
+    texts = [
+        "Sure:\n```python\ndef add(a, b):\n    return a + b\n\n" + long_line + "\n```\nDone.",
+        "\n".join(f"Line {i}: a long answer that keeps going." for i in range(80)),
+        "def add(a, b): return a+b",
+    ]
+    candidates_import(
+        project=project,
+        records=[
+            candidate_record({"prompt_external_id": "c", "text": t}, line=i)
+            for i, t in enumerate(texts)
+        ],
+    )
+    comparisons_build(project=project)
+    login(page, "fay")
+    page.goto(f"{live_server.url}/projects/chat/label/")
+    turns = page.locator("#prompt .turn")
+    expect(turns).to_have_count(4)
+    expect(turns.locator(".role")).to_have_text(["System", "User", "Assistant", "User"])
+    code = page.locator(".card pre.code code")
+    expect(code).to_have_count(1)
+    assert code.text_content().startswith("def add(a, b):\n    return a + b")
+    long_card = page.locator(".card", has_text="Line 79").locator("[data-slot=text]")
+    # Long texts scroll inside their card instead of stretching the page.
+    assert long_card.evaluate("el => el.scrollHeight > el.clientHeight + 100")
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.screenshot(path=str(screenshot_dir / "chat-desktop.png"), full_page=True)
+    page.set_viewport_size({"width": 360, "height": 740})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    page.screenshot(path=str(screenshot_dir / "chat-360.png"), full_page=True)
+
+
+def test_lease_counts_down_and_renews_only_for_an_active_labeler(
+    page: Page, live_server, login, make_project, make_labeler, make_comparisons
+):
+    # A lease under a minute: the page renews it on its next tick, if the labeler is active.
+    project = make_project("lease", num_candidates=3, overlap=1, lease_seconds=30)
+    make_labeler("gus", projects=[project], password=PASSWORD)
+    make_comparisons(project, n=1)
+    login(page, "gus")
+    page.goto(f"{live_server.url}/projects/lease/label/")
+    expect(page.locator("#lease-left")).to_have_text(re.compile(r"^0:[23]\d$"))
+    original = leased("gus").expires_at
+    page.wait_for_timeout(1500)  # idle: ticks pass, nothing is renewed
+    assert leased("gus").expires_at == original
+    page.keyboard.press("1")
+    for _ in range(20):
+        page.wait_for_timeout(250)
+        if leased("gus").expires_at > original:
+            break
+    assert leased("gus").expires_at > original
+    assert Assignment.objects.filter(labeler__username="gus").count() == 1

@@ -1,0 +1,547 @@
+"""Reward-model training: losses by hand, data validation, and tiny end-to-end runs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from training.modeling import encode_prompt, load_tokenizer  # noqa: E402
+from training.reward import (  # noqa: E402
+    RankingCollator,
+    RewardConfig,
+    RewardDataError,
+    WeightedPreferenceCollator,
+    _build_dataset,
+    _Renderer,
+    kwise_loss,
+    load_reward_model,
+    pairwise_loss,
+    render_reward_input,
+    train_reward_model,
+)
+from training.reward_data import load_preferences, pairs_from_ranking  # noqa: E402
+from training.tiny import build_tiny_causal_lm  # noqa: E402
+
+WORDS = [
+    *("apple", "river", "stone", "cloud", "green", "quick", "table"),
+    *("music", "paper", "light", "ocean", "forest", "silver", "window"),
+]
+MARKER = "please"  # the planted rule: more of it is better
+
+
+def nll(x: float) -> float:
+    """-log sigmoid(x), written out independently of torch."""
+    return math.log1p(math.exp(-x))
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def write_export(directory: Path, *, chat: bool = True, n: int = 80, seed: int = 0) -> Path:
+    """A synthetic export (SPEC section 5): K=4 rankings with tiers [[2 markers], [1], [0, 0]].
+
+    `chat` writes what a chat project exports (message lists), else plain strings.
+    """
+    rng = random.Random(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    pairs, rankings = [], []
+    for i in range(n):
+        text = f"question {i}: tell me about {rng.choice(WORDS)}"
+        prompt = [{"role": "user", "content": text}] if chat else text
+        by_quality = []
+        for count in (2, 1, 0, 0):
+            words = [rng.choice(WORDS) for _ in range(6)]
+            for slot in rng.sample(range(6), count):
+                words[slot] = MARKER
+            by_quality.append(" ".join(words))
+        order = rng.sample(range(4), 4)  # completions[k] = by_quality[order[k]]
+        completions = [by_quality[o] for o in order]
+        where = {o: k for k, o in enumerate(order)}
+        tiers = [[where[0]], [where[1]], sorted([where[2], where[3]])]
+        split = "test" if i % 4 == 0 else "train"
+        rankings.append(
+            {
+                "prompt": prompt,
+                "completions": completions,
+                "tiers": tiers,
+                "weight": 1.0,
+                "split": split,
+                "comparison_id": i,
+                "annotation_id": 1000 + i,
+            }
+        )
+        tier_of = {c: t for t, tier in enumerate(tiers) for c in tier}
+        ordered = [(a, b) for a in range(4) for b in range(4) if tier_of[a] < tier_of[b]]
+        for a, b in ordered:
+
+            def response(t: str) -> str | list[dict]:
+                return [{"role": "assistant", "content": t}] if chat else t
+
+            pairs.append(
+                {
+                    "prompt": prompt,
+                    "chosen": response(completions[a]),
+                    "rejected": response(completions[b]),
+                    "margin": tier_of[b] - tier_of[a],
+                    "weight": 1 / len(ordered),
+                    "split": split,
+                    "comparison_id": i,
+                    "annotation_id": 1000 + i,
+                    "labeler": "labeler-1",
+                    "chosen_model": "tiny",
+                    "rejected_model": "tiny",
+                }
+            )
+    write_jsonl(directory / "pairs.jsonl", pairs)
+    write_jsonl(directory / "rankings.jsonl", rankings)
+    (directory / "manifest.json").write_text(json.dumps({"schema_version": 1, "counts": {}}))
+    return directory
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory) -> Path:
+    return write_export(tmp_path_factory.mktemp("export"))
+
+
+@pytest.fixture(scope="module")
+def text_export_dir(tmp_path_factory) -> Path:
+    return write_export(tmp_path_factory.mktemp("text-export"), chat=False, seed=1)
+
+
+@pytest.fixture(scope="module")
+def base_model(tmp_path_factory) -> str:
+    torch.set_num_threads(1)
+    texts = [" ".join([*WORDS, MARKER, "question", "tell", "me", "about"])] * 5
+    texts += [f"question {i}:" for i in range(100)]
+    out = tmp_path_factory.mktemp("base")
+    return str(build_tiny_causal_lm(out, texts, chat_template=True))
+
+
+def fast(**overrides) -> RewardConfig:
+    """A config that trains the tiny model in about a second."""
+    values = dict(epochs=3, lr=1e-3, batch_size=16, max_length=64, logging_steps=5, save_steps=1000)
+    values.update(overrides)
+    return RewardConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def pairwise_run(export_dir, base_model, tmp_path_factory):
+    torch.set_num_threads(1)
+    logged: list[dict] = []
+    out = tmp_path_factory.mktemp("rm-pairwise")
+    result = train_reward_model(export_dir, base_model, out, fast(), on_metrics=logged.append)
+    return result, logged
+
+
+@pytest.fixture(scope="module")
+def kwise_run(text_export_dir, base_model, tmp_path_factory):
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("rm-kwise")
+    return train_reward_model(text_export_dir, base_model, out, fast(loss="kwise", batch_size=4))
+
+
+# --------------------------------------------------------------------------- losses by hand
+
+
+def test_pairwise_loss_matches_hand_computation():
+    chosen, rejected = torch.tensor([2.0, 0.0]), torch.tensor([1.0, 1.0])
+    assert pairwise_loss(chosen, rejected).item() == pytest.approx((nll(1) + nll(-1)) / 2)
+    weighted = pairwise_loss(chosen, rejected, weight=torch.tensor([1.0, 3.0]))
+    assert weighted.item() == pytest.approx((nll(1) + 3 * nll(-1)) / 4)
+
+
+def test_margin_is_subtracted_from_the_reward_gap():
+    chosen, rejected = torch.tensor([2.0, 0.0]), torch.tensor([1.0, 1.0])
+    margin = torch.tensor([1.0, 0.0])
+    assert pairwise_loss(chosen, rejected, margin=margin).item() == pytest.approx(
+        (nll(2 - 1 - 1) + nll(0 - 1 - 0)) / 2
+    )
+    # A larger margin asks for a larger gap: the loss grows, and margin 0 is plain Bradley-Terry.
+    losses = [pairwise_loss(chosen, rejected, margin=torch.full((2,), m)).item() for m in (0, 1, 2)]
+    assert losses[0] == pytest.approx(pairwise_loss(chosen, rejected).item())
+    assert losses[0] < losses[1] < losses[2]
+
+
+def test_kwise_loss_matches_hand_computation():
+    collate = RankingCollator(pad_token_id=0, margin_scale=0.0)
+    batch = collate(
+        [
+            # strict ranking of 3: pairs (0,1), (0,2), (1,2)
+            {"completion_ids": [[1], [2], [3]], "tier_of": [0, 1, 2], "weight": 1.0},
+            # completions 1 and 2 tie: pairs (0,1), (0,2) only
+            {"completion_ids": [[4], [5], [6]], "tier_of": [0, 1, 1], "weight": 3.0},
+        ]
+    )
+    assert batch["input_ids"].shape == (6, 1)  # each completion forwarded once
+    assert "margin" not in batch
+    rewards = torch.tensor([3.0, 1.0, 0.0, 0.0, 1.0, 2.0])
+    loss = kwise_loss(
+        rewards, batch["better"], batch["worse"], batch["group"], weight=batch["weight"]
+    )
+    first = (nll(3 - 1) + nll(3 - 0) + nll(1 - 0)) / 3
+    second = (nll(0 - 1) + nll(0 - 2)) / 2  # the tie contributes no pair
+    assert loss.item() == pytest.approx((first + 3 * second) / 4)
+
+
+def test_kwise_margins_are_scaled_tier_gaps():
+    collate = RankingCollator(pad_token_id=0, margin_scale=0.5)
+    batch = collate([{"completion_ids": [[1], [2], [3]], "tier_of": [0, 1, 2], "weight": 1.0}])
+    assert batch["margin"].tolist() == [0.5, 1.0, 0.5]  # gaps 1, 2, 1
+    rewards = torch.tensor([3.0, 1.0, 0.0])
+    loss = kwise_loss(
+        rewards, batch["better"], batch["worse"], batch["group"], margin=batch["margin"]
+    )
+    assert loss.item() == pytest.approx((nll(2 - 0.5) + nll(3 - 1.0) + nll(1 - 0.5)) / 3)
+
+
+def test_kwise_loss_equals_pairwise_loss_on_the_expanded_pairs(export_dir):
+    """Pairs weighted 1/npairs (as the export writes them) make both losses the same quantity."""
+    rankings = load_preferences(export_dir, loss="kwise").rankings[:6]
+    gen = torch.Generator().manual_seed(0)
+    batch = RankingCollator(pad_token_id=0)(
+        [
+            {"completion_ids": [[1]] * 4, "tier_of": r.tier_of(), "weight": r.weight}
+            for r in rankings
+        ]
+    )
+    rewards = torch.randn(4 * len(rankings), generator=gen)
+    kwise = kwise_loss(
+        rewards,
+        batch["better"],
+        batch["worse"],
+        batch["group"],
+        margin=batch["margin"],
+        weight=batch["weight"],
+    )
+    pairs = [pairs_from_ranking(r) for r in rankings]
+    pairwise = pairwise_loss(
+        rewards[batch["better"]],
+        rewards[batch["worse"]],
+        margin=batch["margin"],
+        weight=torch.tensor([p.weight for ps in pairs for p in ps]),
+    )
+    assert kwise.item() == pytest.approx(pairwise.item(), rel=1e-6)
+
+
+# --------------------------------------------------------------------------- rendering and batches
+
+
+@pytest.mark.ml
+def test_render_reward_input_appends_eos_and_truncates_from_the_right(base_model):
+    tokenizer = load_tokenizer(base_model)
+    prompt = [{"role": "user", "content": "question 1: tell me about apple"}]
+    ids, truncated = render_reward_input(tokenizer, prompt, "apple river", max_length=64)
+    prompt_ids = encode_prompt(tokenizer, prompt)
+    assert not truncated
+    assert ids[: len(prompt_ids)] == prompt_ids  # the chat template, as PPO renders it
+    assert tokenizer.convert_tokens_to_ids("<|user|>") in prompt_ids
+    assert ids[-1] == tokenizer.eos_token_id
+
+    long_response = " ".join(["apple"] * 80)
+    ids, truncated = render_reward_input(tokenizer, prompt, long_response, max_length=32)
+    assert truncated and len(ids) == 32 and ids[-1] == tokenizer.eos_token_id
+    assert ids[: len(prompt_ids)] == prompt_ids  # the response is cut, not the prompt
+
+    long_prompt = " ".join(["stone"] * 80)
+    ids, truncated = render_reward_input(tokenizer, long_prompt, "apple river", max_length=32)
+    response_ids = tokenizer("apple river", add_special_tokens=False)["input_ids"]
+    assert truncated and len(ids) == 32
+    assert ids[-1 - len(response_ids) : -1] == response_ids  # the response survives whole
+
+
+@pytest.mark.ml
+def test_pairwise_batches_carry_scaled_margins_and_weights(export_dir, base_model):
+    tokenizer = load_tokenizer(base_model)
+    prefs = load_preferences(export_dir)
+    config = RewardConfig(margin_scale=0.5, max_length=64)
+    dataset = _build_dataset(prefs, "train", config, _Renderer(tokenizer, 64))
+    rows = [dataset[i] for i in range(5)]  # the five pairs of the first training ranking
+    batch = WeightedPreferenceCollator(pad_token_id=tokenizer.pad_token_id)(rows)
+    raw = prefs.split_pairs("train")[:5]
+    assert batch["margin"].tolist() == [0.5 * p.margin for p in raw]
+    assert batch["weight"].tolist() == pytest.approx([0.2] * 5)
+    assert batch["input_ids"].shape[0] == 10  # chosen rows, then rejected rows
+
+
+# --------------------------------------------------------------------------- data validation
+
+
+@pytest.mark.parametrize("chat", [True, False])
+def test_export_formats_load_the_same_pairs(export_dir, text_export_dir, chat, tmp_path):
+    import datasets
+
+    export_dir = export_dir if chat else text_export_dir
+    rows = [json.loads(line) for line in (export_dir / "pairs.jsonl").read_text().splitlines()]
+    expected = load_preferences(export_dir).pairs
+    table = datasets.Dataset.from_list(rows)
+    table.to_parquet(str(tmp_path / "pairs.parquet"))
+    table.save_to_disk(str(tmp_path / "pairs_hf"))
+    for source in (tmp_path / "pairs.parquet", tmp_path / "pairs_hf"):
+        assert load_preferences(source).pairs == expected, source
+
+
+def test_data_sha256_is_the_consumed_file(export_dir):
+    digest = hashlib.sha256((export_dir / "pairs.jsonl").read_bytes()).hexdigest()
+    assert load_preferences(export_dir).sha256 == digest
+    ranked = hashlib.sha256((export_dir / "rankings.jsonl").read_bytes()).hexdigest()
+    assert load_preferences(export_dir / "pairs.jsonl", loss="kwise").sha256 == ranked
+
+
+GOOD_PAIR = {
+    "prompt": "p",
+    "chosen": "a",
+    "rejected": "b",
+    "margin": 1,
+    "weight": 1.0,
+    "split": "train",
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "loss", "message"),
+    [
+        (
+            "pairs.jsonl",
+            [{"prompt": "p", "chosen": "a"}],
+            "pairwise",
+            r"pairs.jsonl:1: missing column\(s\) 'rejected'",
+        ),
+        ("pairs.jsonl", [], "pairwise", "empty"),
+        ("pairs.csv", "prompt,chosen,rejected\n", "pairwise", "unknown format '.csv'"),
+        (
+            "pairs.jsonl",
+            "{}\nnot json\n",
+            "pairwise",
+            r"pairs.jsonl:1: missing column|pairs.jsonl:2: invalid JSON",
+        ),
+        (
+            "pairs.jsonl",
+            [GOOD_PAIR, {**GOOD_PAIR, "split": "dev"}],
+            "pairwise",
+            r":2: 'split' must be",
+        ),
+        ("pairs.jsonl", [{**GOOD_PAIR, "weight": 0}], "pairwise", r":1: 'weight' must be > 0"),
+        (
+            "pairs.jsonl",
+            [{**GOOD_PAIR, "chosen": [{"role": "user", "content": "x"}]}],
+            "pairwise",
+            "one assistant message",
+        ),
+        ("pairs.jsonl", [{**GOOD_PAIR, "split": "test"}], "pairwise", "no rows with split 'train'"),
+        ("pairs.jsonl", [GOOD_PAIR], "kwise", "needs the rankings file"),
+        (
+            "rankings.jsonl",
+            [{"prompt": "p", "completions": ["a", "b", "c"], "tiers": [[0], [1, 1]]}],
+            "kwise",
+            "exactly once",
+        ),
+        (
+            "rankings.jsonl",
+            [{"prompt": "p", "completions": ["a", "b"]}],
+            "kwise",
+            r"missing column\(s\) 'tiers'",
+        ),
+    ],
+)
+def test_bad_exports_fail_clearly(tmp_path, name, content, loss, message):
+    path = tmp_path / name
+    if isinstance(content, str):
+        path.write_text(content)
+    else:
+        write_jsonl(path, content)
+    with pytest.raises(RewardDataError, match=message):
+        load_preferences(path, loss=loss)
+
+
+def test_missing_paths_and_empty_directories_fail_clearly(tmp_path):
+    with pytest.raises(RewardDataError, match="no such file"):
+        load_preferences(tmp_path / "nope.jsonl")
+    with pytest.raises(RewardDataError, match="no pairs or rankings file"):
+        load_preferences(tmp_path)
+    assert issubclass(RewardDataError, ValueError)
+
+
+@pytest.mark.ml
+def test_a_bad_export_writes_nothing(tmp_path, base_model):
+    write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "p", "chosen": "a"}])
+    out = tmp_path / "out"
+    with pytest.raises(RewardDataError, match="missing column"):
+        train_reward_model(tmp_path, base_model, out, fast())
+    assert not out.exists()
+
+
+def test_config_from_command_options():
+    options = {
+        "verbosity": 1,
+        "export": "7",
+        "loss": "kwise",
+        "lora": True,
+        "learning_rate": 3e-4,
+        "batch_size": None,  # not given on the command line: keep the default
+        "lora_target_modules": "c_attn, c_proj",
+    }
+    config = RewardConfig.from_options(options)
+    assert (config.loss, config.lora, config.lr, config.batch_size) == ("kwise", True, 3e-4, 8)
+    assert config.lora_target_modules == ("c_attn", "c_proj")
+    assert RewardConfig(lora=True).learning_rate == 1e-4
+    assert RewardConfig().learning_rate == 1e-5
+    with pytest.raises(ValueError, match="loss must be"):
+        RewardConfig.from_options({"loss": "listwise"})
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        RewardConfig(batch_size=0)
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def reference_inputs(export_dir: Path) -> tuple[list, list]:
+    prompts, responses = [], []
+    for r in load_preferences(export_dir, loss="kwise").rankings:
+        prompts += [r.prompt] * len(r.completions)
+        responses += r.completions
+    return prompts, responses
+
+
+@pytest.mark.ml
+def test_pairwise_training_learns_the_planted_rule(pairwise_run, export_dir, base_model):
+    result, logged = pairwise_run
+    assert result.accuracy >= 0.8
+    assert set(result.accuracy_by_margin) == {"1", "2"}
+    assert (result.num_train_pairs, result.num_eval_pairs) == (300, 100)
+    assert result.truncated_count == 0
+    out = result.output_dir
+    for name in ("training_config.json", "metrics.jsonl", "README.md", "reward_normalization.json"):
+        assert (out / name).is_file(), name
+    run = json.loads((out / "training_config.json").read_text())
+    assert run["config"]["loss"] == "pairwise" and run["data_sha256"] == result.data_sha256
+    card = (out / "README.md").read_text()
+    assert result.data_sha256 in card and base_model in card and f"{result.accuracy:.3f}" in card
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert lines == logged  # on_metrics saw exactly what was written
+    assert any("eval_loss" in line for line in lines)  # evaluated every epoch
+    assert lines[-1]["final"] and lines[-1]["accuracy"] == result.accuracy
+
+
+@pytest.mark.ml
+def test_kwise_training_learns_the_planted_rule(kwise_run):
+    assert kwise_run.accuracy >= 0.8
+    assert (kwise_run.num_train_pairs, kwise_run.num_eval_pairs) == (300, 100)
+    assert kwise_run.global_step == 45  # 60 rankings / 4 per batch * 3 epochs
+
+
+@pytest.mark.ml
+def test_loaded_model_reproduces_training_scores_and_bias(pairwise_run, export_dir):
+    result, _ = pairwise_run
+    scorer = load_reward_model(result.output_dir)
+    prompts, responses = reference_inputs(export_dir)
+    raw = torch.tensor(scorer.score(prompts, responses, normalize=False), dtype=torch.float64)
+    normalized = torch.tensor(scorer.score(prompts, responses), dtype=torch.float64)
+    # The bias was computed in memory after training: the reloaded model gives the same scores.
+    assert raw.mean().item() == pytest.approx(result.bias, abs=1e-5)
+    assert raw.std(unbiased=False).item() == pytest.approx(result.std, abs=1e-5)
+    assert abs(normalized.mean().item()) < 1e-5
+    assert (
+        scorer.score(["question 5: tell me about apple"], ["please river please"])[0]
+        > scorer.score(["question 5: tell me about apple"], ["stone river table"])[0]
+    )
+
+
+@pytest.mark.ml
+def test_weights_are_honoured(tmp_path, base_model):
+    """Contradicting pairs: the side with 3x the weight wins, at the Bradley-Terry optimum ln 3."""
+    rows = [
+        {
+            "prompt": "question 1:",
+            "chosen": "apple river",
+            "rejected": "stone cloud",
+            "weight": 0.75,
+        },
+        {
+            "prompt": "question 1:",
+            "chosen": "stone cloud",
+            "rejected": "apple river",
+            "weight": 0.25,
+        },
+    ]
+    write_jsonl(tmp_path / "pairs.jsonl", rows * 4)
+    config = fast(epochs=40, lr=3e-3, batch_size=8, margin_scale=0.0, eval_each_epoch=False)
+    result = train_reward_model(tmp_path / "pairs.jsonl", base_model, tmp_path / "out", config)
+    scores = load_reward_model(result.output_dir).score(
+        ["question 1:"] * 2, ["apple river", "stone cloud"]
+    )
+    assert scores[0] - scores[1] == pytest.approx(math.log(3), abs=0.25)
+
+
+@pytest.mark.ml
+def test_lora_reward_model_saves_its_head_and_reloads_identically(export_dir, base_model, tmp_path):
+    config = fast(lora=True, epochs=1, lr=1e-2, eval_each_epoch=False)
+    result = train_reward_model(export_dir, base_model, tmp_path / "lora", config)
+    out = result.output_dir
+    assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
+    assert json.loads((out / "adapter_config.json").read_text())["task_type"] == "SEQ_CLS"
+    prompts, responses = reference_inputs(export_dir)
+    raw = torch.tensor(load_reward_model(out).score(prompts, responses, normalize=False))
+    # mean and std equal to the in-memory figures: the trained score head came back too
+    assert raw.mean().item() == pytest.approx(result.bias, abs=1e-5)
+    assert raw.std(unbiased=False).item() == pytest.approx(result.std, abs=1e-5)
+    merged = load_reward_model(out, merged=True)
+    assert not hasattr(merged.model, "peft_config")
+    assert merged.score(prompts[:8], responses[:8], normalize=False) == pytest.approx(
+        raw[:8].tolist(), abs=1e-5
+    )
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.mark.ml
+def test_resume_continues_from_the_checkpoint(export_dir, base_model, tmp_path):
+    config = fast(
+        epochs=1,
+        lr_scheduler="constant",
+        logging_steps=1,
+        save_steps=6,
+        max_length=16,
+        eval_each_epoch=False,
+    )
+    whole = train_reward_model(export_dir, base_model, tmp_path / "whole", config)
+
+    def crash_at_step_8(record: dict) -> None:
+        if record.get("step") == 8:
+            raise Interrupted
+
+    out = tmp_path / "crashed"
+    with pytest.raises(Interrupted):
+        train_reward_model(export_dir, base_model, out, config, on_metrics=crash_at_step_8)
+    assert (out / "checkpoints" / "checkpoint-6" / "training_config.json").is_file()
+    resumed_log: list[dict] = []
+    resumed = train_reward_model(export_dir, base_model, out, config, on_metrics=resumed_log.append)
+
+    assert resumed_log[0]["step"] == 7  # picked up after checkpoint-6, not from scratch
+    steps = [
+        line["step"] for line in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+    ]
+    assert steps[: whole.global_step] == list(range(1, whole.global_step + 1))  # no gap, no repeat
+    assert resumed.global_step == whole.global_step
+    prompts, responses = reference_inputs(export_dir)
+    a = load_reward_model(whole.output_dir).score(prompts[:20], responses[:20], normalize=False)
+    b = load_reward_model(out).score(prompts[:20], responses[:20], normalize=False)
+    assert b == pytest.approx(a, abs=1e-4)  # same weights as the uninterrupted run
+    assert resumed.truncated_count > 0  # max_length=16 cuts responses: counted, not dropped
+    assert resumed.num_train_pairs == 300
+
+    with pytest.raises(ValueError, match="different run"):
+        train_reward_model(export_dir, base_model, out, RewardConfig(loss="kwise", save_steps=6))

@@ -1,0 +1,261 @@
+"""One full round of the loop on a world (prompts + gold judge + starting policy).
+
+import prompts → generate candidates → build comparisons → simulated labelers → export →
+reward model → PPO → sample from the new policy, then a report against the gold judge.
+Glue over the commands and services (it touches Django); the numbers come from
+`training/evaluation.py`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from django.core.management import call_command
+from django.utils import timezone
+
+from annotation.services.imports import parse_prompt_file, prompts_import
+from annotation.services.projects import project_create
+from training.models import ModelVersion, TrainingRun
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Sizes of one round; the defaults run the demo world in minutes on a 2-core CPU."""
+
+    prompts: int = 160  # prompts labeled (and used for PPO)
+    eval_prompts: int = 48  # held-out prompts for gold scores and win rate
+    num_candidates: int = 4  # K per comparison
+    overlap: int = 2  # simulated annotations per comparison
+    labelers: int = 4  # simulated labelers
+    noise: float = 0.3  # Plackett-Luce temperature of the simulated labelers
+    max_new_tokens: int = 40  # tokens per sampled answer (candidates, PPO, evaluation)
+    policy_steps: int | None = None  # demo policy build steps (None: the full demo build)
+    rm_epochs: float = 2.0  # reward-model epochs
+    rm_lr: float = 3e-4  # reward-model learning rate
+    rm_batch_size: int = 16
+    ppo_episodes: int = 512  # PPO episodes in total
+    ppo_batch_size: int = 32  # episodes per PPO rollout
+    ppo_lr: float = 5e-5
+    kl_coef: float = 0.05
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def _run(*args) -> str:
+    out = io.StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()
+
+
+def loop_run(
+    *,
+    out_dir: str | Path,
+    judge_spec: str = "training.demo_world.judge:judge",
+    prompts_file: str | Path | None = None,
+    policy: str | Path | None = None,
+    config: LoopConfig = LoopConfig(),
+    log=print,
+) -> dict:
+    """Run one round and return the report (also written to out_dir/report.json)."""
+    from annotation.exports import ExportOptions, export_create
+    from annotation.services.simulation import labelers_simulate
+    from training.evaluation import (
+        mean,
+        pair_agreement,
+        plot_overoptimization,
+        read_jsonl,
+        sample_answers,
+        win_rate,
+    )
+    from training.ppo import load_callable
+
+    started = time.perf_counter()
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    judge = load_callable(judge_spec)
+
+    # ------------------------------------------------------------------ world
+    if prompts_file is None:
+        from training.demo_world import write_prompts_jsonl
+
+        prompts_file = write_prompts_jsonl(out / "prompts.jsonl")
+    records = parse_prompt_file(prompts_file)
+    needed = config.prompts + config.eval_prompts
+    if len(records) < needed:
+        raise ValueError(f"{prompts_file} has {len(records)} prompts; this loop needs {needed}")
+    train_records, eval_records = records[: config.prompts], records[config.prompts : needed]
+    eval_prompts = [r.messages if r.is_chat else r.messages[0]["content"] for r in eval_records]
+
+    if policy is None:
+        from training.management.commands.build_demo_policy import demo_policy_dir
+
+        steps = ["--steps", str(config.policy_steps)] if config.policy_steps else []
+        log(_run("build_demo_policy", *steps).strip())
+        policy = demo_policy_dir()
+    policy = str(policy)
+
+    slug = f"loop-{timezone.now():%Y%m%d-%H%M%S}"
+    project = project_create(
+        slug=slug,
+        name=f"Loop round {slug}",
+        num_candidates=config.num_candidates,
+        overlap=config.overlap,
+    )
+    prompts_import(project=project, records=train_records, source=Path(prompts_file).name)
+    log(f"[loop] project {slug}: {len(train_records)} prompts, {len(eval_records)} held out")
+
+    # ------------------------------------------------------------------ candidates and labels
+    log(
+        _run(
+            "generate_candidates",
+            slug,
+            "--model",
+            policy,
+            "--max-new-tokens",
+            str(config.max_new_tokens),
+            "--seed",
+            str(config.seed),
+            "--no-progress",
+        ).strip()
+    )
+    log(_run("build_comparisons", slug).strip())
+    simulation = labelers_simulate(
+        project=project, judge=judge, labelers=config.labelers, noise=config.noise, seed=config.seed
+    )
+    log(f"[loop] simulated labelers: {simulation}")
+
+    # ------------------------------------------------------------------ export, reward model, PPO
+    export = export_create(project=project, options=ExportOptions(), out_dir=out / "export")
+    log(f"[loop] export {export.pk}: {export.rows} pairs")
+    rm_dir, ppo_dir = out / "reward-model", out / "policy"
+    log(
+        _run(
+            "train_reward_model",
+            "--export",
+            str(export.pk),
+            "--base-model",
+            policy,
+            "--out",
+            str(rm_dir),
+            "--epochs",
+            str(config.rm_epochs),
+            "--lr",
+            str(config.rm_lr),
+            "--batch-size",
+            str(config.rm_batch_size),
+            "--seed",
+            str(config.seed),
+        ).strip()
+    )
+    log(
+        _run(
+            "train_ppo",
+            "--policy",
+            policy,
+            "--reward-model",
+            str(rm_dir),
+            "--prompts",
+            slug,
+            "--out",
+            str(ppo_dir),
+            "--judge",
+            judge_spec,
+            "--total-episodes",
+            str(config.ppo_episodes),
+            "--batch-size",
+            str(config.ppo_batch_size),
+            "--lr",
+            str(config.ppo_lr),
+            "--response-length",
+            str(config.max_new_tokens),
+            "--kl-coef",
+            str(config.kl_coef),
+            "--seed",
+            str(config.seed),
+        ).strip()
+    )
+    ppo_run = TrainingRun.objects.filter(kind=TrainingRun.Kind.PPO, project=project).latest("id")
+    new_version = ppo_run.output_model
+
+    # ------------------------------------------------------------------ next round's candidates
+    log(
+        _run(
+            "generate_candidates",
+            slug,
+            "--model",
+            str(ppo_dir),
+            "--name",
+            new_version.name,
+            "--max-new-tokens",
+            str(config.max_new_tokens),
+            "--seed",
+            str(config.seed + 1),
+            "--no-progress",
+        ).strip()
+    )
+
+    # ------------------------------------------------------------------ report
+    before = sample_answers(
+        policy, eval_prompts, max_new_tokens=config.max_new_tokens, seed=config.seed
+    )
+    after = sample_answers(
+        str(ppo_dir), eval_prompts, max_new_tokens=config.max_new_tokens, seed=config.seed
+    )
+    pairs = read_jsonl(Path(export.path) / "pairs.jsonl")
+    test_pairs = [p for p in pairs if p.get("split") == "test"] or pairs
+    rm_accuracy = _rm_accuracy_vs_judge(rm_dir, judge, test_pairs)
+    history = ppo_run.metrics_history
+    plot = plot_overoptimization(history, out / "reward_vs_kl.png", rm_key="score")
+    report = {
+        "project": slug,
+        "rm_accuracy": rm_accuracy,
+        "rm_accuracy_vs_labels": ppo_run.input_models.filter(kind=ModelVersion.Kind.REWARD)
+        .values_list("produced_by__metrics__accuracy", flat=True)
+        .first(),
+        "label_agreement_with_judge": pair_agreement(judge, pairs),
+        "gold_before": mean(judge(eval_prompts, before)),
+        "gold_after": mean(judge(eval_prompts, after)),
+        "win_rate_vs_start": win_rate(judge, eval_prompts, after, before),
+        "kl": ppo_run.metrics.get("kl"),
+        "rm_score_first": history[0].get("score") if history else None,
+        "rm_score_last": history[-1].get("score") if history else None,
+        "annotations": simulation.annotations if hasattr(simulation, "annotations") else None,
+        "export_id": export.pk,
+        "pairs": export.rows,
+        "policy_before": policy,
+        "policy_after": str(ppo_dir),
+        "policy_version": new_version.name,
+        "lineage": [v.name for v in new_version.lineage()],
+        "plot": str(plot) if plot else None,
+        "seconds": round(time.perf_counter() - started, 1),
+        "config": asdict(config),
+        "samples": [
+            {"prompt": p, "before": b, "after": a}
+            for p, b, a in list(zip(eval_prompts, before, after))[:8]
+        ],
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    return report
+
+
+def _rm_accuracy_vs_judge(rm_dir: Path, judge, pairs: list[dict]) -> float:
+    """Reward-model accuracy on held-out pairs ordered by the gold judge (judge ties skipped)."""
+    from training.evaluation import text_of
+    from training.reward_scoring import load_reward_model
+
+    scorer = load_reward_model(rm_dir)
+    prompts = [p["prompt"] for p in pairs]
+    a, b = [text_of(p["chosen"]) for p in pairs], [text_of(p["rejected"]) for p in pairs]
+    gold_a, gold_b = judge(prompts, a), judge(prompts, b)
+    rm_a, rm_b = scorer.score(prompts, a), scorer.score(prompts, b)
+    right = total = 0
+    for ga, gb, ra, rb in zip(gold_a, gold_b, rm_a, rm_b):
+        if ga == gb:
+            continue
+        total += 1
+        right += (ra > rb) == (ga > gb)
+    return right / total if total else float("nan")

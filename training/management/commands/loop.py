@@ -1,0 +1,79 @@
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+
+class Command(BaseCommand):
+    help = (
+        "Run one full round of the loop (prompts → candidates → simulated labels → export → reward "
+        "model → PPO → new candidates) and write report.json with gold scores before and after."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--out", type=Path, default=None, help="report folder (default DATA_DIR/loop)"
+        )
+        parser.add_argument(
+            "--judge", default="training.demo_world.judge:judge", help="module:function"
+        )
+        parser.add_argument("--prompts", type=Path, help="prompts .jsonl (default: the demo world)")
+        parser.add_argument(
+            "--policy", help="starting policy (default: the demo policy, built if missing)"
+        )
+        parser.add_argument("--num-prompts", type=int, dest="prompts_n")
+        parser.add_argument("--eval-prompts", type=int)
+        parser.add_argument("--labelers", type=int)
+        parser.add_argument("--noise", type=float)
+        parser.add_argument("--policy-steps", type=int)
+        parser.add_argument("--ppo-episodes", type=int)
+        parser.add_argument("--ppo-batch-size", type=int)
+        parser.add_argument("--rm-epochs", type=float)
+        parser.add_argument("--kl-coef", type=float)
+        parser.add_argument("--max-new-tokens", type=int)
+        parser.add_argument("--seed", type=int)
+
+    def handle(self, *args, **opts):
+        from training.loop import LoopConfig, loop_run
+
+        fields = {
+            "prompts_n": "prompts",
+            "eval_prompts": "eval_prompts",
+            "labelers": "labelers",
+            "noise": "noise",
+            "policy_steps": "policy_steps",
+            "ppo_episodes": "ppo_episodes",
+            "ppo_batch_size": "ppo_batch_size",
+            "rm_epochs": "rm_epochs",
+            "kl_coef": "kl_coef",
+            "max_new_tokens": "max_new_tokens",
+            "seed": "seed",
+        }
+        config = LoopConfig(**{f: opts[o] for o, f in fields.items() if opts[o] is not None})
+        out = opts["out"] or Path(settings.DATA_DIR) / "loop"
+        try:
+            report = loop_run(
+                out_dir=out,
+                judge_spec=opts["judge"],
+                prompts_file=opts["prompts"],
+                policy=opts["policy"],
+                config=config,
+                log=lambda line: self.stdout.write(line),
+            )
+        except ValueError as exc:
+            raise CommandError(str(exc).splitlines()[0]) from None
+        self.stdout.write("")
+        for key in (
+            "rm_accuracy",
+            "label_agreement_with_judge",
+            "gold_before",
+            "gold_after",
+            "win_rate_vs_start",
+            "kl",
+            "rm_score_first",
+            "rm_score_last",
+        ):
+            value = report.get(key)
+            shown = f"{value:.3f}" if isinstance(value, float) else value
+            self.stdout.write(f"{key:28s} {shown}")
+        self.stdout.write(self.style.SUCCESS(f"report: {Path(out) / 'report.json'}"))

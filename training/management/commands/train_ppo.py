@@ -1,0 +1,122 @@
+import json
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from annotation.models import Project
+from training.models import ModelVersion, TrainingRun
+from training.runs import model_version_register, training_run
+
+
+def load_prompts(value: str) -> tuple[list, Project | None]:
+    """A project slug (its prompts) or a .jsonl file of {"text"} / {"messages"} records."""
+    project = Project.objects.filter(slug=value).first()
+    if project is not None:
+        prompts = [p.as_model_input() for p in project.prompts.order_by("id")]
+        if not prompts:
+            raise CommandError(f"Project {value} has no prompts.")
+        return prompts, project
+    path = Path(value)
+    if not path.is_file():
+        raise CommandError(f"{value}: neither a project slug nor a prompts file.")
+    from annotation.errors import ImportFileError
+    from annotation.services.imports import parse_prompt_file
+
+    try:
+        records = parse_prompt_file(path)
+    except ImportFileError as exc:
+        raise CommandError(exc.detail) from None
+    return [r.messages if r.is_chat else r.messages[0]["content"] for r in records], None
+
+
+class Command(BaseCommand):
+    help = "PPO with a KL penalty against a reward model (or a module:function reward); registers the new policy."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--policy", required=True, help="hub id or local path of the starting policy"
+        )
+        parser.add_argument(
+            "--reward-model", required=True, help="reward model folder or module:function"
+        )
+        parser.add_argument("--prompts", required=True, help="project slug or prompts .jsonl")
+        parser.add_argument("--out", required=True, type=Path)
+        parser.add_argument("--judge", help="module:function gold score, logged during training")
+        parser.add_argument("--total-episodes", type=int)
+        parser.add_argument("--batch-size", type=int)
+        parser.add_argument("--mini-batches", type=int)
+        parser.add_argument("--ppo-epochs", type=int)
+        parser.add_argument("--lr", type=float)
+        parser.add_argument("--response-length", type=int)
+        parser.add_argument("--temperature", type=float)
+        parser.add_argument("--kl-coef", type=float)
+        parser.add_argument("--kl-estimator", choices=["k1", "k3"])
+        parser.add_argument("--target-kl", type=float, help="turns on the adaptive KL controller")
+        parser.add_argument("--missing-eos-penalty", type=float)
+        parser.add_argument("--lora", action="store_true", default=None)
+        parser.add_argument("--seed", type=int)
+        parser.add_argument("--device")
+        parser.add_argument("--name", help="model version name (default: from --out)")
+
+    def handle(self, *args, **opts):
+        from training.modeling import ModelLoadError
+        from training.ppo import CallableLoadError, PPOConfig, load_callable, train_ppo
+
+        prompts, project = load_prompts(opts["prompts"])
+        try:
+            config = PPOConfig.from_options(opts)
+            reward_spec = opts["reward_model"]
+            is_callable = ":" in reward_spec and not Path(reward_spec).exists()
+            reward = load_callable(reward_spec) if is_callable else reward_spec
+            judge = load_callable(opts["judge"]) if opts["judge"] else None
+        except (CallableLoadError, TypeError, ValueError) as exc:
+            raise CommandError(str(exc)) from None
+        if not is_callable and not Path(reward_spec).is_dir():
+            raise CommandError(
+                f"{reward_spec}: no reward model folder there (or give module:function)."
+            )
+
+        parent = model_version_register(path=opts["policy"], kind=ModelVersion.Kind.POLICY)
+        inputs = [parent]
+        if not is_callable:
+            inputs.append(model_version_register(path=reward_spec, kind=ModelVersion.Kind.REWARD))
+        try:
+            with training_run(
+                kind=TrainingRun.Kind.PPO,
+                config={
+                    **json.loads(json.dumps(config.__dict__, default=str)),
+                    "reward": reward_spec,
+                    "judge": opts["judge"],
+                    "prompts": opts["prompts"],
+                },
+                project=project,
+                input_models=inputs,
+                output_dir=opts["out"],
+            ) as run:
+                result = train_ppo(
+                    opts["policy"],
+                    reward,
+                    prompts,
+                    opts["out"],
+                    config,
+                    judge=judge,
+                    on_metrics=run.log,
+                )
+                run.run.metrics = dict(result.metrics)
+                run.flush()
+                version = model_version_register(
+                    path=str(result.output_dir),
+                    kind=ModelVersion.Kind.POLICY,
+                    name=opts["name"],
+                    parent=parent,
+                    produced_by=run.run,
+                    metadata={"steps": result.steps, "episodes": result.episodes},
+                )
+        except (ModelLoadError, ValueError) as exc:
+            raise CommandError(str(exc).splitlines()[0]) from None
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"saved {result.output_dir} as {version.name} (parent {parent.name}); "
+                f"next: generate_candidates SLUG --model {result.output_dir}"
+            )
+        )
