@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.db.models import Count, Q
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils.html import format_html
 
+from annotation.errors import ServiceError
+from annotation.exports import ExportOptions, export_create
 from annotation.models import Annotation, Assignment, Candidate, Comparison, Export, Project, Prompt
+from annotation.stats import project_stats
 
 
 @admin.register(Project)
@@ -16,7 +22,7 @@ class ProjectAdmin(admin.ModelAdmin):
     search_fields = ("slug", "name")
     filter_horizontal = ("members",)
     readonly_fields = ("created_at", "progress_detail")
-    actions = ["show_pipeline_commands"]
+    actions = ["show_pipeline_commands", "export_preferences"]
     fieldsets = (
         (None, {"fields": ("slug", "name", "active", "guidelines", "progress_detail")}),
         (
@@ -75,13 +81,66 @@ class ProjectAdmin(admin.ModelAdmin):
         complete = obj.comparisons.filter(status=Comparison.Status.COMPLETE).count()
         annotations = Annotation.objects.filter(comparison__project=obj).count()
         return format_html(
-            "{} prompts, {} candidates, {} comparisons ({} complete), {} annotations",
+            '{} prompts, {} candidates, {} comparisons ({} complete), {} annotations · <a href="{}">statistics</a>',
             prompts,
             candidates,
             comparisons,
             complete,
             annotations,
+            reverse("admin:annotation_project_stats", args=[obj.pk]),
         )
+
+    def get_urls(self):
+        stats = path(
+            "<int:project_id>/stats/",
+            self.admin_site.admin_view(self.stats_view),
+            name="annotation_project_stats",
+        )
+        return [stats, *super().get_urls()]
+
+    def stats_view(self, request, project_id: int):
+        """Progress, agreement and per-labeler figures (the same numbers as the stats API)."""
+        project = get_object_or_404(Project, pk=project_id)
+        if not self.has_view_permission(request, project):
+            from django.core.exceptions import PermissionDenied
+
+            raise PermissionDenied
+        stats = project_stats(project)
+        most = max((row["annotations"] for row in stats["labelers"]), default=0) or 1
+        labelers = [
+            {
+                **row,
+                "bar": round(120 * row["annotations"] / most),
+                "median_s": (row["median_time_ms"] or 0) / 1000,
+            }
+            for row in stats["labelers"]
+        ]
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Statistics: {project.slug}",
+            "project": project,
+            "stats": stats,
+            "labelers": labelers,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/annotation/project/stats.html", context)
+
+    @admin.action(description="Export preferences (JSONL, all pairs, defaults)")
+    def export_preferences(self, request, queryset):
+        for project in queryset:
+            try:
+                export = export_create(
+                    project=project, options=ExportOptions(), created_by=request.user
+                )
+            except ServiceError as exc:
+                self.message_user(request, f"{project.slug}: {exc.detail}", messages.ERROR)
+                continue
+            self.message_user(
+                request,
+                f"{project.slug}: export {export.pk} with {export.rows} pairs in {export.path} "
+                f"(train a reward model: manage.py train_reward_model --export {export.pk} ...)",
+                messages.SUCCESS,
+            )
 
     @admin.action(description="Show the pipeline commands for the selected projects")
     def show_pipeline_commands(self, request, queryset):

@@ -62,3 +62,29 @@ def test_labelers_are_refused(client, labeler):
     client.force_login(labeler)
     response = client.get(reverse("admin:annotation_project_changelist"))
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_stats_page_and_export_action(
+    client, superuser, project, make_comparisons, settings, tmp_path
+):
+    from annotation.models import Export
+
+    settings.DATA_DIR = tmp_path
+    make_comparisons(project, n=2)
+    client.force_login(superuser)
+    page = client.get(reverse("admin:annotation_project_stats", args=[project.pk]))
+    assert page.status_code == 200 and "Agreement" in page.content.decode()
+    response = client.post(
+        reverse("admin:annotation_project_changelist"),
+        {"action": "export_preferences", "_selected_action": [project.pk]},
+        follow=True,
+    )
+    export = Export.objects.get(project=project)
+    assert f"export {export.pk} with 0 pairs" in response.content.decode()
+    assert export.created_by == superuser
+
+
+def test_stats_page_refused_to_labelers(client, labeler, project):
+    client.force_login(labeler)
+    response = client.get(reverse("admin:annotation_project_stats", args=[project.pk]))
+    assert response.status_code == 302
