@@ -4,12 +4,13 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from annotation import views
+from annotation.auth import ThrottledLoginView
 
 urlpatterns = [
     path("", views.home, name="home"),
     path(
         "accounts/login/",
-        auth_views.LoginView.as_view(redirect_authenticated_user=True),
+        ThrottledLoginView.as_view(),
         name="login",
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
