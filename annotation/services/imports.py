@@ -40,6 +40,16 @@ class PromptRecord:
     content_hash: str
 
 
+def check_storable(text: str, what: str) -> None:
+    """Refuse text PostgreSQL cannot store (NUL) or that is not valid Unicode (lone surrogates)."""
+    if "\x00" in text:
+        raise ValueError(f"{what} contains a NUL character")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} is not valid Unicode (lone surrogate)") from None
+
+
 def validate_messages(messages) -> list[dict]:
     """Check a chat prompt: {role, content} turns, optional system first, then user/assistant
     alternating, starting and ending with a user turn. Returns a clean copy or raises ValueError."""
@@ -54,6 +64,7 @@ def validate_messages(messages) -> list[dict]:
             raise ValueError(f"messages[{i}].role must be one of system, user, assistant")
         if not isinstance(content, str) or not content.strip():
             raise ValueError(f"messages[{i}].content must be non-empty text")
+        check_storable(content, f"messages[{i}].content")
         if len(content) > MAX_TEXT_LENGTH:
             raise ValueError(f"messages[{i}].content is longer than {MAX_TEXT_LENGTH} characters")
         clean.append({"role": role, "content": content})
@@ -87,6 +98,7 @@ def prompt_record(raw, *, line: int) -> PromptRecord:
             raise ValueError("'text' must be non-empty text")
         if len(text) > MAX_TEXT_LENGTH:
             raise ValueError(f"'text' is longer than {MAX_TEXT_LENGTH} characters")
+        check_storable(text, "'text'")
         messages, is_chat = [{"role": "user", "content": text}], False
     else:
         raise ValueError("missing 'text' (or 'messages')")
@@ -291,6 +303,7 @@ def candidate_record(raw, *, line: int) -> CandidateRecord:
         raise ValueError("'text' must be non-empty text")
     if len(text) > MAX_TEXT_LENGTH:
         raise ValueError(f"'text' is longer than {MAX_TEXT_LENGTH} characters")
+    check_storable(text, "'text'")
     model = raw.get("model") or ""
     if not isinstance(model, str) or len(model) > 255:
         raise ValueError("'model' must be a name of at most 255 characters")

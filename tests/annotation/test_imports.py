@@ -90,6 +90,8 @@ BAD_LINES = [
     ({"messages": [{"role": "robot", "content": "x"}]}, "role must be one of"),
     ({"text": "x", "metadata": [1]}, "'metadata' must be an object"),
     ({"external_id": "a", "text": "dup"}, "duplicate external_id 'a' (first on line 1)"),
+    ('{"text": "nul \\u0000 inside"}', "contains a NUL character"),
+    ('{"text": "lone \\ud800 surrogate"}', "not valid Unicode"),
 ]
 
 
