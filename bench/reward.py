@@ -22,9 +22,22 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-WORDS = (
-    ["apple", "river", "stone", "cloud", "green", "quick", "table", "music", "paper", "light", "ocean", "forest", "silver", "window"]
-)
+WORDS = [
+    "apple",
+    "river",
+    "stone",
+    "cloud",
+    "green",
+    "quick",
+    "table",
+    "music",
+    "paper",
+    "light",
+    "ocean",
+    "forest",
+    "silver",
+    "window",
+]
 
 
 def write_export(directory: Path, *, rankings: int, k: int, words: int, seed: int = 0) -> Path:

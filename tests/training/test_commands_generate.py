@@ -33,19 +33,34 @@ def run(*args):
 def prompts_project(make_project, tmp_path):
     project = make_project("gen", num_candidates=3)
     path = tmp_path / "p.jsonl"
-    path.write_text("\n".join(json.dumps({"external_id": str(i), "text": f"question {i}"}) for i in range(5)))
+    path.write_text(
+        "\n".join(json.dumps({"external_id": str(i), "text": f"question {i}"}) for i in range(5))
+    )
     run("import_prompts", "gen", str(path))
     return project
 
 
 def test_generates_k_distinct_candidates_and_records_the_run(prompts_project, tiny_policy):
-    out = run("generate_candidates", "gen", "--model", tiny_policy, "--max-new-tokens", "8", "--no-progress", "--name", "tiny-v0")
+    out = run(
+        "generate_candidates",
+        "gen",
+        "--model",
+        tiny_policy,
+        "--max-new-tokens",
+        "8",
+        "--no-progress",
+        "--name",
+        "tiny-v0",
+    )
     assert "stored 15 candidates for 5 prompts from tiny-v0" in out
     for prompt in Prompt.objects.filter(project=prompts_project):
         texts = list(prompt.candidates.values_list("text", flat=True))
         assert len(texts) == 3 and len(set(texts)) == 3
     candidate = Candidate.objects.first()
-    assert candidate.model_version.name == "tiny-v0" and candidate.generation_params["max_new_tokens"] == 8
+    assert (
+        candidate.model_version.name == "tiny-v0"
+        and candidate.generation_params["max_new_tokens"] == 8
+    )
     version = ModelVersion.objects.get(name="tiny-v0")
     assert version.path == tiny_policy and version.kind == "policy"
     run_row = TrainingRun.objects.get(kind="generate")
@@ -54,12 +69,32 @@ def test_generates_k_distinct_candidates_and_records_the_run(prompts_project, ti
 
 
 def test_resumes_after_an_interrupted_run_without_duplicates(prompts_project, tiny_policy):
-    run("generate_candidates", "gen", "--model", tiny_policy, "--max-new-tokens", "8", "--no-progress", "--limit", "2")
+    run(
+        "generate_candidates",
+        "gen",
+        "--model",
+        tiny_policy,
+        "--max-new-tokens",
+        "8",
+        "--no-progress",
+        "--limit",
+        "2",
+    )
     assert Candidate.objects.count() == 6
-    out = run("generate_candidates", "gen", "--model", tiny_policy, "--max-new-tokens", "8", "--no-progress")
+    out = run(
+        "generate_candidates",
+        "gen",
+        "--model",
+        tiny_policy,
+        "--max-new-tokens",
+        "8",
+        "--no-progress",
+    )
     assert "for 3 prompts" in out
     assert Candidate.objects.count() == 15
-    assert "already has candidates" in run("generate_candidates", "gen", "--model", tiny_policy, "--no-progress")
+    assert "already has candidates" in run(
+        "generate_candidates", "gen", "--model", tiny_policy, "--no-progress"
+    )
 
 
 def test_bad_model_path_is_one_clear_sentence(prompts_project, tmp_path):
