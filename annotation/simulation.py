@@ -17,11 +17,8 @@ Pure Python: no Django, no torch (`requests` is imported only by the HTTP client
 
 from __future__ import annotations
 
-import importlib
 import math
-import os
 import random
-import sys
 import threading
 import time
 import uuid
@@ -30,6 +27,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from training.callables import CallableLoadError, load_callable  # noqa: F401  (re-exported)
+
 JudgeFn = Callable[[list[Any], list[str]], Sequence[float]]
 
 
@@ -37,10 +36,6 @@ class LabelerKind(StrEnum):
     NOISY = "noisy"
     RANDOM = "random"
     ADVERSARIAL = "adversarial"
-
-
-class CallableLoadError(ValueError):
-    """A `module:function` spec that cannot be imported or does not name a callable."""
 
 
 class JudgeError(ValueError):
@@ -244,39 +239,6 @@ def pairwise_agreement_with_scores(
 # ---------------------------------------------------------------------------------------
 # Judges
 # ---------------------------------------------------------------------------------------
-
-
-def load_callable(spec: str) -> Callable[..., Any]:
-    """Import `module:function` (dots allowed on both sides) from sys.path plus the cwd."""
-    module_name, sep, attr_path = (spec or "").partition(":")
-    if not sep or not module_name.strip() or not attr_path.strip():
-        raise CallableLoadError(f"{spec!r} is not of the form module:function")
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        # SPEC 4: the module is imported from the Python path, the current directory included.
-        sys.path.insert(0, cwd)
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            raise CallableLoadError(
-                f"cannot import {module_name!r} for {spec!r}: no such module on the Python path "
-                f"(the current directory {cwd} included)"
-            ) from exc
-        raise CallableLoadError(f"importing {module_name!r} for {spec!r} failed: {exc}") from exc
-    except Exception as exc:  # noqa: BLE001 - any error in user code becomes one readable line
-        raise CallableLoadError(
-            f"importing {module_name!r} for {spec!r} failed: {type(exc).__name__}: {exc}"
-        ) from exc
-    for part in attr_path.split("."):
-        if not hasattr(obj, part):
-            raise CallableLoadError(
-                f"{spec!r}: module {module_name!r} has no attribute {attr_path!r}"
-            )
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise CallableLoadError(f"{spec!r} names a {type(obj).__name__}, not a callable")
-    return obj
 
 
 def judge_scores(judge: JudgeFn, prompt: Any, responses: Sequence[str]) -> list[float]:
