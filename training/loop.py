@@ -31,10 +31,10 @@ class LoopConfig:
     num_candidates: int = 4  # K per comparison
     overlap: int = 2  # simulated annotations per comparison
     labelers: int = 4  # simulated labelers
-    noise: float = 0.3  # Plackett-Luce temperature of the simulated labelers
+    noise: float = 0.05  # Plackett-Luce temperature of the simulated labelers (careful ones)
     max_new_tokens: int = 40  # tokens per sampled answer (candidates, PPO, evaluation)
     policy_steps: int | None = None  # demo policy build steps (None: the full demo build)
-    rm_epochs: float = 2.0  # reward-model epochs
+    rm_epochs: float = 3.0  # reward-model epochs
     rm_lr: float = 3e-4  # reward-model learning rate
     rm_batch_size: int = 16
     ppo_episodes: int = 512  # PPO episodes in total
@@ -126,7 +126,7 @@ def loop_run(
     simulation = labelers_simulate(
         project=project, judge=judge, labelers=config.labelers, noise=config.noise, seed=config.seed
     )
-    log(f"[loop] simulated labelers: {simulation}")
+    log(f"[loop] simulated labelers: {simulation.summary()}")
 
     # ------------------------------------------------------------------ export, reward model, PPO
     export = export_create(project=project, options=ExportOptions(), out_dir=out / "export")
