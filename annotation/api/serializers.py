@@ -121,6 +121,36 @@ class AssignmentNextOutput(serializers.Serializer):
     assignment = AssignmentOutput()
 
 
+_DATETIME = serializers.DateTimeField()
+
+
+def assignment_payload(assignment: Assignment) -> dict:
+    """`AssignmentOutput(assignment).data`, built by hand for the labeling hot path.
+
+    Nested DRF serializers cost more than the database work of a lease; this renders the
+    same JSON (a test holds the two equal) with one query for the candidates' texts.
+    """
+    comparison = assignment.comparison
+    prompt = comparison.prompt
+    texts = dict(
+        Candidate.objects.filter(pk__in=comparison.candidate_ids).values_list("id", "text")
+    )
+    return {
+        "id": assignment.pk,
+        "expires_at": _DATETIME.to_representation(assignment.expires_at),
+        "comparison": {
+            "id": comparison.pk,
+            "prompt": {
+                "id": prompt.pk,
+                "messages": [{"role": m["role"], "content": m["content"]} for m in prompt.messages],
+            },
+            "candidates": [
+                {"id": pk, "text": texts[pk]} for pk in assignment.display_order if pk in texts
+            ],
+        },
+    }
+
+
 class TextField(serializers.CharField):
     """A CharField that takes JSON strings only (DRF's turns 12 into "12")."""
 

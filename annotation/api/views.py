@@ -36,7 +36,7 @@ from annotation.api.permissions import (
 )
 from annotation.errors import ServiceValidationError
 from annotation.export_files import MANIFEST_NAME, table_filename
-from annotation.models import Assignment, Export
+from annotation.models import Export
 from annotation.selectors import project_progress, projects_for_user
 from annotation.services.comparisons import comparisons_build
 from annotation.services.imports import candidates_import, prompts_import
@@ -150,12 +150,7 @@ class AssignmentNextApi(APIView):
         assignment = assignment_next(project=project, labeler=request.user)
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        assignment = (
-            Assignment.objects.select_related("comparison__prompt")
-            .prefetch_related("comparison__candidates")
-            .get(pk=assignment.pk)
-        )
-        return Response({"assignment": s.AssignmentOutput(assignment).data})
+        return Response({"assignment": s.assignment_payload(assignment)})
 
 
 class AssignmentSubmitApi(APIView):

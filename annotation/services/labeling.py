@@ -41,11 +41,12 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from annotation.errors import ConflictError, NotAllowedError, ServiceValidationError
 from annotation.models import Annotation, Assignment, Comparison, LabelerQueue, Project
-from annotation.queue import comparison_has_room, display_order_for, is_member, queue_for
+from annotation.queue import comparison_has_room, display_order_for, is_member, queue_head
 
 # PositiveIntegerField holds up to 2**31 - 1 on every backend; larger would be a 500.
 TIME_SPENT_MAX_MS = 2**31 - 1
@@ -271,29 +272,32 @@ def _lease(comparison: Comparison, labeler, now: datetime, lease: timedelta) -> 
 def _lease_from_queue(
     *, project: Project, labeler, gold: bool, now: datetime, lease: timedelta
 ) -> Assignment | None:
-    queue = queue_for(project=project, labeler=labeler, gold=gold, now=now)
+    def head(exclude: list[int], lock: str = "") -> Comparison | None:
+        return queue_head(
+            project=project, labeler=labeler, gold=gold, now=now, exclude=exclude, lock=lock
+        )
+
     if not connection.features.has_select_for_update_skip_locked:
         # SQLite: the IMMEDIATE transaction shuts out every other writer, so what the queue
         # query sees stays true until commit.
-        head = queue.first()
-        return _lease(head, labeler, now, lease) if head is not None else None
+        comparison = head([])
+        return _lease(comparison, labeler, now, lease) if comparison is not None else None
     taken: list[int] = []
     for _ in range(MAX_QUEUE_RETRIES):
-        pending = queue.exclude(pk__in=taken) if taken else queue
         # Each try runs in a savepoint so a comparison that turns out to be full is unlocked
         # again at once: this transaction then never holds a lock while waiting for one.
         with transaction.atomic():
-            comparison = pending.select_for_update(skip_locked=True).first()
+            comparison = head(taken, "FOR UPDATE OF c SKIP LOCKED")
             if comparison is None:
                 # SKIP LOCKED hides comparisons that other labelers hold locked right now,
                 # maybe to take the last slot, maybe not. Wait for the first of them rather
                 # than answer "nothing left" while one may still free up.
-                head = pending.first()
-                if head is None:
+                first = head(taken)
+                if first is None:
                     return None
-                comparison = Comparison.objects.select_for_update().filter(pk=head.pk).first()
+                comparison = Comparison.objects.select_for_update().filter(pk=first.pk).first()
                 if comparison is None:  # deleted meanwhile
-                    taken.append(head.pk)
+                    taken.append(first.pk)
                     continue
             # The queue's subqueries read a snapshot from before the lock was granted;
             # recount now that nobody else can change this comparison's reservations.
@@ -399,9 +403,16 @@ def ranking_submit(
     except IntegrityError:
         # Only a race gets here (the checks run under the comparison's lock): the same token
         # sent for two assignments at once, say. The transaction rolled back; report it.
+        # The unique (labeler, client_token) constraint is also how a token already used on
+        # another assignment is caught: the hot path does not look tokens up beforehand.
         first = Annotation.objects.filter(labeler=labeler, client_token=token).first()
         if first is not None and first.assignment_id == assignment.pk:
             return first, False
+        if first is not None:
+            raise ConflictError(
+                "This client_token was already used for another assignment.",
+                {"client_token": [str(token)]},
+            ) from None
         raise ConflictError(
             "The submission collided with a concurrent one; nothing was stored.",
             {"client_token": [str(token)]},
@@ -413,23 +424,30 @@ def _ranking_submit(
     *, assignment: Assignment, labeler, token: uuid.UUID, now: datetime, values: dict
 ) -> tuple[Annotation, bool]:
     # Lock order everywhere: comparison, then assignment.
+    membership = Project.members.through.objects.filter(
+        project_id=OuterRef("project_id"), user_id=labeler.pk
+    )
     comparison = (
         Comparison.objects.select_for_update(of=("self",))
         .select_related("project")
+        .annotate(labeler_is_member=Exists(membership))
         .get(pk=assignment.comparison_id)
     )
     project = comparison.project
-    if not is_member(project, labeler):
+    if not (labeler.is_staff or comparison.labeler_is_member):
         raise NotAllowedError("You are not a member of this project.")
-    first = Annotation.objects.filter(labeler=labeler, client_token=token).first()
-    if first is not None:
-        if first.assignment_id != assignment.pk:
-            raise ConflictError(
-                "This client_token was already used for another assignment.",
-                {"client_token": [str(token)]},
-            )
-        return first, False
     current = Assignment.objects.select_for_update().get(pk=assignment.pk)
+    if current.status == Assignment.Status.SUBMITTED:
+        # Only a submitted assignment can hold this token already: then it is a replay.
+        # (A token used on another assignment trips the unique constraint on insert.)
+        first = Annotation.objects.filter(labeler=labeler, client_token=token).first()
+        if first is not None:
+            if first.assignment_id != assignment.pk:
+                raise ConflictError(
+                    "This client_token was already used for another assignment.",
+                    {"client_token": [str(token)]},
+                )
+            return first, False
     clean = submission_clean(
         candidate_ids=list(comparison.candidate_ids),
         **values,

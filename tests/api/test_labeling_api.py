@@ -420,3 +420,37 @@ def test_skip_of_someone_elses_assignment_is_404(alice, bob, outsider, staff, co
 
 def test_skip_needs_credentials(anon, alice, comparisons):
     assert anon.post(skip_url(lease(alice)["assignment"]["id"])).status_code == 401
+
+
+# ---------------------------------------------------------------------------------------
+# the hot path: hand-built payload and query budget
+# ---------------------------------------------------------------------------------------
+
+
+def test_next_payload_matches_the_documented_serializer(alice, comparisons):
+    from annotation.api.serializers import AssignmentOutput
+
+    for _ in ("a new lease", "the open lease renewed (loaded another way)"):
+        payload = lease(alice)["assignment"]
+        stored = Assignment.objects.get(pk=payload["id"])
+        assert payload == AssignmentOutput(stored).data
+
+
+def test_next_and_submit_over_the_api_take_few_queries(alice, comparisons):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    submit(alice, lease(alice))  # the first call creates the labeler's queue row
+    with CaptureQueriesContext(connection) as queries:
+        response = submit(alice, lease(alice))
+    assert response.status_code == 201
+    # Token lookups, project with membership, the lease, the candidates' texts; then the
+    # assignment, the locked comparison with membership, the locked assignment and three
+    # writes; PostgreSQL recounts the leased comparison once more under its row lock.
+    # BEGIN/COMMIT and savepoints come on top.
+    statements = [
+        q["sql"]
+        for q in queries
+        if not q["sql"].startswith(("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE"))
+    ]
+    assert len(statements) <= (16 if connection.vendor == "postgresql" else 15), statements
