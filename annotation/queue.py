@@ -8,31 +8,10 @@ from __future__ import annotations
 
 import random
 from datetime import datetime
-from typing import Any
 
 from django.db import connection
-from django.db.models import (
-    Count,
-    IntegerField,
-    Subquery,
-)
-from django.db.models.functions import Coalesce
 
 from annotation.models import Assignment, Comparison, Project, Prompt
-
-
-def open_leases(
-    comparison: Any, now: datetime, *, exclude_assignment: int | None = None
-) -> Coalesce:
-    """Number of unexpired leases on a comparison (a pk or OuterRef), as a subquery."""
-    leases = Assignment.objects.filter(
-        comparison=comparison, status=Assignment.Status.LEASED, expires_at__gt=now
-    )
-    if exclude_assignment is not None:
-        leases = leases.exclude(pk=exclude_assignment)
-    counted = leases.order_by().values("comparison").annotate(n=Count("pk")).values("n")
-    return Coalesce(Subquery(counted, output_field=IntegerField()), 0)
-
 
 # The queue as one hand-written statement: on the labeling hot path Django spent more time
 # building and compiling an equivalent queryset (subqueries, annotations) than the database
@@ -107,19 +86,34 @@ def queue_head(
     return comparison
 
 
+_ROOM_SQL = """
+SELECT c.status, c.submitted_count, c.required, (
+  SELECT COUNT(*) FROM {assignment} lease
+  WHERE lease.comparison_id = c.id AND lease.status = %s AND lease.expires_at > %s{exclude}
+) FROM {comparison} c WHERE c.id = %s"""
+
+
 def comparison_has_room(
     comparison_id: int, now: datetime, *, exclude_assignment: int | None = None
 ) -> bool:
     """Whether one more annotation fits: open, and submitted + open leases < required.
 
     Callers hold the comparison's row lock, so the answer stays true until they commit.
+    `exclude_assignment` leaves that lease out of the count (the caller's own).
     """
-    status, submitted, required, leases = (
-        Comparison.objects.filter(pk=comparison_id)
-        .annotate(leases=open_leases(comparison_id, now, exclude_assignment=exclude_assignment))
-        .values_list("status", "submitted_count", "required", "leases")
-        .get()
+    sql = _ROOM_SQL.format(
+        assignment=Assignment._meta.db_table,
+        comparison=Comparison._meta.db_table,
+        exclude=" AND lease.id <> %s" if exclude_assignment is not None else "",
     )
+    params = [Assignment.Status.LEASED.value, connection.ops.adapt_datetimefield_value(now)]
+    params += [exclude_assignment] if exclude_assignment is not None else []
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, comparison_id])
+        row = cursor.fetchone()
+    if row is None:
+        raise Comparison.DoesNotExist(f"comparison {comparison_id} does not exist")
+    status, submitted, required, leases = row
     return status == Comparison.Status.OPEN and submitted + leases < required
 
 

@@ -144,7 +144,7 @@ REST_FRAMEWORK = {
     # (DRF answers 403 when the first authenticator names no scheme). Session auth keeps
     # DRF's CSRF check for browser calls.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "annotation.api.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
