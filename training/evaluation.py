@@ -75,6 +75,15 @@ def read_jsonl(path: str | Path) -> list[dict]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
+def _running_mean(values: Sequence[float], weight: float = 0.7) -> list[float]:
+    """Exponential moving average (TensorBoard-style smoothing) of a noisy series."""
+    smoothed, last = [], None
+    for value in values:
+        last = value if last is None else weight * last + (1 - weight) * value
+        smoothed.append(last)
+    return smoothed
+
+
 def plot_overoptimization(
     history: Sequence[dict],
     path: str | Path,
@@ -95,15 +104,36 @@ def plot_overoptimization(
 
     kl = [p[0] for p in points]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    if any(isinstance(p[1], (int, float)) for p in points):
-        ax.plot(kl, [p[1] for p in points], "o-", label="gold score (judge)", color="#d9822b")
-    if any(isinstance(p[2], (int, float)) for p in points):
-        ax.plot(kl, [p[2] for p in points], "s-", label="RM score", color="#2a6fdb")
+    # Gold scores live in the judge's range and RM scores in the RM's: one axis each.
+    axes = {1: ax.twinx(), 2: ax}
+    for index, label, marker, color in (
+        (1, "gold score (judge), right axis", "o", "#d9822b"),
+        (2, "RM score, left axis", "s", "#2a6fdb"),
+    ):
+        pairs = [(k, p[index]) for k, p in zip(kl, points) if isinstance(p[index], (int, float))]
+        if not pairs:
+            continue
+        ax_ = axes[index]
+        # Each step is one noisy batch: show the points faintly and the running mean as the
+        # curve, in step order (KL mostly grows during PPO).
+        ax_.scatter(*zip(*pairs), marker=marker, color=color, alpha=0.25, s=14)
+        ax_.plot(
+            _running_mean([k for k, _ in pairs]),
+            _running_mean([v for _, v in pairs]),
+            "-",
+            marker=marker,
+            markevery=max(1, len(pairs) // 8),
+            label=label,
+            color=color,
+        )
     ax.set_xlabel("KL(policy || reference), nats")
-    ax.set_ylabel("score")
+    ax.set_ylabel("RM score")
+    axes[1].set_ylabel("gold score")
     ax.set_title("Reward vs KL during PPO")
     ax.grid(alpha=0.3)
-    ax.legend()
+    handles = [h for a in (ax, axes[1]) for h in a.get_legend_handles_labels()[0]]
+    if handles:
+        ax.legend(handles=handles, loc="lower right")
     fig.tight_layout()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -26,21 +26,24 @@ from training.models import ModelVersion, TrainingRun
 class LoopConfig:
     """Sizes of one round; the defaults run the demo world in minutes on a 2-core CPU."""
 
-    prompts: int = 160  # prompts labeled (and used for PPO)
+    prompts: int = 236  # prompts labeled (and used for PPO)
     eval_prompts: int = 48  # held-out prompts for gold scores and win rate
     num_candidates: int = 4  # K per comparison
     overlap: int = 2  # simulated annotations per comparison
     labelers: int = 4  # simulated labelers
     noise: float = 0.05  # Plackett-Luce temperature of the simulated labelers (careful ones)
+    # Careful labelers tie answers the judge scores equal (within this), as people mark
+    # "equally good"; without ties every such pair would be a coin flip in the export.
+    tie_epsilon: float | None = 0.0
     max_new_tokens: int = 40  # tokens per sampled answer (candidates, PPO, evaluation)
     policy_steps: int | None = None  # demo policy build steps (None: the full demo build)
-    rm_epochs: float = 3.0  # reward-model epochs
+    rm_epochs: float = 4.0  # reward-model epochs
     rm_lr: float = 3e-4  # reward-model learning rate
     rm_batch_size: int = 16
-    ppo_episodes: int = 512  # PPO episodes in total
+    ppo_episodes: int = 1024  # PPO episodes in total
     ppo_batch_size: int = 32  # episodes per PPO rollout
     ppo_lr: float = 5e-5
-    kl_coef: float = 0.05
+    kl_coef: float = 0.1  # a tiny reward model is easy to over-optimize: stay near the start
     seed: int = 0
     extra: dict = field(default_factory=dict)
 
@@ -124,7 +127,12 @@ def loop_run(
     )
     log(_run("build_comparisons", slug).strip())
     simulation = labelers_simulate(
-        project=project, judge=judge, labelers=config.labelers, noise=config.noise, seed=config.seed
+        project=project,
+        judge=judge,
+        labelers=config.labelers,
+        noise=config.noise,
+        tie_epsilon=config.tie_epsilon,
+        seed=config.seed,
     )
     log(f"[loop] simulated labelers: {simulation.summary()}")
 
@@ -209,7 +217,9 @@ def loop_run(
     test_pairs = [p for p in pairs if p.get("split") == "test"] or pairs
     rm_accuracy = _rm_accuracy_vs_judge(rm_dir, judge, test_pairs)
     history = ppo_run.metrics_history
-    plot = plot_overoptimization(history, out / "reward_vs_kl.png", rm_key="score")
+    # k3 never goes negative, unlike the k1 sum PPO penalises with (noisy near zero KL).
+    kl_key = "kl_k3" if "kl_k3" in ppo_run.metrics else "kl"
+    plot = plot_overoptimization(history, out / "reward_vs_kl.png", kl_key=kl_key, rm_key="score")
     report = {
         "project": slug,
         "rm_accuracy": rm_accuracy,
@@ -220,7 +230,7 @@ def loop_run(
         "gold_before": mean(judge(eval_prompts, before)),
         "gold_after": mean(judge(eval_prompts, after)),
         "win_rate_vs_start": win_rate(judge, eval_prompts, after, before),
-        "kl": ppo_run.metrics.get("kl"),
+        "kl": ppo_run.metrics.get(kl_key),
         "rm_score_first": history[0].get("score") if history else None,
         "rm_score_last": history[-1].get("score") if history else None,
         "annotations": simulation.annotations if hasattr(simulation, "annotations") else None,

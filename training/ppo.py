@@ -105,6 +105,7 @@ METRICS: dict[str, str] = {
     "non_score_reward": "sum over an episode's tokens of -beta * KL",
     "rlhf_reward": "what PPO maximises: penalised score + non-score reward",
     "kl": "sum over an episode's tokens of the KL estimate (k1 or k3) to the reference",
+    "kl_k3": "the same sum with the k3 estimate ((r - 1) - log r): never negative, for reports",
     "entropy": "policy entropy per token at the sampling temperature",
     "response_length": "response tokens, EOS included",
     "eos_rate": "share of responses that ended with EOS",
@@ -931,6 +932,10 @@ def train_ppo(
             "non_score_reward": non_score.sum(1).mean(),
             "rlhf_reward": penalised.mean() + non_score.sum(1).mean(),
             "kl": mean_kl,
+            "kl_k3": kl_k3(batch.logprobs, batch.ref_logprobs)
+            .masked_fill(~mask, 0.0)
+            .sum(1)
+            .mean(),
             "entropy": masked_mean(batch.entropy, mask),
             "response_length": batch.lengths.float().mean(),
             "eos_rate": batch.has_eos.float().mean(),

@@ -363,6 +363,9 @@ def test_ppo_raises_reward_with_bounded_kl_and_writes_outputs(behaviour_runs, ti
     last = sum(r["score"] for r in history[-4:]) / 4
     assert last > first + 0.8, (first, last)
     assert max(r["kl"] for r in history) < 20.0  # nats per 8-token episode
+    # The k3 figure reports use is never negative, and follows the k1 sum once KL is real.
+    assert history[0]["kl_k3"] == 0.0 and all(r["kl_k3"] >= 0.0 for r in history)
+    assert history[-1]["kl_k3"] > 0.0
     for key in (
         "score_raw",
         "entropy",

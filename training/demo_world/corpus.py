@@ -14,7 +14,9 @@ from training.demo_world.prompts import TABLES, TOPICS, parse_prompt, prompt_tex
 
 # Share of each answer quality in the corpus; "ignores_format" only applies to format prompts
 # (elsewhere it falls back to "wrong").
-QUALITIES = {"good": 0.5, "wrong": 0.15, "ignores_format": 0.1, "rude": 0.1, "rambling": 0.15}
+# Style flaws (rude, rambling, ignored formats) are what a small reward model can learn to
+# see, so they are common enough for one round of RLHF to show; "wrong" needs knowledge.
+QUALITIES = {"good": 0.45, "wrong": 0.1, "ignores_format": 0.1, "rude": 0.175, "rambling": 0.175}
 KIND_WEIGHTS = {"arithmetic": 0.3, "fact": 0.3, "format": 0.25, "polite": 0.15}
 
 THREE_WORDS = {

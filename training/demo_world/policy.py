@@ -25,7 +25,7 @@ from training.modeling import encode_prompt, load_causal_lm
 MARKER = "demo_policy.json"
 METRICS = "metrics.jsonl"
 # Bump when the corpus, the tokenizer or the training code change what gets built.
-DEMO_POLICY_VERSION = 1
+DEMO_POLICY_VERSION = 2
 
 
 @dataclass(frozen=True)

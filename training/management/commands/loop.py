@@ -25,10 +25,18 @@ class Command(BaseCommand):
         parser.add_argument("--eval-prompts", type=int)
         parser.add_argument("--labelers", type=int)
         parser.add_argument("--noise", type=float)
+        parser.add_argument("--overlap", type=int, help="annotations per comparison")
+        parser.add_argument(
+            "--tie-epsilon",
+            type=float,
+            help="labelers tie answers whose judge scores are this close (default 0: equal)",
+        )
         parser.add_argument("--policy-steps", type=int)
         parser.add_argument("--ppo-episodes", type=int)
         parser.add_argument("--ppo-batch-size", type=int)
         parser.add_argument("--rm-epochs", type=float)
+        parser.add_argument("--rm-lr", type=float)
+        parser.add_argument("--ppo-lr", type=float)
         parser.add_argument("--kl-coef", type=float)
         parser.add_argument("--max-new-tokens", type=int)
         parser.add_argument("--seed", type=int)
@@ -41,6 +49,10 @@ class Command(BaseCommand):
             "eval_prompts": "eval_prompts",
             "labelers": "labelers",
             "noise": "noise",
+            "overlap": "overlap",
+            "tie_epsilon": "tie_epsilon",
+            "rm_lr": "rm_lr",
+            "ppo_lr": "ppo_lr",
             "policy_steps": "policy_steps",
             "ppo_episodes": "ppo_episodes",
             "ppo_batch_size": "ppo_batch_size",
