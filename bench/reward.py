@@ -5,7 +5,7 @@ tiny model, with the same number of sequences per forward pass. Comparisons/s is
 comparisons divided by the trainer's own train_runtime (no data loading or model saving).
 SPEC section 9 asks K-wise >= 1.5x pairwise.
 
-    .venv/bin/python bench/reward.py [--rankings 96] [--words 32] [--device auto]
+    .venv/bin/python bench/reward.py [--rankings 256] [--words 48] [--device auto]
 """
 
 from __future__ import annotations
@@ -108,9 +108,9 @@ def trl_baseline(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rankings", type=int, default=96, help="K=4 rankings to train on")
+    parser.add_argument("--rankings", type=int, default=256, help="K=4 rankings to train on")
     parser.add_argument("--k", type=int, default=4)
-    parser.add_argument("--words", type=int, default=32, help="words per completion")
+    parser.add_argument("--words", type=int, default=48, help="words per completion")
     parser.add_argument("--sequences", type=int, default=16, help="sequences per forward pass")
     parser.add_argument("--n-layer", type=int, default=2)
     parser.add_argument("--n-embd", type=int, default=64)
