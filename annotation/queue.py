@@ -11,7 +11,7 @@ from datetime import datetime
 
 from django.db import connection
 
-from annotation.models import Assignment, Comparison, Project, Prompt
+from annotation.models import Assignment, Candidate, Comparison, LabelerQueue, Project, Prompt
 
 # The queue as one hand-written statement: on the labeling hot path Django spent more time
 # building and compiling an equivalent queryset (subqueries, annotations) than the database
@@ -115,6 +115,95 @@ def comparison_has_room(
         raise Comparison.DoesNotExist(f"comparison {comparison_id} does not exist")
     status, submitted, required, leases = row
     return status == Comparison.Status.OPEN and submitted + leases < required
+
+
+def _for_update(sql: str) -> str:
+    """`sql` with FOR UPDATE where the database has row locks (SQLite serializes writers)."""
+    return f"{sql} FOR UPDATE" if connection.features.has_select_for_update else sql
+
+
+def _first(model, sql: str, params: list):
+    return next(iter(model.objects.raw(sql, params)), None)
+
+
+def project_for_member(slug: str, user) -> Project | None:
+    """The project with this slug if the user may label it (members; staff: any), else None."""
+    sql = f"SELECT * FROM {Project._meta.db_table} p WHERE p.slug = %s"
+    params: list = [slug]
+    if not user.is_staff:
+        members = Project.members.through._meta.db_table
+        sql += (
+            f" AND EXISTS (SELECT 1 FROM {members} m WHERE m.project_id = p.id AND m.user_id = %s)"
+        )
+        params.append(user.pk)
+    project = _first(Project, sql, params)
+    if project is not None and not user.is_staff:
+        project.verified_member_id = user.pk  # the query proved it; see is_member
+    return project
+
+
+def assignment_of_labeler(assignment_id: int, labeler, *, lock: bool = False) -> Assignment | None:
+    """The labeler's own assignment with this id (row-locked if `lock`), else None."""
+    sql = f"SELECT * FROM {Assignment._meta.db_table} WHERE id = %s AND labeler_id = %s"
+    return _first(Assignment, _for_update(sql) if lock else sql, [assignment_id, labeler.pk])
+
+
+def comparison_locked_for(comparison_id: int, labeler) -> Comparison | None:
+    """The comparison row-locked for a submit, with its project, and `labeler_is_member`."""
+    members = Project.members.through._meta.db_table
+    sql = _for_update(
+        f"SELECT c.*, EXISTS (SELECT 1 FROM {members} m "
+        "WHERE m.project_id = c.project_id AND m.user_id = %s) AS labeler_is_member "
+        f"FROM {Comparison._meta.db_table} c WHERE c.id = %s"
+    )
+    comparison = _first(Comparison, sql, [labeler.pk, comparison_id])
+    if comparison is not None:
+        comparison.labeler_is_member = bool(comparison.labeler_is_member)
+        comparison.project = _first(
+            Project,
+            f"SELECT * FROM {Project._meta.db_table} WHERE id = %s",
+            [comparison.project_id],
+        )
+    return comparison
+
+
+def labeler_queue_locked(project: Project, labeler) -> LabelerQueue:
+    """The labeler's queue row in this project, row-locked; created on first use."""
+    sql = f"SELECT * FROM {LabelerQueue._meta.db_table} WHERE project_id = %s AND labeler_id = %s"
+    queue = _first(LabelerQueue, _for_update(sql), [project.pk, labeler.pk])
+    if queue is None:  # first lease in this project: get_or_create settles a race to create
+        queue, _ = LabelerQueue.objects.select_for_update().get_or_create(
+            project=project, labeler=labeler
+        )
+    return queue
+
+
+def leased_by(*, project: Project, labeler) -> list[Assignment]:
+    """The labeler's assignments in this project still marked leased (open or lapsed), oldest first.
+
+    Usually none or one; read on every `next`, hence a plain statement.
+    """
+    sql = (
+        f"SELECT a.* FROM {Assignment._meta.db_table} a "
+        f"JOIN {Comparison._meta.db_table} c ON c.id = a.comparison_id "
+        "WHERE a.labeler_id = %s AND a.status = %s AND c.project_id = %s ORDER BY a.id"
+    )
+    return list(
+        Assignment.objects.raw(sql, [labeler.pk, Assignment.Status.LEASED.value, project.pk])
+    )
+
+
+def candidate_texts(candidate_ids: list[int]) -> dict[int, str]:
+    """Candidate id -> text for these ids (the labeler's payload), as one plain statement."""
+    if not candidate_ids:
+        return {}
+    placeholders = ", ".join(["%s"] * len(candidate_ids))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, text FROM {Candidate._meta.db_table} WHERE id IN ({placeholders})",
+            list(candidate_ids),
+        )
+        return dict(cursor.fetchall())
 
 
 def is_member(project: Project, user) -> bool:

@@ -12,6 +12,7 @@ from django.http import Http404
 from rest_framework.permissions import BasePermission
 
 from annotation.models import Assignment, Project
+from annotation.queue import assignment_of_labeler, project_for_member
 
 
 class IsStaff(BasePermission):
@@ -26,14 +27,9 @@ class IsStaff(BasePermission):
 
 def project_for_labeler(user, slug: str) -> Project:
     """The project with this slug if the user labels it (staff: any project), else 404."""
-    projects = Project.objects.all()
-    if not user.is_staff:
-        projects = projects.filter(members=user)
-    project = projects.filter(slug=slug).first()
+    project = project_for_member(slug, user)
     if project is None:
         raise Http404("Not found.")
-    if not user.is_staff:
-        project.verified_member_id = user.pk  # the query above proved it; see is_member
     return project
 
 
@@ -47,7 +43,7 @@ def project_for_staff(slug: str) -> Project:
 
 def assignment_of(user, assignment_id: int) -> Assignment:
     """The user's own assignment with this id, else 404 (staff included: leases are personal)."""
-    assignment = Assignment.objects.filter(pk=assignment_id, labeler=user).first()
+    assignment = assignment_of_labeler(assignment_id, user)
     if assignment is None:
         raise Http404("Not found.")
     return assignment

@@ -19,6 +19,7 @@ from annotation.export_files import FORMATS
 from annotation.exports import AGGREGATES
 from annotation.models import Assignment, Candidate, TaskType
 from annotation.preferences import DEFAULT_TEST_FRACTION, PAIRINGS
+from annotation.queue import candidate_texts
 from annotation.services.imports import candidate_record, prompt_record
 
 # A comparison holds at most 9 candidates (SPEC section 2), so no valid ranking is longer.
@@ -128,13 +129,11 @@ def assignment_payload(assignment: Assignment) -> dict:
     """`AssignmentOutput(assignment).data`, built by hand for the labeling hot path.
 
     Nested DRF serializers cost more than the database work of a lease; this renders the
-    same JSON (a test holds the two equal) with one query for the candidates' texts.
+    same JSON (a test holds the two equal) with one plain query for the candidates' texts.
     """
     comparison = assignment.comparison
     prompt = comparison.prompt
-    texts = dict(
-        Candidate.objects.filter(pk__in=comparison.candidate_ids).values_list("id", "text")
-    )
+    texts = candidate_texts(list(comparison.candidate_ids))
     return {
         "id": assignment.pk,
         "expires_at": _DATETIME.to_representation(assignment.expires_at),

@@ -41,12 +41,20 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from annotation.errors import ConflictError, NotAllowedError, ServiceValidationError
 from annotation.models import Annotation, Assignment, Comparison, LabelerQueue, Project
-from annotation.queue import comparison_has_room, display_order_for, is_member, queue_head
+from annotation.queue import (
+    assignment_of_labeler,
+    comparison_has_room,
+    comparison_locked_for,
+    display_order_for,
+    is_member,
+    labeler_queue_locked,
+    leased_by,
+    queue_head,
+)
 
 # PositiveIntegerField holds up to 2**31 - 1 on every backend; larger would be a 500.
 TIME_SPENT_MAX_MS = 2**31 - 1
@@ -231,11 +239,7 @@ def _renew_open_lease(
     *, project: Project, labeler, now: datetime, lease: timedelta
 ) -> tuple[Assignment | None, list[int]]:
     """The labeler's open lease in this project, renewed, and the ids of lapsed leases."""
-    leased = list(
-        Assignment.objects.filter(
-            labeler=labeler, status=Assignment.Status.LEASED, comparison__project=project
-        ).order_by("id")
-    )
+    leased = leased_by(project=project, labeler=labeler)
     lapsed = [a.pk for a in leased if a.expires_at <= now]
     current = next((a for a in leased if a.expires_at > now), None)
     if current is None:
@@ -323,9 +327,7 @@ def assignment_next(*, project: Project, labeler, now: datetime | None = None) -
     with transaction.atomic():
         # Lock this labeler's queue row first: concurrent calls from one labeler (two tabs)
         # then run one after the other and share one lease instead of taking two.
-        queue, _ = LabelerQueue.objects.select_for_update().get_or_create(
-            project=project, labeler=labeler
-        )
+        queue = labeler_queue_locked(project, labeler)
         assignment, lapsed = _renew_open_lease(
             project=project, labeler=labeler, now=now, lease=lease
         )
@@ -424,19 +426,13 @@ def _ranking_submit(
     *, assignment: Assignment, labeler, token: uuid.UUID, now: datetime, values: dict
 ) -> tuple[Annotation, bool]:
     # Lock order everywhere: comparison, then assignment.
-    membership = Project.members.through.objects.filter(
-        project_id=OuterRef("project_id"), user_id=labeler.pk
-    )
-    comparison = (
-        Comparison.objects.select_for_update(of=("self",))
-        .select_related("project")
-        .annotate(labeler_is_member=Exists(membership))
-        .get(pk=assignment.comparison_id)
-    )
+    comparison = comparison_locked_for(assignment.comparison_id, labeler)
+    current = assignment_of_labeler(assignment.pk, labeler, lock=True) if comparison else None
+    if current is None:  # deleted meanwhile (an admin removed the project, say)
+        raise ConflictError("This assignment no longer exists.", {"assignment": [assignment.pk]})
     project = comparison.project
     if not (labeler.is_staff or comparison.labeler_is_member):
         raise NotAllowedError("You are not a member of this project.")
-    current = Assignment.objects.select_for_update().get(pk=assignment.pk)
     if current.status == Assignment.Status.SUBMITTED:
         # Only a submitted assignment can hold this token already: then it is a replay.
         # (A token used on another assignment trips the unique constraint on insert.)
