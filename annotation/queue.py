@@ -2,6 +2,13 @@
 
 "Open lease" means `status = leased AND expires_at > now` everywhere, so a lease that ran out
 frees its slot whether or not housekeeping has marked it expired yet.
+
+Every read on the labeling hot path (next and submit) is a plain SQL statement here, written
+once for SQLite and PostgreSQL alike: Django took about ten times longer to build and
+compile the equivalent querysets than the database took to run them, and that was most of
+a labeling call's CPU (bench/README.md). Rows come back as model instances through
+`Model.objects.raw`, so field conversions (JSON, datetimes) stay Django's. Writes stay ORM
+calls in `annotation/services/labeling.py`.
 """
 
 from __future__ import annotations
@@ -13,9 +20,6 @@ from django.db import connection
 
 from annotation.models import Assignment, Candidate, Comparison, LabelerQueue, Project, Prompt
 
-# The queue as one hand-written statement: on the labeling hot path Django spent more time
-# building and compiling an equivalent queryset (subqueries, annotations) than the database
-# spent running it, by about ten times.
 _QUEUE_HEAD_SQL = """
 SELECT c.*, p.messages AS prompt_messages FROM {comparison} c
 JOIN {prompt} p ON p.id = c.prompt_id
