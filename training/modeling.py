@@ -254,6 +254,16 @@ def load_causal_lm(
 # --------------------------------------------------------------------------- prompts
 
 
+def lora_fan_in_fan_out(model: torch.nn.Module) -> bool:
+    """Whether LoRA must transpose its weights: GPT-2-style models use Conv1D, not Linear.
+
+    peft would switch it on by itself, with a warning per layer; saying so up front is quiet.
+    """
+    from transformers.pytorch_utils import Conv1D
+
+    return any(isinstance(module, Conv1D) for module in model.modules())
+
+
 def has_chat_template(tokenizer: PreTrainedTokenizerBase) -> bool:
     """True when the tokenizer carries a chat template."""
     return bool(getattr(tokenizer, "chat_template", None))

@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from training.callables import CallableLoadError, load_callable  # noqa: F401  (re-exported)
-from training.modeling import Prompt, encode_prompt, load_causal_lm
+from training.modeling import Prompt, encode_prompt, load_causal_lm, lora_fan_in_fan_out
 from training.ppo_math import (
     INVALID_LOGPROB,
     AdaptiveKLController,
@@ -411,6 +411,7 @@ def _apply_lora(model: nn.Module, config: PPOConfig, task_type: str) -> nn.Modul
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
         target_modules=target,
+        fan_in_fan_out=lora_fan_in_fan_out(model),
     )
     return get_peft_model(model, lora)
 

@@ -35,7 +35,7 @@ from transformers import TrainerCallback
 from trl import RewardTrainer
 from trl.trainer.reward_trainer import DataCollatorForPreference
 
-from training.modeling import load_tokenizer, resolve_device
+from training.modeling import load_tokenizer, lora_fan_in_fan_out, resolve_device
 from training.reward_data import (
     PreferenceData,
     PreferencePair,
@@ -687,6 +687,7 @@ def train_reward_model(
             lora_alpha=config.lora_alpha,
             lora_dropout=config.lora_dropout,
             target_modules=list(config.lora_target_modules) if config.lora_target_modules else None,
+            fan_in_fan_out=lora_fan_in_fan_out(model),
         )
     if config.loss == "kwise":
         trainer_cls, collator = (

@@ -17,6 +17,7 @@ from training.modeling import (  # noqa: E402
     format_prompt,
     load_causal_lm,
     load_tokenizer,
+    lora_fan_in_fan_out,
     resolve_device,
     resolve_dtype,
 )
@@ -266,3 +267,10 @@ def test_encode_prompt_matches_the_rendering(chat_dir):
     assert tokenizer.decode(ids) == format_prompt(tokenizer, "hello there")
     # The template's role markers are single special tokens, not spelled out in pieces.
     assert tokenizer.convert_tokens_to_ids("<|assistant|>") in ids
+
+
+def test_lora_transposes_only_for_conv1d_models(plain_dir, chat_dir):
+    gpt2, _ = load_causal_lm(plain_dir, device="cpu")
+    llama, _ = load_causal_lm(chat_dir, device="cpu")
+    assert lora_fan_in_fan_out(gpt2) is True  # GPT-2 projections are Conv1D
+    assert lora_fan_in_fan_out(llama) is False  # nn.Linear
