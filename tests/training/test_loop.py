@@ -1,5 +1,6 @@
 """One small round of the whole loop: labels → reward model → PPO, with lineage recorded."""
 
+import io
 import json
 
 import pytest
@@ -65,3 +66,18 @@ def test_small_loop_round(tmp_path, settings, capsys):
     assert reward_run.input_export_id == report["export_id"]
     assert policy.candidates.count() > 0  # the next round's candidates came from the new policy
     assert "gold_after" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "tie_epsilon"), [([], 0.0), (["--tie-epsilon", "0.05"], 0.05), (["--no-ties"], None)]
+)
+def test_loop_command_passes_the_labelers_tie_setting(monkeypatch, tmp_path, args, tie_epsilon):
+    seen = {}
+
+    def fake_loop_run(*, config, **kwargs):
+        seen["config"] = config
+        return {}
+
+    monkeypatch.setattr("training.loop.loop_run", fake_loop_run)
+    call_command("loop", "--out", str(tmp_path), *args, stdout=io.StringIO())
+    assert seen["config"].tie_epsilon == tie_epsilon

@@ -31,6 +31,9 @@ class Command(BaseCommand):
             type=float,
             help="labelers tie answers whose judge scores are this close (default 0: equal)",
         )
+        parser.add_argument(
+            "--no-ties", action="store_true", help="labelers always rank strictly (coin flips)"
+        )
         parser.add_argument("--policy-steps", type=int)
         parser.add_argument("--ppo-episodes", type=int)
         parser.add_argument("--ppo-batch-size", type=int)
@@ -61,7 +64,10 @@ class Command(BaseCommand):
             "max_new_tokens": "max_new_tokens",
             "seed": "seed",
         }
-        config = LoopConfig(**{f: opts[o] for o, f in fields.items() if opts[o] is not None})
+        values = {f: opts[o] for o, f in fields.items() if opts[o] is not None}
+        if opts["no_ties"]:
+            values["tie_epsilon"] = None
+        config = LoopConfig(**values)
         out = opts["out"] or Path(settings.DATA_DIR) / "loop"
         try:
             report = loop_run(
