@@ -313,10 +313,23 @@ def test_a_client_token_cannot_answer_two_assignments(project, labeler, make_com
     token = uuid.uuid4()
     submit(assignment_next(project=project, labeler=labeler, now=at(0)), labeler, token=token)
     second = assignment_next(project=project, labeler=labeler, now=at(2))
-    with pytest.raises(ConflictError) as exc:
+    with pytest.raises(ConflictError, match="already used for another assignment") as exc:
         submit(second, labeler, token=token, now=at(3))
     assert "client_token" in exc.value.errors
     assert refresh(second).status == Assignment.Status.LEASED
+    assert refresh(second.comparison).submitted_count == 0  # the failed insert left nothing
+    assert Annotation.objects.count() == 1
+
+
+def test_submitting_an_assignment_deleted_meanwhile_is_a_conflict(
+    project, labeler, make_comparisons
+):
+    make_comparisons(project, 1)
+    assignment = assignment_next(project=project, labeler=labeler, now=at(0))
+    Assignment.objects.filter(pk=assignment.pk).delete()  # an admin cleaned up, say
+    with pytest.raises(ConflictError, match="no longer exists"):
+        submit(assignment, labeler, now=at(1))
+    assert Annotation.objects.count() == 0
 
 
 def test_submit_on_someone_elses_assignment_is_refused(project, labeler, bob, make_comparisons):
