@@ -14,6 +14,7 @@ calls in `annotation/services/labeling.py`.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from datetime import datetime
 
 from django.db import connection
@@ -197,15 +198,15 @@ def leased_by(*, project: Project, labeler) -> list[Assignment]:
     )
 
 
-def candidate_texts(candidate_ids: list[int]) -> dict[int, str]:
-    """Candidate id -> text for these ids (the labeler's payload), as one plain statement."""
-    if not candidate_ids:
+def candidate_texts(candidate_ids: Iterable[int]) -> dict[int, str]:
+    """Candidate id -> text for these ids (repeats are fine), as one plain statement."""
+    ids = sorted(set(candidate_ids))
+    if not ids:
         return {}
-    placeholders = ", ".join(["%s"] * len(candidate_ids))
+    placeholders = ", ".join(["%s"] * len(ids))
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT id, text FROM {Candidate._meta.db_table} WHERE id IN ({placeholders})",
-            list(candidate_ids),
+            f"SELECT id, text FROM {Candidate._meta.db_table} WHERE id IN ({placeholders})", ids
         )
         return dict(cursor.fetchall())
 

@@ -26,12 +26,12 @@ from annotation.errors import ConflictError, NotAllowedError, ServiceValidationE
 from annotation.forms import SubmissionForm, ordinal
 from annotation.markdown import render_markdown, text_segments
 from annotation.models import Assignment, Project, TaskType
+from annotation.queue import candidate_texts
 from annotation.selectors import projects_for_user
 from annotation.services.labeling import assignment_next, assignment_skip, ranking_submit
 from annotation.views_selectors import (
     annotation_history,
     annotations_today,
-    candidate_texts,
     has_labeled,
     submitted_by_project,
 )

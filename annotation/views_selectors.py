@@ -7,7 +7,7 @@ from datetime import datetime, time
 from django.db.models import Count, QuerySet
 from django.utils import timezone
 
-from annotation.models import Annotation, Assignment, Candidate, Project
+from annotation.models import Annotation, Assignment, Project
 
 
 def submitted_by_project(user) -> dict[int, int]:
@@ -50,8 +50,3 @@ def annotation_history(user, *, project: Project | None = None) -> QuerySet[Anno
     return annotations.select_related(
         "comparison__project", "comparison__prompt", "superseded_by"
     ).order_by("-created_at", "-id")
-
-
-def candidate_texts(candidate_ids) -> dict[int, str]:
-    """Candidate id -> text for the given ids (one query)."""
-    return dict(Candidate.objects.filter(pk__in=set(candidate_ids)).values_list("pk", "text"))

@@ -133,7 +133,7 @@ def assignment_payload(assignment: Assignment) -> dict:
     """
     comparison = assignment.comparison
     prompt = comparison.prompt
-    texts = candidate_texts(list(comparison.candidate_ids))
+    texts = candidate_texts(comparison.candidate_ids)
     return {
         "id": assignment.pk,
         "expires_at": _DATETIME.to_representation(assignment.expires_at),

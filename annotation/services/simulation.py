@@ -16,7 +16,8 @@ from django.db.models import F, IntegerField, Sum, Value
 from django.db.models.functions import Least
 
 from annotation.errors import ConflictError, ServiceValidationError
-from annotation.models import Candidate, Comparison, Project
+from annotation.models import Comparison, Project
+from annotation.queue import candidate_texts
 from annotation.services.labeling import assignment_next, assignment_skip, ranking_submit
 from annotation.services.projects import labeler_create
 from annotation.simulation import (
@@ -57,9 +58,7 @@ def simulation_remaining(*, project: Project, labelers: int) -> int:
 def _comparison_scores(comparison_id: int, judge: JudgeFn) -> dict[int, float]:
     """The judge's score of each candidate of a comparison, by candidate id."""
     comparison = Comparison.objects.select_related("prompt").get(pk=comparison_id)
-    texts = dict(
-        Candidate.objects.filter(pk__in=comparison.candidate_ids).values_list("pk", "text")
-    )
+    texts = candidate_texts(comparison.candidate_ids)
     ids = list(comparison.candidate_ids)
     scores = judge_scores(judge, comparison.prompt.as_model_input(), [texts[i] for i in ids])
     return dict(zip(ids, scores))
