@@ -43,8 +43,13 @@ demo: venv
 	DEBUG=1 $(BIN)/python manage.py demo_setup
 	DEBUG=1 $(BIN)/python manage.py runserver 127.0.0.1:8000
 
-loop: venv
-	$(BIN)/python manage.py loop --out var/loop
+# Commands refuse to run without SECRET_KEY when DEBUG is off; `make loop` uses a random key
+# made once for this checkout (var/.secret_key) unless SECRET_KEY is set.
+var/.secret_key:
+	mkdir -p var && $(PYTHON) -c "import secrets; print(secrets.token_urlsafe(50))" > $@
+
+loop: venv var/.secret_key
+	SECRET_KEY="$${SECRET_KEY:-$$(cat var/.secret_key)}" $(BIN)/python manage.py loop --out var/loop
 
 clean:
 	rm -rf $(VENV) var staticfiles .pytest_cache .ruff_cache

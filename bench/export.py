@@ -66,6 +66,7 @@ def _django(data_dir: Path) -> None:
     os.environ.pop("DATABASE_URL", None)  # never write benchmark rows into a real database
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ["DEBUG"] = "0"  # DEBUG would keep every query in memory
+    os.environ.setdefault("SECRET_KEY", "bench-only-secret-key-not-for-production-0123456789")
     sys.path.insert(0, str(ROOT))
     import django
 

@@ -30,9 +30,13 @@ DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY:
-    if not DEBUG and env_bool("REQUIRE_SECRET_KEY", False):
-        raise ImproperlyConfigured("SECRET_KEY must be set in production.")
-    # Development fallback: fine for `make demo`, rejected by `check --deploy`.
+    # Export pseudonyms are an HMAC of this key: a public fallback would make them
+    # reversible, so without DEBUG there is none (SPEC section 11).
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set: set it in the environment (any long random string), "
+            "or DEBUG=1 for local development."
+        )
     SECRET_KEY = "django-insecure-dev-only-set-SECRET_KEY-in-production"
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost")
@@ -54,7 +58,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.middleware.RequestBodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "config.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -174,7 +180,12 @@ SPECTACULAR_SETTINGS = {
 # Limits on untrusted input.
 RATIONALE_MAX_LENGTH = int(os.environ.get("RATIONALE_MAX_LENGTH", "5000"))
 BULK_IMPORT_MAX_ITEMS = int(os.environ.get("BULK_IMPORT_MAX_ITEMS", "10000"))
-DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("DATA_UPLOAD_MAX_MEMORY_SIZE", str(50 * 1024**2)))
+# Request bodies: 1 MiB everywhere (checked before anything is parsed, see
+# config/middleware.py); the staff bulk-import endpoints take up to IMPORT_MAX_BYTES.
+DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("DATA_UPLOAD_MAX_MEMORY_SIZE", str(1024**2)))
+IMPORT_MAX_BYTES = int(os.environ.get("IMPORT_MAX_BYTES", str(50 * 1024**2)))
+# Values (objects, arrays, scalars) one import body may hold: bounds its memory once parsed.
+IMPORT_MAX_JSON_VALUES = int(os.environ.get("IMPORT_MAX_JSON_VALUES", "1000000"))
 
 # Security. Production (DEBUG off) gets HTTPS-only cookies, HSTS and SSL redirect; a reverse
 # proxy in front terminates TLS and says so with X-Forwarded-Proto.

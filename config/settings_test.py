@@ -7,6 +7,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("SECRET_KEY", "test-only-secret-key-0123456789-not-for-production")
 os.environ.setdefault("DATA_DIR", tempfile.mkdtemp(prefix="rlhf-studio-test-"))
 
 from config.settings import *  # noqa: E402,F403

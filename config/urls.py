@@ -8,3 +8,6 @@ urlpatterns = [
     path("api/", include("annotation.api.urls")),
     path("", include("annotation.urls")),
 ]
+
+handler404 = "config.views.page_not_found"
+handler500 = "config.views.server_error"

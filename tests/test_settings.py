@@ -12,7 +12,7 @@ def manage(*args, env):
     base = {
         k: v
         for k, v in os.environ.items()
-        if k not in {"DEBUG", "DATABASE_URL", "DJANGO_SETTINGS_MODULE"}
+        if k not in {"DEBUG", "DATABASE_URL", "DJANGO_SETTINGS_MODULE", "SECRET_KEY"}
     }
     return subprocess.run(
         [sys.executable, "manage.py", *args],
@@ -39,8 +39,19 @@ def test_check_deploy_is_clean_with_secret_and_hosts(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_check_deploy_flags_the_development_key(tmp_path):
-    result = manage("check", "--deploy", "--fail-level", "WARNING", env={"DATA_DIR": str(tmp_path)})
+def test_without_secret_key_and_debug_off_commands_refuse_to_start(tmp_path):
+    result = manage("check", env={"DATA_DIR": str(tmp_path)})
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        "error: SECRET_KEY is not set: set it in the environment (any long random string), "
+        "or DEBUG=1 for local development."
+    ]
+
+
+def test_check_deploy_flags_the_development_key_debug_falls_back_to(tmp_path):
+    result = manage(
+        "check", "--deploy", "--fail-level", "WARNING", env={"DATA_DIR": str(tmp_path), "DEBUG": "1"}
+    )
     assert result.returncode != 0
     assert "SECRET_KEY" in result.stdout + result.stderr
 

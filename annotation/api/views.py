@@ -27,7 +27,7 @@ from rest_framework.views import APIView
 
 from annotation import exports, stats
 from annotation.api import serializers as s
-from annotation.api.parsers import StrictJSONParser
+from annotation.api.parsers import BoundedJSONParser, StrictJSONParser
 from annotation.api.permissions import (
     IsStaff,
     assignment_of,
@@ -217,6 +217,7 @@ class PromptsImportApi(APIView):
     """Bulk import prompts: all or nothing, idempotent by external_id (else by content)."""
 
     permission_classes = [IsStaff]
+    parser_classes = [BoundedJSONParser]
 
     @extend_schema(
         tags=["data"],
@@ -241,6 +242,7 @@ class CandidatesImportApi(APIView):
     """Bulk import candidates: all or nothing, idempotent by text per prompt."""
 
     permission_classes = [IsStaff]
+    parser_classes = [BoundedJSONParser]
 
     @extend_schema(
         tags=["data"],

@@ -235,7 +235,8 @@ def test_unparseable_bodies_are_400(staff, project, raw, message):
 
 
 def test_an_oversized_body_is_413(staff, project, settings):
-    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 500
+    settings.IMPORT_MAX_BYTES = 1000
     body = json.dumps({"prompts": [{"text": "x" * 2000}]})
     response = staff.generic("POST", PROMPTS, body, content_type="application/json")
     assert response.status_code == 413
