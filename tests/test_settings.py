@@ -50,7 +50,11 @@ def test_without_secret_key_and_debug_off_commands_refuse_to_start(tmp_path):
 
 def test_check_deploy_flags_the_development_key_debug_falls_back_to(tmp_path):
     result = manage(
-        "check", "--deploy", "--fail-level", "WARNING", env={"DATA_DIR": str(tmp_path), "DEBUG": "1"}
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        env={"DATA_DIR": str(tmp_path), "DEBUG": "1"},
     )
     assert result.returncode != 0
     assert "SECRET_KEY" in result.stdout + result.stderr
