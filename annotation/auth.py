@@ -1,16 +1,21 @@
-"""Browser sign-in with a brake on password guessing.
+"""Sign-in with a brake on password guessing, on every path that checks a password.
 
-Failed attempts are counted per client address in the shared cache (the database cache by
-default, so every gunicorn worker and host sees the same count); past the limit the form
-answers 429 until the window passes, even for the right password.
+`ThrottledModelBackend` counts each attempt (annotation/services/signin.py) before the
+password is checked, so the site's login form, the admin's and the API token endpoint
+share one atomic limit. A refused attempt marks the request (`request.signin_refused`);
+the views answer it with 429 instead of "wrong password".
 """
 
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.core.cache import cache
+from django.contrib.auth.backends import ModelBackend
+from django.core.exceptions import PermissionDenied
 from django.shortcuts import render
+
+from annotation.services.signin import signin_attempt, signin_succeeded
 
 
 def client_address(request) -> str:
@@ -24,23 +29,46 @@ def client_address(request) -> str:
     return request.META.get("REMOTE_ADDR", "unknown")
 
 
+class ThrottledModelBackend(ModelBackend):
+    """ModelBackend that refuses to check a password past the sign-in limits."""
+
+    def authenticate(self, request, username=None, password=None, **kwargs):
+        if request is None or username is None or password is None:
+            return super().authenticate(request, username, password, **kwargs)
+        decision = signin_attempt(username=str(username), address=client_address(request))
+        if not decision.allowed:
+            request.signin_refused = decision
+            raise PermissionDenied  # authenticate() stops here: no other backend tries
+        user = super().authenticate(request, username, password, **kwargs)
+        if user is not None:
+            signin_succeeded(decision=decision)
+        return user
+
+
+def signin_refused(request):
+    """The refusal that an attempt of this request met, or None."""
+    return getattr(request, "signin_refused", None)
+
+
+def throttled_page(request, decision):
+    context = {"window": max(1, -(-decision.retry_after // 60))}
+    response = render(request, "registration/login_throttled.html", context, status=429)
+    response["Retry-After"] = str(decision.retry_after)
+    return response
+
+
 class ThrottledLoginView(auth_views.LoginView):
     redirect_authenticated_user = True
 
-    def cache_key(self) -> str:
-        return f"login-failures:{client_address(self.request)}"
-
-    def post(self, request, *args, **kwargs):
-        if cache.get(self.cache_key(), 0) >= settings.LOGIN_FAILURE_LIMIT:
-            context = {"window": settings.LOGIN_FAILURE_WINDOW // 60}
-            return render(request, "registration/login_throttled.html", context, status=429)
-        return super().post(request, *args, **kwargs)
-
     def form_invalid(self, form):
-        key = self.cache_key()
-        cache.add(key, 0, timeout=settings.LOGIN_FAILURE_WINDOW)
-        try:
-            cache.incr(key)
-        except ValueError:  # expired between add and incr
-            cache.set(key, 1, timeout=settings.LOGIN_FAILURE_WINDOW)
+        if decision := signin_refused(self.request):
+            return throttled_page(self.request, decision)
         return super().form_invalid(form)
+
+
+def admin_login(request, extra_context=None):
+    """The admin's own login view, answering 429 once the sign-in limits refuse."""
+    response = admin.site.login(request, extra_context)
+    if decision := signin_refused(request):
+        return throttled_page(request, decision)
+    return response

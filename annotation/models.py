@@ -360,3 +360,16 @@ class Export(models.Model):
 
     def __str__(self) -> str:
         return f"export {self.pk} of {self.project_id}"
+
+
+class SignInThrottle(models.Model):
+    """Sign-in attempts counted per key ("pair:<user>|<address>", "user:...", "address:...")
+    in a fixed window; rows are bumped with one UPDATE so concurrent attempts cannot slip past
+    the limit (annotation/services/signin.py)."""
+
+    key = models.CharField(max_length=255, unique=True)
+    attempts = models.PositiveIntegerField(default=0)
+    window_ends = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.attempts}"

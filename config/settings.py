@@ -138,7 +138,13 @@ CACHES = {
         "LOCATION": "rlhf_studio_cache",
     }
 }
+# Sign-in attempts per window (annotation/services/signin.py), every path alike: per
+# (username, address) first, so one person's typos lock out neither the account nor the
+# office; per username and per address far higher, against spraying.
+AUTHENTICATION_BACKENDS = ["annotation.auth.ThrottledModelBackend"]
 LOGIN_FAILURE_LIMIT = int(os.environ.get("LOGIN_FAILURE_LIMIT", "10"))
+LOGIN_FAILURE_LIMIT_PER_USER = int(os.environ.get("LOGIN_FAILURE_LIMIT_PER_USER", "50"))
+LOGIN_FAILURE_LIMIT_PER_ADDRESS = int(os.environ.get("LOGIN_FAILURE_LIMIT_PER_ADDRESS", "100"))
 LOGIN_FAILURE_WINDOW = int(os.environ.get("LOGIN_FAILURE_WINDOW", "300"))  # seconds
 
 LOGIN_URL = "login"

@@ -3,7 +3,10 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from annotation.auth import admin_login
+
 urlpatterns = [
+    path("admin/login/", admin_login, name="admin-login"),
     path("admin/", admin.site.urls),
     path("api/", include("annotation.api.urls")),
     path("", include("annotation.urls")),

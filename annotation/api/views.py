@@ -17,7 +17,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.authtoken.models import Token
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import Throttled, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
@@ -26,6 +26,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from annotation import exports, stats
+from annotation.auth import signin_refused
 from annotation.api import serializers as s
 from annotation.api.parsers import BoundedJSONParser, StrictJSONParser
 from annotation.api.permissions import (
@@ -70,7 +71,7 @@ def _item_errors(exc: ServiceValidationError, key: str) -> ServiceValidationErro
 
 
 class TokenObtainApi(APIView):
-    """Exchange a username and password for the user's API token (throttled per client IP)."""
+    """Exchange a username and password for the user's API token (sign-in limits apply)."""
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
@@ -97,6 +98,8 @@ class TokenObtainApi(APIView):
             username=data.validated_data["username"],
             password=data.validated_data["password"],
         )
+        if decision := signin_refused(request._request):
+            raise Throttled(wait=decision.retry_after)
         if user is None or not user.is_active:
             raise ValidationError(
                 {"non_field_errors": ["Unable to log in with these credentials."]}
