@@ -26,7 +26,6 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from annotation import exports, stats
-from annotation.auth import signin_refused
 from annotation.api import serializers as s
 from annotation.api.parsers import BoundedJSONParser, StrictJSONParser
 from annotation.api.permissions import (
@@ -35,6 +34,7 @@ from annotation.api.permissions import (
     project_for_labeler,
     project_for_staff,
 )
+from annotation.auth import signin_refused
 from annotation.errors import ServiceValidationError
 from annotation.export_files import MANIFEST_NAME, table_filename
 from annotation.models import Export
