@@ -67,8 +67,8 @@ _FENCE = re.compile(r"^(?P<fence>`{3,}|~{3,})[ \t]*(?P<lang>[^\s`]*)[^\n]*$", re
 def text_segments(text: str) -> list[Segment]:
     """Split model output on Markdown code fences; an unclosed fence runs to the end.
 
-    Mirrored by `segments()` in static/js/label.js so tasks fetched without a reload look
-    the same as server-rendered ones.
+    Mirrored by `segments()` in annotation/static/js/label.js so tasks fetched without a reload
+    look the same as server-rendered ones.
     """
     segments: list[Segment] = []
     pos = 0

@@ -1,6 +1,7 @@
 """Glue between the Django-free training code and the database: TrainingRun records.
 
-The only module of `training` (besides models, admin and commands) that touches Django.
+One of the few modules of `training` that touch Django; tests/test_django_free.py lists them
+and checks that the rest stay Django-free.
 """
 
 from __future__ import annotations
