@@ -9,6 +9,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from annotation import converters  # noqa: F401 (registers <id:...>)
 from annotation.errors import ServiceError
 from annotation.exports import ExportOptions, export_create
 from annotation.models import Annotation, Assignment, Candidate, Comparison, Export, Project, Prompt
@@ -92,7 +93,7 @@ class ProjectAdmin(admin.ModelAdmin):
 
     def get_urls(self):
         stats = path(
-            "<int:project_id>/stats/",
+            "<id:project_id>/stats/",
             self.admin_site.admin_view(self.stats_view),
             name="annotation_project_stats",
         )

@@ -3,7 +3,10 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from annotation import views
+from annotation import (
+    converters,  # noqa: F401 (registers <id:...>)
+    views,
+)
 from annotation.auth import ThrottledLoginView
 
 urlpatterns = [
@@ -16,12 +19,12 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("projects/<slug:slug>/label/", views.label, name="label"),
     path(
-        "assignments/<int:assignment_id>/submit/",
+        "assignments/<id:assignment_id>/submit/",
         views.assignment_submit,
         name="assignment-submit",
     ),
     path(
-        "assignments/<int:assignment_id>/skip/",
+        "assignments/<id:assignment_id>/skip/",
         views.assignment_skip_view,
         name="assignment-skip",
     ),

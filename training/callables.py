@@ -23,8 +23,10 @@ def load_callable(spec: str) -> Callable[..., Any]:
         raise CallableLoadError(f"{spec!r} is not of the form module:function")
     cwd = os.getcwd()
     if cwd not in sys.path:
-        # SPEC 4: "the module is imported from the Python path (the current directory included)".
-        sys.path.insert(0, cwd)
+        # SPEC 4: "the module is imported from the Python path (the current directory
+        # included)". Appended, not prepended: a folder in the current directory named like
+        # an installed package (tensorboard, say) must not replace it for the whole run.
+        sys.path.append(cwd)
     try:
         obj: Any = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:

@@ -4,6 +4,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework.permissions import IsAuthenticated
 
+from annotation import converters  # noqa: F401 (registers <id:...>)
 from annotation.api import docs, views
 
 app_name = "api"
@@ -17,12 +18,12 @@ urlpatterns = [
         name="assignment-next",
     ),
     path(
-        "v1/assignments/<int:assignment_id>/submit/",
+        "v1/assignments/<id:assignment_id>/submit/",
         views.AssignmentSubmitApi.as_view(),
         name="assignment-submit",
     ),
     path(
-        "v1/assignments/<int:assignment_id>/skip/",
+        "v1/assignments/<id:assignment_id>/skip/",
         views.AssignmentSkipApi.as_view(),
         name="assignment-skip",
     ),
@@ -39,7 +40,7 @@ urlpatterns = [
     ),
     path("v1/projects/<slug:slug>/exports/", views.ExportCreateApi.as_view(), name="exports"),
     path(
-        "v1/exports/<int:export_id>/download/",
+        "v1/exports/<id:export_id>/download/",
         views.ExportDownloadApi.as_view(),
         name="export-download",
     ),

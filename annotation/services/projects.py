@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from rest_framework.authtoken.models import Token
@@ -79,6 +80,22 @@ def labeler_create(
         raise ServiceValidationError(
             "A username of 1-150 characters is required.", {"username": ["invalid"]}
         )
+    try:
+        User.username_validator(username)
+    except ValidationError as exc:
+        raise ServiceValidationError(
+            f"username {username!r}: {' '.join(exc.messages)}", {"username": exc.messages}
+        ) from None
+    existing = User.objects.filter(username=username).first()
+    if password:
+        # Django's AUTH_PASSWORD_VALIDATORS, as the admin and password forms apply them.
+        candidate = existing or User(username=username, email=email)
+        try:
+            validate_password(password, user=candidate)
+        except ValidationError as exc:
+            raise ServiceValidationError(
+                f"password: {' '.join(exc.messages)}", {"password": exc.messages}
+            ) from None
     user, created = User.objects.get_or_create(username=username, defaults={"email": email})
     if password:
         user.set_password(password)

@@ -84,6 +84,31 @@ def test_create_labeler_prints_token_last_and_is_rerunnable(project):
     assert user.is_staff
 
 
+@pytest.mark.parametrize(
+    "username, password, message",
+    [
+        ("bob", "password", "password: This password is too common."),
+        ("bob", "short", "password: This password is too short"),
+        ("bobbylabeler", "bobbylabeler1", "password: The password is too similar to the username."),
+        ("bob smith", "a-long-good-passphrase", "username 'bob smith': Enter a valid username."),
+        ("bob/../x", "a-long-good-passphrase", "Enter a valid username."),
+    ],
+)
+def test_create_labeler_applies_djangos_username_and_password_validators(
+    project, username, password, message
+):
+    with pytest.raises(CommandError, match=message.replace("(", r"\(")):
+        run("create_labeler", username, "--project", "demo", "--password", password)
+    assert not get_user_model().objects.exists()
+
+
+def test_create_labeler_keeps_an_existing_password_when_the_new_one_is_refused(project):
+    run("create_labeler", "bob", "--project", "demo", "--password", "s3cret-pass-word")
+    with pytest.raises(CommandError, match="too common"):
+        run("create_labeler", "bob", "--project", "demo", "--password", "password")
+    assert get_user_model().objects.get(username="bob").check_password("s3cret-pass-word")
+
+
 def test_create_labeler_unknown_project():
     with pytest.raises(CommandError, match="No project with slug 'nope'"):
         run("create_labeler", "bob", "--project", "nope")

@@ -122,3 +122,10 @@ def test_pages_and_api_send_a_content_security_policy_without_inline_script(labe
     assert "object-src 'none'" in policy
     assert "frame-ancestors 'none'" in policy
     assert b"<script>" not in response.content
+
+
+@pytest.mark.parametrize("assignment_id", [2**63, 10**30])
+def test_ids_past_64_bits_are_404_not_500(alice, assignment_id):
+    response = alice.post(f"/api/v1/assignments/{assignment_id}/submit/", {}, format="json")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not found.", "errors": {}}
