@@ -147,7 +147,7 @@ class Candidate(models.Model):
     text = models.TextField()
     text_hash = models.CharField(max_length=64, editable=False)
     model_version = models.ForeignKey(
-        "training.ModelVersion",
+        "lineage.ModelVersion",
         null=True,
         blank=True,
         on_delete=models.PROTECT,
@@ -360,6 +360,28 @@ class Export(models.Model):
 
     def __str__(self) -> str:
         return f"export {self.pk} of {self.project_id}"
+
+
+class RunSource(models.Model):
+    """The labeling data a training run worked from: the project and the export it read.
+
+    Kept on this side so that `lineage` depends on no app and `annotation` only on
+    `lineage`. One row per run at most (the run is the key); an export a run trained on
+    cannot be deleted, a deleted project leaves the run without one.
+    """
+
+    run = models.OneToOneField(
+        "lineage.TrainingRun", primary_key=True, on_delete=models.CASCADE, related_name="source"
+    )
+    project = models.ForeignKey(
+        Project, null=True, blank=True, on_delete=models.SET_NULL, related_name="run_sources"
+    )
+    export = models.ForeignKey(
+        Export, null=True, blank=True, on_delete=models.PROTECT, related_name="run_sources"
+    )
+
+    def __str__(self) -> str:
+        return f"source of run {self.run_id}"
 
 
 class SignInThrottle(models.Model):

@@ -14,8 +14,8 @@ MODELS = [
     "annotation_assignment",
     "annotation_annotation",
     "annotation_export",
-    "training_modelversion",
-    "training_trainingrun",
+    "lineage_modelversion",
+    "lineage_trainingrun",
 ]
 
 

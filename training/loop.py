@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from annotation.services.imports import parse_prompt_file, prompts_import
 from annotation.services.projects import project_create
-from training.models import ModelVersion, TrainingRun
+from lineage.models import ModelVersion, TrainingRun
 
 
 @dataclass(frozen=True)
@@ -186,7 +186,9 @@ def loop_run(
             str(config.seed),
         ).strip()
     )
-    ppo_run = TrainingRun.objects.filter(kind=TrainingRun.Kind.PPO, project=project).latest("id")
+    ppo_run = TrainingRun.objects.filter(kind=TrainingRun.Kind.PPO, source__project=project).latest(
+        "id"
+    )
     new_version = ppo_run.output_model
 
     # ------------------------------------------------------------------ next round's candidates

@@ -7,7 +7,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from annotation.models import Candidate, Prompt
-from training.models import ModelVersion, TrainingRun
+from lineage.models import ModelVersion, TrainingRun
 
 pytestmark = [pytest.mark.django_db, pytest.mark.ml]
 
@@ -66,6 +66,7 @@ def test_generates_k_distinct_candidates_and_records_the_run(prompts_project, ti
     run_row = TrainingRun.objects.get(kind="generate")
     assert run_row.status == "succeeded" and run_row.metrics["candidates"] == 15
     assert list(run_row.input_models.all()) == [version]
+    assert run_row.source.project == prompts_project and run_row.source.export is None
 
 
 def test_resumes_after_an_interrupted_run_without_duplicates(prompts_project, tiny_policy):

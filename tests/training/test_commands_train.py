@@ -3,7 +3,7 @@
 import pytest
 from django.core.management import CommandError, call_command
 
-from training.models import ModelVersion, TrainingRun
+from lineage.models import ModelVersion, TrainingRun
 
 pytestmark = pytest.mark.django_db
 
@@ -53,6 +53,27 @@ def test_reward_bad_export_is_recorded_as_failed(tmp_path):
     run = TrainingRun.objects.get(kind="reward")
     assert run.status == "failed" and run.error
     assert not ModelVersion.objects.filter(kind="reward").exists()
+
+
+@pytest.mark.ml
+def test_reward_run_records_its_export_and_project_even_when_it_fails(tmp_path, project):
+    from annotation.models import Export
+
+    (tmp_path / "pairs.jsonl").write_text('{"prompt": "p", "chosen": "a"}\n')
+    export = Export.objects.create(project=project, path=str(tmp_path.resolve()), sha256="0" * 64)
+    with pytest.raises(CommandError):
+        call_command(
+            "train_reward_model",
+            "--export",
+            str(export.pk),
+            "--base-model",
+            str(tmp_path / "m"),
+            "--out",
+            str(tmp_path / "o"),
+        )
+    run = TrainingRun.objects.get(kind="reward")
+    assert run.status == "failed"
+    assert run.source.export == export and run.source.project == project
 
 
 def test_ppo_rejects_unknown_prompts_and_reward(tmp_path, project):

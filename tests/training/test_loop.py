@@ -6,7 +6,7 @@ import json
 import pytest
 from django.core.management import call_command
 
-from training.models import ModelVersion, TrainingRun
+from lineage.models import ModelVersion, TrainingRun
 
 pytestmark = [pytest.mark.django_db, pytest.mark.ml, pytest.mark.slow]
 
@@ -63,7 +63,7 @@ def test_small_loop_round(tmp_path, settings, capsys):
     reward = ppo_run.input_models.get(kind="reward")
     reward_run = reward.produced_by
     assert reward_run.kind == "reward" and reward_run.status == "succeeded"
-    assert reward_run.input_export_id == report["export_id"]
+    assert reward_run.source.export_id == report["export_id"]
     assert policy.candidates.count() > 0  # the next round's candidates came from the new policy
     assert "gold_after" in capsys.readouterr().out
 

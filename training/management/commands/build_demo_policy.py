@@ -3,8 +3,8 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from training.models import ModelVersion, TrainingRun
-from training.runs import model_version_register, training_run
+from lineage.models import ModelVersion, TrainingRun
+from lineage.services import model_version_register, training_run
 
 
 def demo_policy_dir() -> Path:

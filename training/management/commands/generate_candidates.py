@@ -4,8 +4,9 @@ from django.db import transaction
 from annotation.management.base import get_project, service_errors
 from annotation.models import Prompt
 from annotation.services.imports import CandidateRecord, candidates_import
-from training.models import ModelVersion, TrainingRun
-from training.runs import model_version_register, training_run
+from annotation.services.runs import run_source_record
+from lineage.models import ModelVersion, TrainingRun
+from lineage.services import model_version_register, training_run
 
 
 class Command(BaseCommand):
@@ -91,8 +92,9 @@ class Command(BaseCommand):
                 ).created
 
         with training_run(
-            kind=TrainingRun.Kind.GENERATE, config=config, project=project, input_models=[version]
+            kind=TrainingRun.Kind.GENERATE, config=config, input_models=[version]
         ) as run:
+            run_source_record(run=run.run, project=project)
             result = generate_candidates(
                 (model, tokenizer),
                 [p.as_model_input() for p in todo],

@@ -4,8 +4,9 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from annotation.models import Project
-from training.models import ModelVersion, TrainingRun
-from training.runs import model_version_register, training_run
+from annotation.services.runs import run_source_record
+from lineage.models import ModelVersion, TrainingRun
+from lineage.services import model_version_register, training_run
 
 
 def load_prompts(value: str) -> tuple[list, Project | None]:
@@ -89,10 +90,10 @@ class Command(BaseCommand):
                     "judge": opts["judge"],
                     "prompts": opts["prompts"],
                 },
-                project=project,
                 input_models=inputs,
                 output_dir=opts["out"],
             ) as run:
+                run_source_record(run=run.run, project=project)
                 result = train_ppo(
                     opts["policy"],
                     reward,

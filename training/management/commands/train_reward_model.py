@@ -3,8 +3,9 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from annotation.models import Export
-from training.models import ModelVersion, TrainingRun
-from training.runs import model_version_register, training_run
+from annotation.services.runs import run_source_record
+from lineage.models import ModelVersion, TrainingRun
+from lineage.services import model_version_register, training_run
 
 
 def resolve_export(value: str) -> tuple[str, Export | None]:
@@ -61,11 +62,12 @@ class Command(BaseCommand):
             with training_run(
                 kind=TrainingRun.Kind.REWARD,
                 config={**config.to_dict(), "export": data, "base_model": opts["base_model"]},
-                project=export.project if export else None,
-                input_export=export,
                 input_models=[base] if base else [],
                 output_dir=opts["out"],
             ) as run:
+                run_source_record(
+                    run=run.run, project=export.project if export else None, export=export
+                )
                 result = train_reward_model(
                     data, opts["base_model"], opts["out"], config, on_metrics=run.log
                 )

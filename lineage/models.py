@@ -1,4 +1,8 @@
-"""Model versions and training runs: the lineage of every policy and reward model."""
+"""Model versions and training runs: the lineage of every policy and reward model.
+
+This app depends on no other app of the project. What a run read from labeling (its
+project, its export) is recorded on the labeling side, by `annotation.RunSource`.
+"""
 
 from __future__ import annotations
 
@@ -60,21 +64,7 @@ class TrainingRun(models.Model):
 
     kind = models.CharField(max_length=16, choices=Kind.choices)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
-    project = models.ForeignKey(
-        "annotation.Project",
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="training_runs",
-    )
     config = models.JSONField(default=dict, blank=True)
-    input_export = models.ForeignKey(
-        "annotation.Export",
-        null=True,
-        blank=True,
-        on_delete=models.PROTECT,
-        related_name="training_runs",
-    )
     input_models = models.ManyToManyField(ModelVersion, blank=True, related_name="consumed_by")
     output_model = models.ForeignKey(
         ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

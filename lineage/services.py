@@ -1,7 +1,7 @@
-"""Glue between the Django-free training code and the database: TrainingRun records.
+"""Writes of lineage: record a training run around the training code, register model versions.
 
-One of the few modules of `training` that touch Django; tests/test_django_free.py lists them
-and checks that the rest stay Django-free.
+The training code stays Django-free: commands wrap it in `training_run` and hand it the
+recorder's `log`. A run's project and export are linked by `annotation.services.runs`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import asdict, is_dataclass
 
 from django.utils import timezone
 
-from training.models import ModelVersion, TrainingRun
+from lineage.models import ModelVersion, TrainingRun
 
 
 def jsonable(value):
@@ -56,8 +56,6 @@ def training_run(
     *,
     kind: str,
     config,
-    project=None,
-    input_export=None,
     input_models: list[ModelVersion] = (),
     output_dir: str = "",
 ) -> Iterator[RunRecorder]:
@@ -68,9 +66,7 @@ def training_run(
     run = TrainingRun.objects.create(
         kind=kind,
         status=TrainingRun.Status.RUNNING,
-        project=project,
         config=jsonable(config),
-        input_export=input_export,
         output_dir=str(output_dir),
         started_at=timezone.now(),
     )

@@ -4,8 +4,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 
-from training.charts import chart_keys, metrics_charts_svg, numeric_series
-from training.models import ModelVersion, TrainingRun
+from lineage.charts import chart_keys, metrics_charts_svg, numeric_series
+from lineage.models import ModelVersion, TrainingRun
 
 
 def test_numeric_series_skips_non_numbers_and_uses_step():
@@ -41,5 +41,27 @@ def test_run_page_renders_charts_and_lineage(client):
     run.output_model = child
     run.save()
     client.force_login(admin)
-    page = client.get(reverse("admin:training_trainingrun_change", args=[run.pk])).content.decode()
+    page = client.get(reverse("admin:lineage_trainingrun_change", args=[run.pk])).content.decode()
     assert page.count("<polyline") == 2 and "child ← base" in page and "kl=0.4" in page
+
+
+@pytest.mark.django_db
+def test_run_pages_show_the_project_and_input_export(client, project):
+    from annotation.models import Export
+    from annotation.services.runs import run_source_record
+
+    admin = get_user_model().objects.create_superuser("root", "r@example.com", "pw-root-123")
+    export = Export.objects.create(project=project, path="/e", sha256="0" * 64)
+    run = TrainingRun.objects.create(kind="reward", status="succeeded")
+    run_source_record(run=run, project=project, export=export)
+    bare = TrainingRun.objects.create(kind="sft", status="succeeded")
+    client.force_login(admin)
+    page = client.get(reverse("admin:lineage_trainingrun_change", args=[run.pk])).content.decode()
+    assert reverse("admin:annotation_export_change", args=[export.pk]) in page
+    assert reverse("admin:annotation_project_change", args=[project.pk]) in page
+    bare_page = client.get(reverse("admin:lineage_trainingrun_change", args=[bare.pk]))
+    assert bare_page.status_code == 200
+    listing = client.get(
+        reverse("admin:lineage_trainingrun_changelist"), {"source__project__id__exact": project.pk}
+    ).content.decode()
+    assert f"{run}" in listing and f"{bare}" not in listing

@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.utils.html import format_html_join
+from django.urls import NoReverseMatch, reverse
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from training.charts import metrics_charts_svg
-from training.models import ModelVersion, TrainingRun
+from lineage.charts import metrics_charts_svg
+from lineage.models import ModelVersion, TrainingRun
+
+
+def _admin_link(obj):
+    """A link to `obj`'s admin page, as Django shows a read-only foreign key."""
+    if obj is None:
+        return "-"
+    meta = obj._meta
+    try:
+        url = reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[obj.pk])
+    except NoReverseMatch:
+        return str(obj)
+    return format_html('<a href="{}">{}</a>', url, obj)
 
 
 @admin.register(ModelVersion)
@@ -28,9 +41,11 @@ class ModelVersionAdmin(admin.ModelAdmin):
 @admin.register(TrainingRun)
 class TrainingRunAdmin(admin.ModelAdmin):
     list_display = ("id", "kind", "status", "project", "output_model", "created_at", "finished_at")
-    list_filter = ("kind", "status", "project")
+    # The run's project and export live on the labeling side (`annotation.RunSource`, the
+    # reverse one-to-one `source`); they are read by lookup name so this app imports none.
+    list_filter = ("kind", "status", "source__project")
     search_fields = ("error", "output_dir")
-    list_select_related = ("project", "output_model")
+    list_select_related = ("source__project", "output_model")
     readonly_fields = (
         "kind",
         "status",
@@ -78,6 +93,14 @@ class TrainingRunAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+    @admin.display(description="project")
+    def project(self, obj):
+        return _admin_link(getattr(getattr(obj, "source", None), "project", None))
+
+    @admin.display(description="input export")
+    def input_export(self, obj):
+        return _admin_link(getattr(getattr(obj, "source", None), "export", None))
 
     @admin.display(description="charts")
     def charts(self, obj):
