@@ -10,9 +10,9 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from annotation.errors import ServiceError
-from annotation.exports import ExportOptions, export_create
 from annotation.models import Annotation, Assignment, Candidate, Comparison, Export, Project, Prompt
-from annotation.stats import project_stats
+from annotation.selectors.stats import project_stats
+from annotation.services.exports import ExportOptions, export_create
 
 
 @admin.register(Project)

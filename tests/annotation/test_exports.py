@@ -15,16 +15,16 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from annotation.datafiles.export import table_filename
 from annotation.errors import ServiceValidationError
-from annotation.exports import (
+from annotation.models import Annotation, Assignment, Comparison, Export
+from annotation.selectors.stats import project_stats
+from annotation.services.exports import (
     CONSENSUS_LABELER,
     ExportOptions,
     export_create,
-    export_pairs_path,
     labeler_pseudonym,
 )
-from annotation.models import Annotation, Assignment, Comparison, Export
-from annotation.stats import project_stats
 
 
 def annotate(
@@ -71,6 +71,11 @@ def strict(comparison, reverse=False):
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def export_pairs_path(export: Export) -> Path:
+    """The pairs file (or folder, for `hf`) of an export: what the download endpoint serves."""
+    return Path(export.path) / table_filename("pairs", export.format)
 
 
 @pytest.fixture
