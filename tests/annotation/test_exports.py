@@ -16,6 +16,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from annotation.datafiles.export import table_filename
+from annotation.datafiles.jsonl import read_jsonl
 from annotation.errors import ServiceValidationError
 from annotation.models import Annotation, Assignment, Comparison, Export
 from annotation.selectors.stats import project_stats
@@ -67,10 +68,6 @@ def annotate(
 def strict(comparison, reverse=False):
     ids = list(comparison.candidate_ids)
     return [[c] for c in (reversed(ids) if reverse else ids)]
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def export_pairs_path(export: Export) -> Path:
