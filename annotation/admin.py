@@ -11,9 +11,9 @@ from django.utils.html import format_html
 
 from annotation import converters  # noqa: F401 (registers <id:...>)
 from annotation.errors import ServiceError
-from annotation.exports import ExportOptions, export_create
 from annotation.models import Annotation, Assignment, Candidate, Comparison, Export, Project, Prompt
-from annotation.stats import project_stats
+from annotation.selectors.stats import project_stats
+from annotation.services.exports import ExportOptions, export_create
 
 
 @admin.register(Project)

@@ -11,10 +11,10 @@ from django import forms
 from django.conf import settings
 
 from annotation.models import Project, TaskType
+from annotation.rules.ranking import TIME_SPENT_MAX_MS
 
 # Pairwise buttons (SPEC section 2): A better, tie, B better, both bad.
 PAIRWISE_CHOICES = [("a", "A is better"), ("tie", "Tie"), ("b", "B is better"), ("bad", "Both bad")]
-TIME_SPENT_MAX_MS = 2**31 - 1
 
 
 def ordinal(n: int) -> str:

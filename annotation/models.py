@@ -1,7 +1,7 @@
 """The labeling domain: projects, prompts, candidates, comparisons, leases and annotations.
 
-Models hold fields and constraints only; the rules that span rows live in `services.py`
-(writes) and `selectors.py` (reads). Every invariant of SPEC section 2 that a constraint can
+Models hold fields and constraints only; the rules that span rows live in `services/`
+(writes) and `selectors/` (reads). Every invariant of SPEC section 2 that a constraint can
 hold is a database constraint here, so a race that slips past a service check still fails.
 """
 

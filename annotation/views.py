@@ -26,15 +26,15 @@ from annotation.errors import ConflictError, NotAllowedError, ServiceValidationE
 from annotation.forms import SubmissionForm, ordinal
 from annotation.markdown import render_markdown, text_segments
 from annotation.models import Assignment, Project, TaskType
-from annotation.queue import candidate_texts
-from annotation.selectors import projects_for_user
-from annotation.services.labeling import assignment_next, assignment_skip, ranking_submit
-from annotation.views_selectors import (
+from annotation.selectors.labelers import (
     annotation_history,
     annotations_today,
     has_labeled,
     submitted_by_project,
 )
+from annotation.selectors.projects import projects_for_user
+from annotation.selectors.queue import candidate_texts
+from annotation.services.labeling import assignment_next, assignment_skip, ranking_submit
 
 ROLE_LABELS = {"system": "System", "user": "User", "assistant": "Assistant"}
 HISTORY_PAGE_SIZE = 25

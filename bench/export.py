@@ -203,8 +203,8 @@ def build(n_annotations: int, seed: int = 0) -> None:
 
 def export(fmt: str, out: Path) -> dict:
     """Run one export in this (fresh) process and return its figures."""
-    from annotation.exports import ExportOptions, export_create
     from annotation.models import Project
+    from annotation.services.exports import ExportOptions, export_create
 
     project = Project.objects.get(slug="bench")
     before = _rss_mb()

@@ -22,6 +22,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from annotation.rules.pairs import ordered_pairs  # noqa: E402  (after the path is set)
+
 WORDS = [
     "apple",
     "river",
@@ -64,18 +66,18 @@ def write_export(directory: Path, *, rankings: int, k: int, words: int, seed: in
                 "split": "train",
             }
         )
-        for a in range(k):
-            for b in range(a + 1, k):
-                pair_rows.append(
-                    {
-                        "prompt": prompt,
-                        "chosen": completions[a],
-                        "rejected": completions[b],
-                        "margin": b - a,
-                        "weight": 1 / (k * (k - 1) / 2),
-                        "split": "train",
-                    }
-                )
+        # completions[q] has quality rank q: the strict ranking by quality, as pairs.
+        for a, b, gap in ordered_pairs([[q] for q in range(k)]):
+            pair_rows.append(
+                {
+                    "prompt": prompt,
+                    "chosen": completions[a],
+                    "rejected": completions[b],
+                    "margin": gap,
+                    "weight": 1 / (k * (k - 1) / 2),
+                    "split": "train",
+                }
+            )
     directory.mkdir(parents=True, exist_ok=True)
     for name, rows in (("pairs.jsonl", pair_rows), ("rankings.jsonl", ranking_rows)):
         (directory / name).write_text("".join(json.dumps(r) + "\n" for r in rows))

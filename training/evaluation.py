@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -68,11 +67,6 @@ def text_of(response) -> str:
     if isinstance(response, list):
         return response[-1]["content"] if response else ""
     return str(response)
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
 
 
 def _running_mean(values: Sequence[float], weight: float = 0.7) -> list[float]:

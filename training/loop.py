@@ -64,13 +64,13 @@ def loop_run(
     log=print,
 ) -> dict:
     """Run one round and return the report (also written to out_dir/report.json)."""
-    from annotation.exports import ExportOptions, export_create
+    from annotation.datafiles.jsonl import read_jsonl
+    from annotation.services.exports import ExportOptions, export_create
     from annotation.services.simulation import labelers_simulate
     from training.evaluation import (
         mean,
         pair_agreement,
         plot_overoptimization,
-        read_jsonl,
         sample_answers,
         win_rate,
     )

@@ -35,6 +35,7 @@ from transformers import TrainerCallback
 from trl import RewardTrainer
 from trl.trainer.reward_trainer import DataCollatorForPreference
 
+from annotation.rules.splits import split_for_prompt
 from training.modeling import load_tokenizer, lora_fan_in_fan_out, resolve_device
 from training.reward_data import (
     PreferenceData,
@@ -415,19 +416,12 @@ def _prompt_key(prompt: Any) -> str:
     return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)
 
 
-def _held_out(prompt: Any, fraction: float) -> bool:
-    """Stable per-prompt assignment to the test split (same prompt, same side, every run)."""
-    import hashlib
-
-    digest = hashlib.sha256(_prompt_key(prompt).encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
-
-
 def _apply_eval_fraction(data: PreferenceData, fraction: float) -> None:
     if fraction <= 0 or data.split_pairs("test"):
         return
+    # The export's own split rule: at the export's test fraction a prompt lands where it did.
     for row in data.rankings or data.pairs:
-        if _held_out(row.prompt, fraction):
+        if split_for_prompt(row.prompt, test_fraction=fraction) == "test":
             row.split = "test"
     if not data.split_pairs("train"):
         raise RewardDataError(f"{data.source}: eval_fraction={fraction} left no training rows")

@@ -9,13 +9,16 @@ the line or row) and the problem, before any training starts or anything is writ
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from annotation.datafiles.digest import sha256_path
+from annotation.datafiles.jsonl import JsonlError, iter_jsonl
+from annotation.rules.pairs import index_pairs
 
 Prompt = str | list[dict[str, Any]]
 
@@ -86,12 +89,7 @@ class PreferenceData:
 
 def ranking_pair_indexes(tier_of: list[int]) -> list[tuple[int, int, int]]:
     """All (better, worse, tier gap) index triples of a ranking; tied completions give no pair."""
-    return [
-        (i, j, tier_of[j] - tier_of[i])
-        for i in range(len(tier_of))
-        for j in range(len(tier_of))
-        if tier_of[i] < tier_of[j]
-    ]
+    return index_pairs(tier_of)
 
 
 def pairs_from_ranking(ranking: Ranking) -> list[PreferencePair]:
@@ -176,17 +174,13 @@ def _iter_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     elif path.suffix == ".parquet":
         yield from _iter_parquet_rows(path)
     else:
-        with path.open(encoding="utf-8") as f:
-            for number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise RewardDataError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
+        try:
+            for number, row in iter_jsonl(path):
                 if not isinstance(row, dict):
                     raise RewardDataError(f"{path}:{number}: a row must be a JSON object")
                 yield f"{path}:{number}", row
+        except JsonlError as exc:
+            raise RewardDataError(str(exc)) from None
 
 
 def _iter_parquet_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -217,19 +211,6 @@ def _iter_datasets_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             if name in SPLITS and row.get("split") is None:
                 row = {**row, "split": name}
             yield (f"{path} {name} row {number}" if name else f"{path} row {number}"), row
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, or of a folder's files (relative names and contents, sorted)."""
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        if path.is_dir():
-            digest.update(str(file.relative_to(path)).encode() + b"\0")
-        with file.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- validating rows
@@ -348,7 +329,8 @@ def load_preferences(data: str | Path, *, loss: str = "pairwise") -> PreferenceD
     if loss not in ("pairwise", "kwise"):
         raise ValueError(f"unknown loss {loss!r}: use 'pairwise' or 'kwise'")
     path = resolve_table(data, loss=loss)
-    result = PreferenceData(source=path, sha256=file_sha256(path))
+    # The export's own digest scheme, so `data_sha256` equals `Export.sha256` (hf folders too).
+    result = PreferenceData(source=path, sha256=sha256_path(path))
     manifest = path.parent / "manifest.json"
     if manifest.is_file():
         try:

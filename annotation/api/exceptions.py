@@ -36,10 +36,7 @@ class PayloadTooLarge(exceptions.APIException):
 
 
 def _service_status(exc: service_errors.ServiceError) -> int:
-    # NotAllowedError arrives with the labeling services; look it up by name so this module
-    # works before and after it exists.
-    not_allowed = getattr(service_errors, "NotAllowedError", None)
-    if not_allowed is not None and isinstance(exc, not_allowed):
+    if isinstance(exc, service_errors.NotAllowedError):
         return status.HTTP_403_FORBIDDEN
     if isinstance(exc, service_errors.ConflictError):
         return status.HTTP_409_CONFLICT

@@ -12,7 +12,7 @@ from django.http import Http404
 from rest_framework.permissions import BasePermission
 
 from annotation.models import Assignment, Project
-from annotation.queue import assignment_of_labeler, project_for_member
+from annotation.selectors.queue import assignment_of_labeler, project_for_member
 
 
 class IsStaff(BasePermission):

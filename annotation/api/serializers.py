@@ -15,17 +15,17 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from annotation.api.exceptions import PayloadTooLarge
-from annotation.export_files import FORMATS
-from annotation.exports import AGGREGATES
+from annotation.datafiles.export import FORMATS
 from annotation.models import Assignment, Candidate, TaskType
-from annotation.preferences import DEFAULT_TEST_FRACTION, PAIRINGS
-from annotation.queue import candidate_texts
+from annotation.rules.pairs import PAIRINGS
+from annotation.rules.ranking import TIME_SPENT_MAX_MS
+from annotation.rules.splits import DEFAULT_TEST_FRACTION
+from annotation.selectors.queue import candidate_texts
+from annotation.services.exports import AGGREGATES
 from annotation.services.imports import candidate_record, prompt_record
 
 # A comparison holds at most 9 candidates (SPEC section 2), so no valid ranking is longer.
 MAX_CANDIDATES = 9
-# PositiveIntegerField holds up to 2**31 - 1 on every backend.
-MAX_INT32 = 2**31 - 1
 
 
 # ---------------------------------------------------------------------------------------
@@ -187,7 +187,7 @@ class SubmitInput(serializers.Serializer):
     all_bad = serializers.BooleanField(required=False, default=False)
     rationale = TextField(required=False, allow_blank=True, default="", trim_whitespace=False)
     time_spent_ms = serializers.IntegerField(
-        required=False, default=0, min_value=0, max_value=MAX_INT32
+        required=False, default=0, min_value=0, max_value=TIME_SPENT_MAX_MS
     )
     client_token = serializers.UUIDField(
         help_text="A UUID the client makes per answer: the same token again replays the answer."

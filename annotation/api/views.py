@@ -25,7 +25,6 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from annotation import exports, stats
 from annotation.api import serializers as s
 from annotation.api.parsers import BoundedJSONParser, StrictJSONParser
 from annotation.api.permissions import (
@@ -35,10 +34,12 @@ from annotation.api.permissions import (
     project_for_staff,
 )
 from annotation.auth import signin_refused
+from annotation.datafiles.export import MANIFEST_NAME, table_filename
 from annotation.errors import ServiceValidationError
-from annotation.export_files import MANIFEST_NAME, table_filename
 from annotation.models import Export
-from annotation.selectors import project_progress, projects_for_user
+from annotation.selectors.projects import project_progress, projects_for_user
+from annotation.selectors.stats import project_stats
+from annotation.services import exports
 from annotation.services.comparisons import comparisons_build
 from annotation.services.imports import candidates_import, prompts_import
 from annotation.services.labeling import assignment_next, assignment_skip, ranking_submit
@@ -387,4 +388,4 @@ class ProjectStatsApi(APIView):
     )
     def get(self, request: Request, slug: str) -> Response:
         project = project_for_staff(slug)
-        return Response(stats.project_stats(project))
+        return Response(project_stats(project))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from django.db import IntegrityError, transaction
 
+from annotation.datafiles.jsonl import JsonlError, iter_jsonl
 from annotation.errors import ImportFileError, ServiceValidationError
 from annotation.models import Candidate, Project, Prompt, messages_sha256, text_sha256
 
@@ -130,14 +131,10 @@ def read_records(path: str | Path) -> Iterator[tuple[int, object]]:
     elif not path.exists():
         raise ImportFileError(path, None, "file not found")
     elif path.suffix.lower() in {".jsonl", ".ndjson", ".json"}:
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    yield number, json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ImportFileError(path, number, f"invalid JSON ({exc.msg})") from None
+        try:
+            yield from iter_jsonl(path)
+        except JsonlError as exc:
+            raise ImportFileError(path, exc.line, exc.message) from None
     elif path.suffix.lower() == ".csv":
         with path.open(encoding="utf-8", newline="") as handle:
             reader = csv.DictReader(handle)
@@ -269,12 +266,6 @@ def prompts_import(
     result.created = len(created)
     result.created_ids = [p.pk for p in created if p.pk is not None]
     return result
-
-
-def prompts_import_file(*, project: Project, path: str | Path) -> ImportResult:
-    """Validate the whole file, then import it in one transaction."""
-    records = parse_prompt_file(path)
-    return prompts_import(project=project, records=records, source=Path(path).name)
 
 
 @dataclass

@@ -11,7 +11,7 @@ Invariants (SPEC section 2) and what holds them:
   labeler ever had an assignment for (submitted, skipped or expired), and the unique
   constraint on (comparison, labeler) backs it.
 - An expired lease frees its slot: "open" always means `status = leased AND expires_at >
-  now`, so nothing depends on `leases_expire` having run.
+  now` (`annotation.leases`), so nothing depends on `leases_expire` having run.
 
 The hot path uses indexed lookups only: the queue walks `comparison_queue_idx` in order
 (fewest submitted first, then oldest) and stops at the first comparison that has room and
@@ -35,7 +35,6 @@ Decisions where SPEC is silent:
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -44,184 +43,22 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from annotation.errors import ConflictError, NotAllowedError, ServiceValidationError
+from annotation.leases import lapsed_lease_q, lease_is_open
 from annotation.models import Annotation, Assignment, Comparison, LabelerQueue, Project
-from annotation.queue import (
+from annotation.rules.ranking import submission_clean
+from annotation.selectors.queue import (
     assignment_of_labeler,
     comparison_has_room,
     comparison_locked_for,
     display_order_for,
-    is_member,
-    labeler_queue_locked,
     leased_by,
+    member_queue_locked,
     queue_head,
 )
 
-# PositiveIntegerField holds up to 2**31 - 1 on every backend; larger would be a 500.
-TIME_SPENT_MAX_MS = 2**31 - 1
 # How many queue heads one `assignment_next` may find taken (locked or filled meanwhile by
 # another labeler on PostgreSQL) before it concludes that nothing is free right now.
 MAX_QUEUE_RETRIES = 20
-
-
-# ---------------------------------------------------------------------------------------
-# Submission validation (pure: plain values in, cleaned values out)
-# ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CleanSubmission:
-    """A validated submission, normalized for storage (string candidate-id keys)."""
-
-    ranking: list[list[int]]
-    flags: dict[str, list[str]]
-    ratings: dict[str, int]
-    all_bad: bool
-    rationale: str
-    time_spent_ms: int
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _candidate_id(key: Any) -> int | None:
-    """A flags/ratings key as a candidate id: JSON gives "12", Python callers give 12."""
-    if _is_int(key):
-        return key
-    if isinstance(key, str) and key.isascii() and key.isdigit():
-        return int(key)
-    return None
-
-
-def _clean_ranking(
-    ranking: Any, candidate_ids: list[int], *, allow_ties: bool, all_bad: bool
-) -> list[str]:
-    if not isinstance(ranking, list) or not ranking:
-        return ["The ranking must be a non-empty list of tiers (lists of candidate ids)."]
-    errors: list[str] = []
-    seen: list[int] = []
-    for position, tier in enumerate(ranking, start=1):
-        if not isinstance(tier, list) or not tier:
-            errors.append(f"Tier {position} must be a non-empty list of candidate ids.")
-            continue
-        for item in tier:
-            if not _is_int(item):
-                errors.append(f"Tier {position} holds {item!r}, which is not a candidate id.")
-            else:
-                seen.append(item)
-    known = set(candidate_ids)
-    for item in dict.fromkeys(seen):
-        if item not in known:
-            errors.append(f"Candidate {item} is not part of this comparison.")
-        elif seen.count(item) > 1:
-            errors.append(f"Candidate {item} appears more than once.")
-    for item in candidate_ids:
-        if item not in seen:
-            errors.append(f"Candidate {item} is missing from the ranking.")
-    # "Both/all bad" is one tier holding every candidate with all_bad set: it states no
-    # preference, so it is accepted even where ties are off (SPEC section 2, pairwise).
-    all_bad_tier = all_bad and len(ranking) == 1
-    if not allow_ties and not all_bad_tier:
-        for position, tier in enumerate(ranking, start=1):
-            if isinstance(tier, list) and len(tier) > 1:
-                errors.append(f"Tier {position} is a tie; this project does not allow ties.")
-    return errors
-
-
-def submission_clean(
-    *,
-    candidate_ids: list[int],
-    ranking: Any,
-    flags: Any = None,
-    ratings: Any = None,
-    all_bad: Any = False,
-    rationale: Any = "",
-    time_spent_ms: Any = 0,
-    allow_ties: bool,
-    flag_codes: list[str],
-    rating_scale: int,
-    rationale_max_length: int,
-) -> CleanSubmission:
-    """Check a submission against a comparison's candidates and its project's settings."""
-    errors: dict[str, list[str]] = {}
-
-    def add(field: str, messages: list[str]) -> None:
-        if messages:
-            errors.setdefault(field, []).extend(messages)
-
-    if not isinstance(all_bad, bool):
-        add("all_bad", ["all_bad must be true or false."])
-        all_bad = False
-    add("ranking", _clean_ranking(ranking, candidate_ids, allow_ties=allow_ties, all_bad=all_bad))
-
-    clean_flags: dict[str, list[str]] = {}
-    if flags is None:
-        flags = {}
-    if not isinstance(flags, dict):
-        add("flags", ["flags must map candidate ids to lists of flag codes."])
-        flags = {}
-    for key, codes in flags.items():
-        cid = _candidate_id(key)
-        if cid is None or cid not in candidate_ids:
-            add("flags", [f"{key!r} is not a candidate of this comparison."])
-            continue
-        if not isinstance(codes, list) or not all(isinstance(c, str) for c in codes):
-            add("flags", [f"Candidate {cid}: flags must be a list of codes."])
-            continue
-        unknown = [c for c in codes if c not in flag_codes]
-        if unknown:
-            add("flags", [f"Candidate {cid}: unknown flag code {c!r}." for c in unknown])
-            continue
-        if codes:
-            # Merge "3" and 3 if a caller sent both; keep first-seen order, drop repeats.
-            merged = clean_flags.setdefault(str(cid), [])
-            merged.extend(c for c in codes if c not in merged)
-
-    clean_ratings: dict[str, int] = {}
-    if ratings is None:
-        ratings = {}
-    if not isinstance(ratings, dict):
-        add("ratings", ["ratings must map candidate ids to integer scores."])
-        ratings = {}
-    if ratings and rating_scale == 0:
-        add("ratings", ["This project does not collect ratings."])
-        ratings = {}
-    for key, value in ratings.items():
-        cid = _candidate_id(key)
-        if cid is None or cid not in candidate_ids:
-            add("ratings", [f"{key!r} is not a candidate of this comparison."])
-        elif not _is_int(value) or not 1 <= value <= rating_scale:
-            add(
-                "ratings", [f"Candidate {cid}: rating must be an integer from 1 to {rating_scale}."]
-            )
-        elif clean_ratings.get(str(cid), value) != value:
-            add("ratings", [f"Candidate {cid} has two different ratings."])
-        else:
-            clean_ratings[str(cid)] = value
-
-    if not isinstance(rationale, str):
-        add("rationale", ["rationale must be text."])
-        rationale = ""
-    elif len(rationale) > rationale_max_length:
-        add("rationale", [f"rationale is longer than {rationale_max_length} characters."])
-    elif "\x00" in rationale:
-        # PostgreSQL text cannot hold NUL; reject it here rather than fail with a 500.
-        add("rationale", ["rationale must not contain NUL characters."])
-
-    if not _is_int(time_spent_ms) or not 0 <= time_spent_ms <= TIME_SPENT_MAX_MS:
-        add("time_spent_ms", [f"time_spent_ms must be an integer from 0 to {TIME_SPENT_MAX_MS}."])
-
-    if errors:
-        first = next(iter(errors.values()))[0]
-        raise ServiceValidationError(f"Invalid submission: {first}", errors)
-    return CleanSubmission(
-        ranking=[list(tier) for tier in ranking],
-        flags=clean_flags,
-        ratings=clean_ratings,
-        all_bad=all_bad,
-        rationale=rationale.strip(),
-        time_spent_ms=time_spent_ms,
-    )
 
 
 def _gold_due(queue: LabelerQueue, rate: float) -> bool:
@@ -240,8 +77,8 @@ def _renew_open_lease(
 ) -> tuple[Assignment | None, list[int]]:
     """The labeler's open lease in this project, renewed, and the ids of lapsed leases."""
     leased = leased_by(project=project, labeler=labeler)
-    lapsed = [a.pk for a in leased if a.expires_at <= now]
-    current = next((a for a in leased if a.expires_at > now), None)
+    lapsed = [a.pk for a in leased if not lease_is_open(a, now)]
+    current = next((a for a in leased if lease_is_open(a, now)), None)
     if current is None:
         return None, lapsed
     # Lock the comparison before extending: another labeler may have taken the slot the
@@ -319,15 +156,21 @@ def assignment_next(*, project: Project, labeler, now: datetime | None = None) -
     project serves nothing (None), so a paused project reads as "nothing left".
     """
     now = now or timezone.now()
-    if not is_member(project, labeler):
-        raise NotAllowedError("You are not a member of this project.", {"project": [project.slug]})
-    if not project.active:
-        return None
     lease = timedelta(seconds=project.lease_seconds)
     with transaction.atomic():
         # Lock this labeler's queue row first: concurrent calls from one labeler (two tabs)
         # then run one after the other and share one lease instead of taking two.
-        queue = labeler_queue_locked(project, labeler)
+        member, queue = member_queue_locked(project, labeler)
+        if not member:
+            raise NotAllowedError(
+                "You are not a member of this project.", {"project": [project.slug]}
+            )
+        if not project.active:
+            return None
+        if queue is None:  # first lease in this project: get_or_create settles a race to create
+            queue, _ = LabelerQueue.objects.select_for_update().get_or_create(
+                project=project, labeler=labeler
+            )
         assignment, lapsed = _renew_open_lease(
             project=project, labeler=labeler, now=now, lease=lease
         )
@@ -426,12 +269,12 @@ def _ranking_submit(
     *, assignment: Assignment, labeler, token: uuid.UUID, now: datetime, values: dict
 ) -> tuple[Annotation, bool]:
     # Lock order everywhere: comparison, then assignment.
-    comparison = comparison_locked_for(assignment.comparison_id, labeler)
-    current = assignment_of_labeler(assignment.pk, labeler, lock=True) if comparison else None
+    target = comparison_locked_for(assignment.comparison_id, labeler)
+    current = assignment_of_labeler(assignment.pk, labeler, lock=True) if target else None
     if current is None:  # deleted meanwhile (an admin removed the project, say)
         raise ConflictError("This assignment no longer exists.", {"assignment": [assignment.pk]})
-    project = comparison.project
-    if not (labeler.is_staff or comparison.labeler_is_member):
+    comparison, project = target.comparison, target.project
+    if not (labeler.is_staff or target.labeler_is_member):
         raise NotAllowedError("You are not a member of this project.")
     if current.status == Assignment.Status.SUBMITTED:
         # Only a submitted assignment can hold this token already: then it is a replay.
@@ -462,10 +305,10 @@ def _ranking_submit(
             .first()
         )
     else:
-        lease_open = current.status == Assignment.Status.LEASED and current.expires_at > now
         # An open lease holds its slot; a lapsed one needs a slot nobody took meanwhile.
         fits = comparison.submitted_count < comparison.required and (
-            lease_open or comparison_has_room(comparison.pk, now, exclude_assignment=current.pk)
+            lease_is_open(current, now)
+            or comparison_has_room(comparison.pk, now, exclude_assignment=current.pk)
         )
         if not fits:
             raise ConflictError(
@@ -520,6 +363,4 @@ def assignment_skip(*, assignment: Assignment, labeler, now: datetime | None = N
 def leases_expire(*, now: datetime | None = None) -> int:
     """Mark leases past their time as expired; returns how many. Housekeeping only."""
     now = now or timezone.now()
-    return Assignment.objects.filter(status=Assignment.Status.LEASED, expires_at__lte=now).update(
-        status=Assignment.Status.EXPIRED
-    )
+    return Assignment.objects.filter(lapsed_lease_q(now)).update(status=Assignment.Status.EXPIRED)

@@ -17,7 +17,7 @@ from django.db.models.functions import Least
 
 from annotation.errors import ConflictError, ServiceValidationError
 from annotation.models import Comparison, Project
-from annotation.queue import candidate_texts
+from annotation.selectors.queue import candidate_texts
 from annotation.services.labeling import assignment_next, assignment_skip, ranking_submit
 from annotation.services.projects import labeler_create
 from annotation.simulation import (

@@ -7,7 +7,7 @@ from itertools import combinations
 
 import pytest
 
-from annotation.agreement import (
+from annotation.rules.agreement import (
     KrippendorffOrdinal,
     RankingRecord,
     kendall_tau_b,

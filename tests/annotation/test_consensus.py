@@ -7,13 +7,11 @@ import random
 
 import pytest
 
-from annotation.agreement import kendall_tau_b
-from annotation.consensus import (
-    agreement_with_consensus,
+from annotation.rules.agreement import agreement_with_consensus, kendall_tau_b, pairwise_agreement
+from annotation.rules.consensus import (
     bradley_terry,
     consensus_ranking,
     majority_vote,
-    pairwise_agreement,
     tiers_from_scores,
     win_counts,
 )

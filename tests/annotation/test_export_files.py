@@ -9,16 +9,35 @@ from pathlib import Path
 
 import pytest
 
-from annotation.export_files import (
+from annotation.datafiles.digest import sha256_tree
+from annotation.datafiles.export import (
+    DEFAULT_CHUNK_ROWS,
     MANIFEST_NAME,
     PAIR_FIELDS,
     RANKING_FIELDS,
     ComparisonBlock,
     ExportWriter,
-    sha256_tree,
-    write_export,
 )
-from annotation.preferences import CandidateText, pair_rows, ranking_row, split_for_prompt
+from annotation.datafiles.rows import CandidateText, pair_rows, ranking_row
+from annotation.rules.splits import split_for_prompt
+
+
+def write_export(
+    out_dir,
+    *,
+    pairs,
+    rankings=(),
+    fmt="jsonl",
+    prompt_format=None,
+    chunk_rows=DEFAULT_CHUNK_ROWS,
+    **finish,
+):
+    """Write pair rows then ranking rows through an ExportWriter and publish them."""
+    with ExportWriter(out_dir, fmt=fmt, prompt_format=prompt_format, chunk_rows=chunk_rows) as w:
+        w.write_pairs(pairs)
+        w.write_rankings(rankings)
+        return w.finish(**finish)
+
 
 WORDS = [
     "the",

@@ -15,16 +15,17 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from annotation.datafiles.export import table_filename
+from annotation.datafiles.jsonl import read_jsonl
 from annotation.errors import ServiceValidationError
-from annotation.exports import (
+from annotation.models import Annotation, Assignment, Comparison, Export
+from annotation.selectors.stats import project_stats
+from annotation.services.exports import (
     CONSENSUS_LABELER,
     ExportOptions,
     export_create,
-    export_pairs_path,
     labeler_pseudonym,
 )
-from annotation.models import Annotation, Assignment, Comparison, Export
-from annotation.stats import project_stats
 
 
 def annotate(
@@ -69,8 +70,9 @@ def strict(comparison, reverse=False):
     return [[c] for c in (reversed(ids) if reverse else ids)]
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+def export_pairs_path(export: Export) -> Path:
+    """The pairs file (or folder, for `hf`) of an export: what the download endpoint serves."""
+    return Path(export.path) / table_filename("pairs", export.format)
 
 
 @pytest.fixture
@@ -278,6 +280,32 @@ def test_parquet_export_records_the_file_hash(project, ranked, tmp_path):
     path = export_pairs_path(result)
     assert path.name == "pairs.parquet"
     assert result.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet", "hf"])
+def test_reward_training_names_the_export_it_read(project, ranked, tmp_path, fmt):
+    # One digest scheme on both sides: a run's data_sha256 is the Export's sha256, for an
+    # `hf` folder as much as for a file.
+    pytest.importorskip("pyarrow")
+    if fmt == "hf":
+        pytest.importorskip("datasets")
+    from training.reward_data import load_preferences
+
+    result = export(project, tmp_path, format=fmt)
+    assert load_preferences(result.path).sha256 == result.sha256
+
+
+def test_rows_hash_to_the_split_they_carry(project, labelers, make_comparisons, tmp_path):
+    # Reward training's fallback split (an export without test rows) calls split_for_prompt on
+    # the row's prompt; the export hashed the stored messages. They must agree, or one prompt
+    # could land in different splits in the export and in training.
+    from annotation.rules.splits import split_for_prompt
+
+    for comparison in make_comparisons(project, n=40, prefix="s"):
+        annotate(comparison, labelers[0], strict(comparison))
+    rows = read_jsonl(export_pairs_path(export(project, tmp_path, test_fraction=0.5)))
+    assert {r["split"] for r in rows} == {"train", "test"}
+    assert all(split_for_prompt(r["prompt"], test_fraction=0.5) == r["split"] for r in rows)
 
 
 def test_query_count_does_not_grow_with_the_data(project, labelers, make_comparisons, tmp_path):

@@ -7,9 +7,14 @@ from django.core.management import CommandError, call_command
 
 from annotation.errors import ImportFileError, ServiceValidationError
 from annotation.models import Candidate, Prompt
-from annotation.services.imports import candidates_import_file, prompts_import_file
+from annotation.services.imports import candidates_import_file, parse_prompt_file, prompts_import
 
 pytestmark = pytest.mark.django_db
+
+
+def prompts_import_file(*, project, path):
+    """What the import_prompts command does: validate the whole file, then import it."""
+    return prompts_import(project=project, records=parse_prompt_file(path), source=path.name)
 
 
 def write_jsonl(path, rows):

@@ -7,10 +7,13 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from datetime import timedelta
 
 import pytest
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, transaction
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from annotation.models import Annotation, Assignment, Comparison
 from annotation.services.labeling import assignment_next, assignment_skip, ranking_submit
@@ -187,3 +190,108 @@ def test_a_replayed_submit_racing_itself_stores_one_annotation(
     assert sorted(created for _, created in results) == [False] * (WORKERS - 1) + [True]
     assert Annotation.objects.count() == 1
     assert Comparison.objects.get().submitted_count == 1
+
+
+# ---------------------------------------------------------------------------------------
+# PostgreSQL's SKIP LOCKED branch, step by step (SQLite has no row locks: its writers queue)
+# ---------------------------------------------------------------------------------------
+
+
+def _needs_skip_locked() -> None:
+    if not connection.features.has_select_for_update_skip_locked:
+        pytest.skip("SKIP LOCKED is PostgreSQL's; SQLite serializes writers instead")
+
+
+class _Holder(threading.Thread):
+    """Holds a comparison's row lock in its own transaction until told to let go."""
+
+    def __init__(self, comparison_id: int, *, then: Callable[[], None] | None = None) -> None:
+        super().__init__()
+        self.comparison_id = comparison_id
+        self.then = then  # runs under the lock just before the commit
+        self.locked = threading.Event()
+        self.release = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            with transaction.atomic():
+                Comparison.objects.select_for_update().get(pk=self.comparison_id)
+                self.locked.set()
+                self.release.wait(timeout=30)
+                if self.then is not None:
+                    self.then()
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
+            self.error = exc
+        finally:
+            self.locked.set()
+            connection.close()
+
+    def __enter__(self) -> _Holder:
+        self.start()
+        assert self.locked.wait(timeout=30)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release.set()
+        self.join(timeout=30)
+        assert self.error is None, self.error
+
+
+def test_a_locked_queue_head_is_skipped_not_waited_for(
+    make_project, make_labeler, make_comparisons
+):
+    _needs_skip_locked()
+    project = make_project("skip", num_candidates=2, overlap=1)
+    user = make_labeler("skip", projects=[project])
+    first, second = make_comparisons(project, 2)
+    with _Holder(first.pk), CaptureQueriesContext(connection) as queries:
+        started = time.monotonic()
+        assignment = assignment_next(project=project, labeler=user)
+        waited = time.monotonic() - started
+    assert assignment.comparison_id == second.pk
+    assert waited < 5  # went past the locked head at once
+    assert any("FOR UPDATE OF c SKIP LOCKED" in q["sql"] for q in queries)
+
+
+def test_with_every_head_locked_it_waits_for_the_first(
+    make_project, make_labeler, make_comparisons
+):
+    _needs_skip_locked()
+    project = make_project("wait", num_candidates=2, overlap=1)
+    user = make_labeler("wait", projects=[project])
+    (only,) = make_comparisons(project, 1)
+    holder = _Holder(only.pk)
+    with holder:
+        threading.Timer(0.3, holder.release.set).start()  # lets go while we wait
+        assignment = assignment_next(project=project, labeler=user)
+    # The holder took nothing: the slot is still free once its lock is gone.
+    assert assignment is not None and assignment.comparison_id == only.pk
+
+
+def test_a_slot_taken_under_the_lock_is_recounted_not_leased(
+    make_project, make_labeler, make_comparisons
+):
+    _needs_skip_locked()
+    project = make_project("taken", num_candidates=2, overlap=1)
+    user, rival = (make_labeler(n, projects=[project]) for n in ("mine", "rival"))
+    (only,) = make_comparisons(project, 1)
+
+    def take_the_slot() -> None:
+        now = timezone.now()
+        Assignment.objects.create(
+            comparison=only,
+            labeler=rival,
+            display_order=only.candidate_ids,
+            leased_at=now,
+            expires_at=now + timedelta(minutes=10),
+        )
+
+    holder = _Holder(only.pk, then=take_the_slot)
+    with holder:
+        threading.Timer(0.3, holder.release.set).start()
+        assignment = assignment_next(project=project, labeler=user)
+    assert (
+        assignment is None
+    )  # the queue's snapshot said "room"; the recount under the lock did not
+    assert list(Assignment.objects.values_list("labeler", flat=True)) == [rival.pk]

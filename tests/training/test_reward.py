@@ -299,6 +299,23 @@ def test_data_sha256_is_the_consumed_file(export_dir):
     assert load_preferences(export_dir / "pairs.jsonl", loss="kwise").sha256 == ranked
 
 
+def test_eval_fraction_holds_out_the_prompts_the_export_would(tmp_path):
+    # The fallback split for an export without test rows is the export's own rule.
+    from annotation.rules.splits import split_for_prompt
+    from training.reward import _apply_eval_fraction
+
+    prompts = [f"prompt {i}" for i in range(200)] + [[{"role": "user", "content": "chat"}]]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(
+        "".join(json.dumps({"prompt": p, "chosen": "a", "rejected": "b"}) + "\n" for p in prompts)
+    )
+    data = load_preferences(path)
+    _apply_eval_fraction(data, 0.3)
+    assert [p.split for p in data.pairs] == [
+        split_for_prompt(p, test_fraction=0.3) for p in prompts
+    ]
+
+
 GOOD_PAIR = {
     "prompt": "p",
     "chosen": "a",

@@ -3,10 +3,11 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation.export_files import FORMATS
-from annotation.exports import AGGREGATES, ExportOptions, ExportProgress, export_create
+from annotation.datafiles.export import FORMATS
 from annotation.management.base import get_project, service_errors
-from annotation.preferences import DEFAULT_TEST_FRACTION, PAIRINGS
+from annotation.rules.pairs import PAIRINGS
+from annotation.rules.splits import DEFAULT_TEST_FRACTION
+from annotation.services.exports import AGGREGATES, ExportOptions, ExportProgress, export_create
 
 
 def _share(value: str) -> float:

@@ -1,4 +1,4 @@
-"""Consensus across the labelers of one comparison, and how far each labeler is from it.
+"""Consensus across the labelers of one comparison: one ranking from several.
 
 K > 2: a Bradley-Terry fit over every pairwise outcome the rankings state (a tie is half a win
 each way), by Hunter's MM algorithm with a small symmetric prior so it converges even when one
@@ -9,13 +9,10 @@ give, without the iterations). Pure Python: no Django, torch or numpy.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
-from annotation.preferences import Tiers, tier_of
-
-K = TypeVar("K", bound=Hashable)
+from annotation.rules.ranking import Tiers, tier_of
 
 DEFAULT_PRIOR = 0.5
 DEFAULT_TIE_TOLERANCE = 1e-6
@@ -31,7 +28,8 @@ class Consensus:
     n_rankings: int
 
 
-def _items_of(rankings: Sequence[Tiers], items: Iterable[int] | None) -> list[int]:
+def items_of(rankings: Sequence[Tiers], items: Iterable[int] | None = None) -> list[int]:
+    """`items` as a list, else every item the rankings name, sorted."""
     if items is not None:
         return list(items)
     seen: dict[int, None] = {}
@@ -77,7 +75,7 @@ def bradley_terry(
     nudge towards equal strengths that keeps the maximum finite under perfect separation and
     the comparison graph connected. Items nobody ranked get the mean strength.
     """
-    ordered = _items_of(rankings, items)
+    ordered = items_of(rankings, items)
     n = len(ordered)
     if n == 0:
         return {}
@@ -124,7 +122,7 @@ def majority_vote(
     rankings: Sequence[Tiers], *, items: Iterable[int] | None = None
 ) -> dict[int, float]:
     """Share of the head-to-head outcomes each item won (ties half): the pairwise majority."""
-    ordered = _items_of(rankings, items)
+    ordered = items_of(rankings, items)
     wins = win_counts(rankings, ordered)
     shares = {}
     for i, item in enumerate(ordered):
@@ -145,7 +143,7 @@ def consensus_ranking(
     Two candidates: majority vote, an even vote is a tie. More: Bradley-Terry scores,
     sorted, equal scores tied. One ranking is its own consensus.
     """
-    ordered = _items_of(rankings, items)
+    ordered = items_of(rankings, items)
     if not rankings:
         raise ValueError("consensus needs at least one ranking")
     if len(rankings) == 1 and {c for tier in rankings[0] for c in tier} == set(ordered):
@@ -160,53 +158,3 @@ def consensus_ranking(
     scores = bradley_terry(rankings, items=ordered, prior=prior)
     tiers = tiers_from_scores(scores, tie_tolerance=tie_tolerance)
     return Consensus(tiers=tiers, scores=scores, method="bradley_terry", n_rankings=len(rankings))
-
-
-def pairwise_agreement(a: Tiers, b: Tiers) -> float | None:
-    """Share of item pairs (over items both rank) that a and b order the same way.
-
-    "The same way" is one of above, below or tied, so a tie agrees only with a tie. None when
-    fewer than two items are shared.
-    """
-    tier_a, tier_b = tier_of(a), tier_of(b)
-    shared = [c for c in tier_a if c in tier_b]
-    agree = total = 0
-    for x in range(len(shared)):
-        for y in range(x + 1, len(shared)):
-            p, q = shared[x], shared[y]
-            relation_a = (tier_a[p] > tier_a[q]) - (tier_a[p] < tier_a[q])
-            relation_b = (tier_b[p] > tier_b[q]) - (tier_b[p] < tier_b[q])
-            agree += relation_a == relation_b
-            total += 1
-    return agree / total if total else None
-
-
-def agreement_with_consensus(
-    rankings: Mapping[K, Tiers],
-    *,
-    items: Iterable[int] | None = None,
-    leave_one_out: bool = False,
-    prior: float = DEFAULT_PRIOR,
-) -> dict[K, float | None]:
-    """Pairwise agreement of each ranking with the consensus of one comparison.
-
-    A lone ranking gets None: agreeing with itself measures nothing. By default the consensus
-    pools every ranking, the labeler's own included, so with a 2-to-1 split the two agreeing
-    labelers score 1 and the outlier 0. `leave_one_out` compares each ranking with the
-    consensus of the others instead; it avoids self-influence but, with three labelers split
-    2-to-1, leaves each majority labeler facing an all-tied consensus and scoring 0, which
-    makes it a poor filter for small overlaps.
-    """
-    keys = list(rankings)
-    if len(keys) < 2:
-        return {k: None for k in keys}
-    all_items = _items_of(list(rankings.values()), items)
-    if not leave_one_out:
-        reference = consensus_ranking(list(rankings.values()), items=all_items, prior=prior)
-        return {k: pairwise_agreement(rankings[k], reference.tiers) for k in keys}
-    result: dict[K, float | None] = {}
-    for k in keys:
-        others = [rankings[o] for o in keys if o != k]
-        reference = consensus_ranking(others, items=all_items, prior=prior)
-        result[k] = pairwise_agreement(rankings[k], reference.tiers)
-    return result

@@ -1,7 +1,13 @@
-"""Inter-labeler agreement and per-labeler quality figures, computed from plain records.
+"""Labeler-vs-labeler agreement and per-labeler quality figures, computed from plain records.
 
-Metrics (all on rankings as tiers, best first):
-- pairwise agreement: share of candidate pairs two rankings order the same way (tie = tie);
+Metrics (all on rankings as tiers, best first), each over the pairs of items both rankings
+hold, and each with its own tie rule, said in its name and docstring:
+- `pairwise_agreement(a, b)`: share of pairs two rankings order the same way, where a tie is
+  a third relation beside above and below (ties="match": a tie agrees only with a tie);
+- `pairwise_accuracy(predicted, gold)`: share of the pairs gold orders that `predicted` orders
+  the same way (ties="gold excluded": pairs gold ties drop out, a tie in `predicted` is wrong);
+- `agreement_with_consensus`: `pairwise_agreement` of each ranking with the comparison's
+  consensus (`annotation.rules.consensus`);
 - Kendall's tau-b between two rankings, which corrects for ties in either;
 - Krippendorff's alpha (ordinal) over a project, each (comparison, candidate) a unit and each
   annotation's mid-rank position of that candidate a value;
@@ -18,12 +24,15 @@ import math
 import statistics
 from array import array
 from collections import Counter, defaultdict
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from itertools import groupby
+from typing import TypeVar
 
-from annotation.consensus import agreement_with_consensus, pairwise_agreement
-from annotation.preferences import Tiers, tier_of
+from annotation.rules.consensus import DEFAULT_PRIOR, consensus_ranking, items_of
+from annotation.rules.ranking import Tiers, tier_of
+
+K = TypeVar("K", bound=Hashable)
 
 __all__ = [
     "KrippendorffOrdinal",
@@ -31,6 +40,7 @@ __all__ = [
     "LabelerStats",
     "ProjectAgreement",
     "RankingRecord",
+    "agreement_with_consensus",
     "kendall_tau_b",
     "krippendorff_alpha_ordinal",
     "mid_ranks",
@@ -40,47 +50,90 @@ __all__ = [
 ]
 
 
-def kendall_tau_b(a: Tiers, b: Tiers) -> float | None:
-    """Kendall's tau-b over the items both rankings hold; None when either ties them all."""
+def _shared_pair_gaps(a: Tiers, b: Tiers) -> Iterator[tuple[int, int]]:
+    """(tier of p - tier of q in a, the same in b) for every pair {p, q} both rankings hold."""
     tier_a, tier_b = tier_of(a), tier_of(b)
     shared = [c for c in tier_a if c in tier_b]
-    concordant = discordant = tied_a = tied_b = total = 0
     for x in range(len(shared)):
+        p = shared[x]
         for y in range(x + 1, len(shared)):
-            p, q = shared[x], shared[y]
-            da = tier_a[p] - tier_a[q]
-            db = tier_b[p] - tier_b[q]
-            total += 1
-            if da == 0:
-                tied_a += 1
-            if db == 0:
-                tied_b += 1
-            if da * db > 0:
-                concordant += 1
-            elif da * db < 0:
-                discordant += 1
-    denominator = math.sqrt((total - tied_a) * (total - tied_b))
-    return (concordant - discordant) / denominator if denominator else None
+            q = shared[y]
+            yield tier_a[p] - tier_a[q], tier_b[p] - tier_b[q]
+
+
+def pairwise_agreement(a: Tiers, b: Tiers) -> float | None:
+    """Share of item pairs (over items both rank) that a and b order the same way.
+
+    Tie rule "match": the same way is one of above, below or tied, so a tie agrees only with
+    a tie. Symmetric in a and b. None when fewer than two items are shared.
+    """
+    agree = total = 0
+    for da, db in _shared_pair_gaps(a, b):
+        agree += (da > 0) - (da < 0) == (db > 0) - (db < 0)
+        total += 1
+    return agree / total if total else None
 
 
 def pairwise_accuracy(predicted: Tiers, gold: Tiers) -> float | None:
     """Share of the pairs gold orders strictly that `predicted` orders the same way.
 
-    Pairs gold ties are left out (no right answer); a tie in `predicted` where gold has an
-    order counts as wrong. None when gold orders no pair.
+    Tie rule "gold excluded": pairs gold ties are left out (no right answer); a tie in
+    `predicted` where gold has an order counts as wrong. None when gold orders no pair.
     """
-    tier_p, tier_g = tier_of(predicted), tier_of(gold)
-    shared = [c for c in tier_g if c in tier_p]
     right = total = 0
-    for x in range(len(shared)):
-        for y in range(x + 1, len(shared)):
-            p, q = shared[x], shared[y]
-            dg = tier_g[p] - tier_g[q]
-            if dg == 0:
-                continue
+    for dp, dg in _shared_pair_gaps(predicted, gold):
+        if dg:
             total += 1
-            right += (tier_p[p] - tier_p[q]) * dg > 0
+            right += dp * dg > 0
     return right / total if total else None
+
+
+def kendall_tau_b(a: Tiers, b: Tiers) -> float | None:
+    """Kendall's tau-b over the items both rankings hold; None when either ties them all."""
+    concordant = discordant = tied_a = tied_b = total = 0
+    for da, db in _shared_pair_gaps(a, b):
+        total += 1
+        if da == 0:
+            tied_a += 1
+        if db == 0:
+            tied_b += 1
+        if da * db > 0:
+            concordant += 1
+        elif da * db < 0:
+            discordant += 1
+    denominator = math.sqrt((total - tied_a) * (total - tied_b))
+    return (concordant - discordant) / denominator if denominator else None
+
+
+def agreement_with_consensus(
+    rankings: Mapping[K, Tiers],
+    *,
+    items: Iterable[int] | None = None,
+    leave_one_out: bool = False,
+    prior: float = DEFAULT_PRIOR,
+) -> dict[K, float | None]:
+    """`pairwise_agreement` of each ranking with the consensus of one comparison.
+
+    A lone ranking gets None: agreeing with itself measures nothing. By default the consensus
+    pools every ranking, the labeler's own included, so with a 2-to-1 split the two agreeing
+    labelers score 1 and the outlier 0. `leave_one_out` compares each ranking with the
+    consensus of the others instead; it avoids self-influence but, with three labelers split
+    2-to-1, leaves each majority labeler facing an all-tied consensus and scoring 0, which
+    makes it a poor filter for small overlaps.
+    """
+    keys = list(rankings)
+    if len(keys) < 2:
+        return {k: None for k in keys}
+    all_items = items_of(list(rankings.values()), items)
+    if not leave_one_out:
+        reference = consensus_ranking(list(rankings.values()), items=all_items, prior=prior)
+        return {k: pairwise_agreement(rankings[k], reference.tiers) for k in keys}
+    result: dict[K, float | None] = {}
+    for k in keys:
+        others = [rankings[o] for o in keys if o != k]
+        reference = consensus_ranking(others, items=all_items, prior=prior)
+        result[k] = pairwise_agreement(rankings[k], reference.tiers)
+    return result
 
 
 def mid_ranks(tiers: Tiers) -> dict[int, float]:

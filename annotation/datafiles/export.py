@@ -20,21 +20,18 @@ import os
 import shutil
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from annotation.preferences import (
-    PAIRINGS,
-    CandidateText,
-    ordered_pairs,
-    pair_rows,
-    ranking_row,
-    tier_of,
-)
+from annotation.datafiles.digest import sha256_file, sha256_tree
+from annotation.datafiles.jsonl import iter_jsonl
+from annotation.datafiles.rows import CandidateText, pair_rows, ranking_row
+from annotation.rules.pairs import PAIRINGS, ordered_pairs
+from annotation.rules.ranking import tier_of
 
 SCHEMA_VERSION = 1
 FORMATS: tuple[str, ...] = ("jsonl", "parquet", "hf")
@@ -71,7 +68,7 @@ PROMPT_SHAPED = {"pairs": ("prompt", "chosen", "rejected"), "rankings": ("prompt
 
 DEFAULT_CHUNK_ROWS = 20_000
 WRITE_BATCH_ROWS = 1000
-_HASH_BLOCK = 1 << 20
+_WRITE_BUFFER = 1 << 20
 # json's own string encoder (C), as used by JSONEncoder(ensure_ascii=False).
 _encode_str = json.encoder.encode_basestring
 
@@ -85,31 +82,6 @@ class _MarginJson(dict):
 
 
 _MARGIN_JSON = _MarginJson()
-
-
-def sha256_file(path: str | Path) -> str:
-    """sha256 hex digest of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(_HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def sha256_tree(path: str | Path) -> str:
-    """sha256 of a folder: over the sorted lines `<relative path> <sha256 of file>`."""
-    root = Path(path)
-    lines = [
-        f"{p.relative_to(root).as_posix()} {sha256_file(p)}\n"
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    ]
-    return hashlib.sha256("".join(lines).encode("utf-8")).hexdigest()
-
-
-def sha256_path(path: str | Path) -> str:
-    """sha256 of a file, or the tree hash of a folder (the `hf` format)."""
-    return sha256_tree(path) if Path(path).is_dir() else sha256_file(path)
 
 
 def table_filename(table: str, fmt: str) -> str:
@@ -181,7 +153,7 @@ _encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow
 class _JsonlSink(_Sink):
     def __init__(self, table: str, tmp: Path) -> None:
         super().__init__(table, tmp)
-        self._file = open(tmp, "wb", buffering=_HASH_BLOCK)  # noqa: SIM115 (closed in close/abort)
+        self._file = open(tmp, "wb", buffering=_WRITE_BUFFER)  # noqa: SIM115 (closed in close/abort)
         self._digest = hashlib.sha256()
         self._fields = TABLE_FIELDS[table]
         self.sha256: str | None = None
@@ -274,7 +246,7 @@ class _HfSink(_Sink):
                 arrow_schema(self.table, prompt_format or "text")
             )
             dataset = datasets.Dataset.from_generator(
-                _read_jsonl,
+                _spool_rows,
                 features=features,
                 cache_dir=str(cache),
                 gen_kwargs={"path": str(spool)},
@@ -294,10 +266,9 @@ class _HfSink(_Sink):
         super().abort()
 
 
-def _read_jsonl(path: str):
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            yield json.loads(line)
+def _spool_rows(path: str) -> Iterator[dict[str, Any]]:
+    for _, row in iter_jsonl(path):
+        yield row
 
 
 def _remove(path: Path) -> None:
@@ -513,7 +484,7 @@ class ExportWriter:
         """Write one ranking of `block`: its pairs and its ranking row; returns the pair count.
 
         A ranking that states no preference (one tier) writes nothing and returns 0. The rows
-        are exactly those of `preferences.pair_rows` and `preferences.ranking_row`.
+        are exactly those of `rows.pair_rows` and `rows.ranking_row`.
         """
         if pairing not in PAIRINGS:
             raise ValueError(f"unknown pairing {pairing!r}: use one of {', '.join(PAIRINGS)}")
@@ -645,22 +616,3 @@ class ExportWriter:
             sink.abort()
         _remove(self._manifest_tmp)
         self._closed = True
-
-
-def write_export(
-    out_dir: str | Path,
-    *,
-    pairs: Iterable[Mapping[str, Any]],
-    rankings: Iterable[Mapping[str, Any]] = (),
-    fmt: str = "jsonl",
-    prompt_format: str | None = None,
-    options: Mapping[str, Any] | None = None,
-    source: Mapping[str, Any] | None = None,
-    extra_counts: Mapping[str, Any] | None = None,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
-) -> ExportResult:
-    """Write pair rows then ranking rows into `out_dir` and publish them with a manifest."""
-    with ExportWriter(out_dir, fmt=fmt, prompt_format=prompt_format, chunk_rows=chunk_rows) as w:
-        w.write_pairs(pairs)
-        w.write_rankings(rankings)
-        return w.finish(options=options, source=source, extra_counts=extra_counts)

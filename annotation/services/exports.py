@@ -3,7 +3,7 @@
 Annotations stream out of the database ordered by comparison, `chunk_size` rows at a time,
 with one extra query per chunk for the candidate texts; each comparison's annotations are
 filtered (gold, flagged, agreement), optionally pooled into a consensus, expanded into pairs
-by `annotation.preferences`, and written incrementally by `annotation.export_files`. Memory
+by `annotation.rules.pairs`, and written incrementally by `annotation.datafiles.export`. Memory
 therefore depends on the chunk size, not on the size of the project.
 """
 
@@ -25,17 +25,14 @@ from typing import Any, NamedTuple
 from django.conf import settings
 from django.db.models import F
 
-from annotation.consensus import agreement_with_consensus, consensus_ranking
+from annotation.datafiles.export import FORMATS, ComparisonBlock, ExportResult, ExportWriter
+from annotation.datafiles.rows import CandidateText
 from annotation.errors import ServiceValidationError
-from annotation.export_files import FORMATS, ComparisonBlock, ExportResult, ExportWriter
 from annotation.models import Annotation, Comparison, Export, Project, Prompt
-from annotation.preferences import (
-    DEFAULT_TEST_FRACTION,
-    PAIRINGS,
-    CandidateText,
-    prompt_messages,
-    split_for_prompt,
-)
+from annotation.rules.agreement import agreement_with_consensus
+from annotation.rules.consensus import consensus_ranking
+from annotation.rules.pairs import PAIRINGS
+from annotation.rules.splits import DEFAULT_TEST_FRACTION, prompt_messages, split_for_prompt
 
 AGGREGATES: tuple[str, ...] = ("none", "consensus")
 CONSENSUS_LABELER = "consensus"
@@ -391,9 +388,3 @@ def _unpublish(result: ExportResult) -> None:
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
-
-
-def export_pairs_path(export: Export) -> Path:
-    """The pairs file (or folder, for `hf`) of an export: what the download endpoint serves."""
-    name = "pairs" if export.format == Export.Format.HF else f"pairs.{export.format}"
-    return Path(export.path) / name

@@ -1,43 +1,49 @@
-"""Pairs from tiers, weights, margins and the prompt-hash split (no database)."""
+"""Pairs from tiers, weights, margins and the pair rows of an export (no database)."""
 
 from __future__ import annotations
 
-import hashlib
 import math
 from itertools import combinations
 
 import pytest
 
-from annotation.preferences import (
-    CandidateText,
-    expand_pairs,
-    ordered_pairs,
-    pair_rows,
-    prompt_digest,
-    ranking_row,
-    split_for_prompt,
-)
+from annotation.datafiles.rows import CandidateText, pair_rows, ranking_row
+from annotation.rules.pairs import index_pairs, ordered_pairs
+
+
+def _weights(tiers, pairing="all_pairs") -> list[float]:
+    candidates = {c: CandidateText(f"text {c}") for tier in tiers for c in tier}
+    rows = pair_rows(
+        prompt="p",
+        candidates=candidates,
+        tiers=tiers,
+        pairing=pairing,
+        split="train",
+        comparison_id=1,
+        annotation_id=1,
+        labeler="L",
+    )
+    return [r["weight"] for r in rows]
 
 
 @pytest.mark.parametrize("k", range(2, 10))
 def test_all_pairs_of_a_strict_ranking_is_every_pair_best_first(k):
     tiers = [[c] for c in range(10, 10 + k)]
-    pairs = expand_pairs(tiers, "all_pairs")
+    pairs = ordered_pairs(tiers, "all_pairs")
     assert len(pairs) == math.comb(k, 2)
-    assert {(p.chosen, p.rejected) for p in pairs} == set(combinations(range(10, 10 + k), 2))
-    for p in pairs:
-        assert p.margin == p.rejected - p.chosen  # ids equal positions here: gap = tier gap
-    assert math.fsum(p.weight for p in pairs) == pytest.approx(1.0, abs=1e-12)
+    assert {(chosen, rejected) for chosen, rejected, _ in pairs} == set(
+        combinations(range(10, 10 + k), 2)
+    )
+    for chosen, rejected, gap in pairs:
+        assert gap == rejected - chosen  # ids equal positions here: gap = tier gap
+    assert math.fsum(_weights(tiers)) == pytest.approx(1.0, abs=1e-12)
 
 
 @pytest.mark.parametrize("k", range(2, 10))
 def test_best_vs_rest_pairs_the_winner_with_each_other(k):
     tiers = [[c] for c in range(k)]
-    pairs = expand_pairs(tiers, "best_vs_rest")
-    assert [(p.chosen, p.rejected, p.margin) for p in pairs] == [
-        (0, j, float(j)) for j in range(1, k)
-    ]
-    assert math.fsum(p.weight for p in pairs) == pytest.approx(1.0)
+    assert ordered_pairs(tiers, "best_vs_rest") == [(0, j, j) for j in range(1, k)]
+    assert math.fsum(_weights(tiers, "best_vs_rest")) == pytest.approx(1.0)
 
 
 def test_ties_never_pair_inside_a_tier_and_margin_is_the_tier_gap():
@@ -60,49 +66,41 @@ def test_ties_never_pair_inside_a_tier_and_margin_is_the_tier_gap():
         (2, 4, 2),
         (2, 5, 2),
     ]
-    weights = {p.weight for p in expand_pairs(tiers)}
-    assert weights == {1 / 8}
+    assert set(_weights(tiers)) == {1 / 8}
 
 
 def test_pairwise_cases():
-    assert [(p.chosen, p.rejected, p.margin, p.weight) for p in expand_pairs([[7], [3]])] == [
-        (7, 3, 1.0, 1.0)
-    ]
-    assert expand_pairs([[7, 3]]) == []  # a tie states no preference
+    assert ordered_pairs([[7], [3]]) == [(7, 3, 1)]
+    assert _weights([[7], [3]]) == [1.0]
+    assert ordered_pairs([[7, 3]]) == []  # a tie states no preference
+    assert _weights([[7, 3]]) == []
 
 
 def test_all_bad_single_tier_yields_no_pairs():
     for k in range(2, 10):
-        assert expand_pairs([list(range(k))], "all_pairs") == []
-        assert expand_pairs([list(range(k))], "best_vs_rest") == []
+        assert ordered_pairs([list(range(k))], "all_pairs") == []
+        assert ordered_pairs([list(range(k))], "best_vs_rest") == []
 
 
 def test_bad_input_is_rejected():
     with pytest.raises(ValueError, match="twice"):
-        expand_pairs([[1], [2, 1]])
+        ordered_pairs([[1], [2, 1]])
     with pytest.raises(ValueError, match="unknown pairing"):
-        expand_pairs([[1], [2]], "every_pair")
+        ordered_pairs([[1], [2]], "every_pair")
 
 
-def test_prompt_digest_is_sha256_of_canonical_messages():
-    expected = hashlib.sha256(b'[{"content":"hi","role":"user"}]').digest()
-    assert prompt_digest("hi") == expected
-    # Plain text hashes like the one user message it is stored as; extra keys are ignored.
-    assert prompt_digest([{"role": "user", "content": "hi", "name": "x"}]) == expected
-
-
-def test_split_is_stable_and_close_to_the_fraction():
-    prompts = [f"prompt number {i}" for i in range(3000)]
-    splits = [split_for_prompt(p, test_fraction=0.1) for p in prompts]
-    assert splits == [split_for_prompt(p, test_fraction=0.1) for p in prompts]
-    assert 210 <= splits.count("test") <= 390  # 300 expected, sd ~16
-    assert split_for_prompt("x", test_fraction=0.0) == "train"
-    assert split_for_prompt("x", test_fraction=1.0) == "test"
-    # A larger fraction only moves prompts from train to test, never back.
-    wider = [split_for_prompt(p, test_fraction=0.3) for p in prompts]
-    assert all(w == "test" for s, w in zip(splits, wider) if s == "test")
-    with pytest.raises(ValueError):
-        split_for_prompt("x", test_fraction=1.5)
+@pytest.mark.parametrize(
+    "tier_index", [[0, 1, 2], [1, 0, 1, 2], [0, 0], [2, 0, 1, 1], [0, 2, 2, 1, 0], []]
+)
+def test_index_pairs_are_ordered_pairs_by_position(tier_index):
+    # What reward training used to write out by hand: every (better, worse) position pair.
+    expected = [
+        (i, j, tier_index[j] - tier_index[i])
+        for i in range(len(tier_index))
+        for j in range(len(tier_index))
+        if tier_index[i] < tier_index[j]
+    ]
+    assert index_pairs(tier_index) == expected
 
 
 CANDIDATES = {

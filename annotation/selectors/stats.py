@@ -1,6 +1,6 @@
 """Project statistics for staff: progress, agreement and per-labeler figures (a selector).
 
-The agreement figures come from `annotation.agreement`, fed by one streamed query over the
+The agreement figures come from `annotation.rules.agreement`, fed by one streamed query over the
 latest annotations ordered by comparison; the stats API and the admin stats page both render
 `project_stats(project)` unchanged.
 """
@@ -13,8 +13,9 @@ from django.contrib.auth import get_user_model
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from annotation.agreement import RankingRecord, project_agreement
+from annotation.leases import lapsed_lease_q, open_lease_q
 from annotation.models import Annotation, Assignment, Comparison, Project
+from annotation.rules.agreement import RankingRecord, project_agreement
 
 CHUNK_SIZE = 2000
 
@@ -62,12 +63,8 @@ def project_progress_figures(project: Project) -> dict[str, int]:
     assignments = Assignment.objects.filter(comparison__project=project).aggregate(
         submitted=Count("id", filter=Q(status=Assignment.Status.SUBMITTED)),
         skipped=Count("id", filter=Q(status=Assignment.Status.SKIPPED)),
-        leased=Count("id", filter=Q(status=Assignment.Status.LEASED, expires_at__gt=now)),
-        expired=Count(
-            "id",
-            filter=Q(status=Assignment.Status.EXPIRED)
-            | Q(status=Assignment.Status.LEASED, expires_at__lte=now),
-        ),
+        leased=Count("id", filter=open_lease_q(now)),
+        expired=Count("id", filter=Q(status=Assignment.Status.EXPIRED) | lapsed_lease_q(now)),
     )
     figures.update({f"assignments_{k}": v for k, v in assignments.items()})
     return figures

@@ -1,0 +1,1 @@
+"""Read side: what pages, endpoints and services look up, never a write (STYLE rule 1)."""
