@@ -22,7 +22,7 @@ from django.db import connection
 from annotation.models import Assignment, Candidate, Comparison, LabelerQueue, Project, Prompt
 
 _QUEUE_HEAD_SQL = """
-SELECT c.*, p.messages AS prompt_messages FROM {comparison} c
+SELECT c.*, p.messages AS prompt_messages, p.is_chat AS prompt_is_chat FROM {comparison} c
 JOIN {prompt} p ON p.id = c.prompt_id
 WHERE c.project_id = %s AND c.status = %s AND c.is_gold = %s
   AND NOT EXISTS (
@@ -72,21 +72,24 @@ def queue_head(
     Serving order is fewest submitted first, then oldest. The statement walks
     `comparison_queue_idx` in order and stops at the first row with room that the labeler
     never had; each row costs two index probes, so it does not grow with the project (only
-    with the open leases and skips at the head of the queue). The prompt's messages come
-    along for the labeler's payload.
+    with the open leases and skips at the head of the queue). The prompt's messages and
+    `is_chat` come along for the labeler's payload.
     """
     sql, params = queue_head_sql(
         project=project, labeler=labeler, gold=gold, now=now, exclude=exclude, lock=lock
     )
     comparison = next(iter(Comparison.objects.raw(sql, params)), None)
     if comparison is not None:
-        # The prompt's messages came along (the labeler's payload needs them): attach them
-        # as a Prompt whose other fields load on first use.
+        # The prompt's messages and is_chat came along (the labeler's payload needs them):
+        # attach them as a Prompt whose other fields load on first use.
         messages = Prompt._meta.get_field("messages").from_db_value(
             comparison.prompt_messages, None, connection
         )
         comparison.prompt = Prompt.from_db(
-            comparison._state.db, ["id", "messages"], [comparison.prompt_id, messages]
+            comparison._state.db,
+            ["id", "messages", "is_chat"],
+            # SQLite hands booleans back as 0/1.
+            [comparison.prompt_id, messages, bool(comparison.prompt_is_chat)],
         )
     return comparison
 
