@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "annotation",
     "training",
+    "simulation",
 ]
 
 MIDDLEWARE = [
