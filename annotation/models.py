@@ -16,6 +16,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import F, Q
 
+from annotation.prompts import ModelInput, prompt_model_input
+
 DEFAULT_FLAGS = ["unhelpful", "untruthful", "harmful"]
 
 
@@ -137,9 +139,9 @@ class Prompt(models.Model):
         users = [m["content"] for m in self.messages if m.get("role") == "user"]
         return users[-1] if users else ""
 
-    def as_model_input(self) -> str | list[dict]:
-        """The prompt as SPEC section 4 hands it to rewards and judges."""
-        return self.messages[0]["content"] if not self.is_chat else self.messages
+    def as_model_input(self) -> ModelInput:
+        """The prompt as SPEC section 4 hands it to policies, rewards and judges."""
+        return prompt_model_input(self.messages, is_chat=self.is_chat)
 
 
 class Candidate(models.Model):

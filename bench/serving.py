@@ -369,7 +369,7 @@ def _length_judge(prompts: list, responses: list[str]) -> list[float]:
 
 def run_single(kind: str, comparisons: int, args) -> dict:
     """p50/p95 of one labeler's next + submit round trip against a project of N comparisons."""
-    from annotation.simulation import LabelerClient
+    from simulation.backends import LabelerClient
 
     with database(kind) as db:
         seeded = _in_db(db, "_seed", str(comparisons), str(args.overlap), "1")
@@ -436,7 +436,7 @@ def report_single(rows: list[dict]) -> None:
 
 def run_concurrent(kind: str, labelers: int, args) -> dict:
     """N labelers at once until the queue drains or the deadline; then audit the database."""
-    from annotation.simulation import play_http
+    from simulation.run import play_http
 
     with database(kind) as db:
         seeded = _in_db(

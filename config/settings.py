@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "lineage",
     "annotation",
     "training",
+    "simulation",
 ]
 
 MIDDLEWARE = [

@@ -21,12 +21,14 @@ DJANGO_FREE_PACKAGES: dict[str, set[str]] = {
     "training": {"apps", "management", "migrations", "loop"},
     "annotation.rules": set(),
     "annotation.datafiles": set(),
+    "simulation": {"apps", "management", "services"},
 }
 
 # Pure modules inside Django apps; a new one goes here. Not listed: annotation.markdown
 # (returns Django's SafeString for templates).
 PURE_APP_MODULES = [
     "annotation.errors",
+    "annotation.prompts",
 ]
 
 CHECK = """

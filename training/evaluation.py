@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 Prompt = str | list[dict[str, Any]]
 JudgeFn = Callable[[Sequence[Prompt], Sequence[str]], list[float]]
@@ -47,19 +48,83 @@ def win_rate(
     return wins / len(prompts) if prompts else float("nan")
 
 
-def pair_agreement(judge: JudgeFn, pairs: Sequence[dict]) -> float:
-    """Share of preference pairs (prompt, chosen, rejected) the judge orders the same way.
+# ---------------------------------------------------------------------------------------
+# Agreement with the judge: how often an ordering of pairs agrees with the judge's scores
+# ---------------------------------------------------------------------------------------
 
-    Pairs the judge scores equal count 1/2, so a constant judge sits at chance.
+JudgeTies = Literal["exclude", "half"]
+JUDGE_TIES: tuple[str, ...] = ("exclude", "half")
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """`agree` of `pairs` pairs ordered like the judge (a pair the ordering ties counts 1/2)."""
+
+    agree: float
+    pairs: int
+
+    @property
+    def rate(self) -> float:
+        """agree / pairs; NaN when no pair was counted."""
+        return self.agree / self.pairs if self.pairs else float("nan")
+
+
+def agreement_with_judge(
+    judge_margins: Sequence[float], margins: Sequence[float], *, judge_ties: JudgeTies
+) -> Agreement:
+    """How often an ordering of pairs agrees with the judge's, pair by pair.
+
+    A margin is score(first) - score(second) of one pair, > 0 when the first is better;
+    `margins` come from the ordering measured (labels, a reward model), `judge_margins`
+    from the judge. Same sign agrees (1), opposite signs disagree (0), an ordering tie
+    counts 1/2. `judge_ties` says what a pair the judge scores equal is: "exclude" leaves
+    it out (agreement over the pairs the judge orders), "half" counts it 1/2 (so a judge
+    that scores everything equal sits at chance).
     """
-    if not pairs:
-        return float("nan")
+    if judge_ties not in JUDGE_TIES:
+        raise ValueError(f"judge_ties must be one of {', '.join(JUDGE_TIES)}, got {judge_ties!r}")
+    if len(judge_margins) != len(margins):
+        raise ValueError("one judge margin per margin is needed")
+    agree = 0.0
+    pairs = 0
+    for judge_margin, margin in zip(judge_margins, margins):
+        if judge_margin == 0:
+            if judge_ties == "exclude":
+                continue
+            agree += 0.5
+        elif margin == 0:
+            agree += 0.5
+        elif (margin > 0) == (judge_margin > 0):
+            agree += 1.0
+        pairs += 1
+    return Agreement(agree, pairs)
+
+
+def ranking_agreement_with_judge(
+    tiers: Sequence[Sequence[int]], scores: Mapping[int, float], *, judge_ties: JudgeTies
+) -> Agreement:
+    """Agreement with the judge of one ranking (tiers best first) over its candidate pairs."""
+    tier_of = {cid: t for t, tier in enumerate(tiers) for cid in tier}
+    ids = list(tier_of)
+    judge_margins: list[float] = []
+    margins: list[float] = []
+    for x in range(len(ids)):
+        for y in range(x + 1, len(ids)):
+            a, b = ids[x], ids[y]
+            judge_margins.append(scores[a] - scores[b])
+            margins.append(tier_of[b] - tier_of[a])  # > 0: a is in a better tier
+    return agreement_with_judge(judge_margins, margins, judge_ties=judge_ties)
+
+
+def pairs_agreement_with_judge(
+    judge: JudgeFn, pairs: Sequence[dict], *, judge_ties: JudgeTies
+) -> Agreement:
+    """Agreement with the judge of preference pairs (prompt, chosen, rejected) as labeled."""
     prompts = [p["prompt"] for p in pairs]
     chosen = judge(prompts, [text_of(p["chosen"]) for p in pairs])
     rejected = judge(prompts, [text_of(p["rejected"]) for p in pairs])
-    return sum(1.0 if c > r else 0.5 if c == r else 0.0 for c, r in zip(chosen, rejected)) / len(
-        pairs
-    )
+    judge_margins = [c - r for c, r in zip(chosen, rejected)]
+    return agreement_with_judge(judge_margins, [1.0] * len(pairs), judge_ties=judge_ties)
 
 
 def text_of(response) -> str:

@@ -17,6 +17,8 @@ from pathlib import Path
 from django.core.management import call_command
 from django.utils import timezone
 
+from annotation.models import Annotation
+from annotation.prompts import prompt_model_input
 from annotation.services.imports import parse_prompt_file, prompts_import
 from annotation.services.projects import project_create
 from lineage.models import ModelVersion, TrainingRun
@@ -48,6 +50,21 @@ class LoopConfig:
     extra: dict = field(default_factory=dict)
 
 
+# What each agreement/accuracy figure of report.json measures, and its tie rule; written
+# into the report beside the figures.
+REPORT_DEFINITIONS = {
+    "rm_accuracy": "share of the export's test pairs (all pairs without a test split) that "
+    "the judge orders, pairs it scores equal left out, which the reward model orders the "
+    "same way; equal rewards count 1/2",
+    "rm_accuracy_vs_labels": "share of the export's test pairs (the labels' chosen over "
+    "rejected) that the reward model orders the same way; equal rewards count 1/2",
+    "label_agreement_with_judge": "share of exported pairs (the labels' chosen over "
+    "rejected) the judge orders the same way; pairs the judge scores equal count 1/2",
+    "win_rate_vs_start": "share of held-out prompts where the judge scores the new "
+    "policy's answer above the start policy's; equal scores count 1/2",
+}
+
+
 def _run(*args) -> str:
     out = io.StringIO()
     call_command(*args, stdout=out)
@@ -66,10 +83,9 @@ def loop_run(
     """Run one round and return the report (also written to out_dir/report.json)."""
     from annotation.datafiles.jsonl import read_jsonl
     from annotation.services.exports import ExportOptions, export_create
-    from annotation.services.simulation import labelers_simulate
     from training.evaluation import (
         mean,
-        pair_agreement,
+        pairs_agreement_with_judge,
         plot_overoptimization,
         sample_answers,
         win_rate,
@@ -91,7 +107,7 @@ def loop_run(
     if len(records) < needed:
         raise ValueError(f"{prompts_file} has {len(records)} prompts; this loop needs {needed}")
     train_records, eval_records = records[: config.prompts], records[config.prompts : needed]
-    eval_prompts = [r.messages if r.is_chat else r.messages[0]["content"] for r in eval_records]
+    eval_prompts = [prompt_model_input(r.messages, is_chat=r.is_chat) for r in eval_records]
 
     if policy is None:
         from training.management.commands.build_demo_policy import demo_policy_dir
@@ -126,15 +142,23 @@ def loop_run(
         ).strip()
     )
     log(_run("build_comparisons", slug).strip())
-    simulation = labelers_simulate(
-        project=project,
-        judge=judge,
-        labelers=config.labelers,
-        noise=config.noise,
-        tie_epsilon=config.tie_epsilon,
-        seed=config.seed,
+    ties = [] if config.tie_epsilon is None else ["--tie-epsilon", str(config.tie_epsilon)]
+    simulated = _run(
+        "simulate_labelers",
+        slug,
+        "--judge",
+        judge_spec,
+        "--labelers",
+        str(config.labelers),
+        "--noise",
+        str(config.noise),
+        "--seed",
+        str(config.seed),
+        "--verbosity",
+        "0",
+        *ties,
     )
-    log(f"[loop] simulated labelers: {simulation.summary()}")
+    log(f"[loop] simulated labelers: {simulated.strip()}")
 
     # ------------------------------------------------------------------ export, reward model, PPO
     export = export_create(project=project, options=ExportOptions(), out_dir=out / "export")
@@ -228,14 +252,16 @@ def loop_run(
         "rm_accuracy_vs_labels": ppo_run.input_models.filter(kind=ModelVersion.Kind.REWARD)
         .values_list("produced_by__metrics__accuracy", flat=True)
         .first(),
-        "label_agreement_with_judge": pair_agreement(judge, pairs),
+        "label_agreement_with_judge": pairs_agreement_with_judge(
+            judge, pairs, judge_ties="half"
+        ).rate,
         "gold_before": mean(judge(eval_prompts, before)),
         "gold_after": mean(judge(eval_prompts, after)),
         "win_rate_vs_start": win_rate(judge, eval_prompts, after, before),
         "kl": ppo_run.metrics.get(kl_key),
         "rm_score_first": history[0].get("score") if history else None,
         "rm_score_last": history[-1].get("score") if history else None,
-        "annotations": simulation.annotations if hasattr(simulation, "annotations") else None,
+        "annotations": Annotation.objects.filter(comparison__project=project).count(),
         "export_id": export.pk,
         "pairs": export.rows,
         "policy_before": policy,
@@ -249,14 +275,15 @@ def loop_run(
             {"prompt": p, "before": b, "after": a}
             for p, b, a in list(zip(eval_prompts, before, after))[:8]
         ],
+        "definitions": REPORT_DEFINITIONS,
     }
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
     return report
 
 
 def _rm_accuracy_vs_judge(rm_dir: Path, judge, pairs: list[dict]) -> float:
-    """Reward-model accuracy on held-out pairs ordered by the gold judge (judge ties skipped)."""
-    from training.evaluation import text_of
+    """Reward-model agreement with the gold judge on held-out pairs (see REPORT_DEFINITIONS)."""
+    from training.evaluation import agreement_with_judge, text_of
     from training.reward_scoring import load_reward_model
 
     scorer = load_reward_model(rm_dir)
@@ -264,10 +291,8 @@ def _rm_accuracy_vs_judge(rm_dir: Path, judge, pairs: list[dict]) -> float:
     a, b = [text_of(p["chosen"]) for p in pairs], [text_of(p["rejected"]) for p in pairs]
     gold_a, gold_b = judge(prompts, a), judge(prompts, b)
     rm_a, rm_b = scorer.score(prompts, a), scorer.score(prompts, b)
-    right = total = 0
-    for ga, gb, ra, rb in zip(gold_a, gold_b, rm_a, rm_b):
-        if ga == gb:
-            continue
-        total += 1
-        right += (ra > rb) == (ga > gb)
-    return right / total if total else float("nan")
+    return agreement_with_judge(
+        [ga - gb for ga, gb in zip(gold_a, gold_b)],
+        [ra - rb for ra, rb in zip(rm_a, rm_b)],
+        judge_ties="exclude",
+    ).rate

@@ -84,6 +84,10 @@ class MessageSerializer(serializers.Serializer):
 class PromptOutput(serializers.Serializer):
     id = serializers.IntegerField()
     messages = MessageSerializer(many=True)
+    is_chat = serializers.BooleanField(
+        help_text="False for a prompt imported as plain text (one user message), which "
+        "models and judges get as its text; true for a chat, which they get whole."
+    )
 
 
 class CandidateOutput(serializers.ModelSerializer):
@@ -142,6 +146,7 @@ def assignment_payload(assignment: Assignment) -> dict:
             "prompt": {
                 "id": prompt.pk,
                 "messages": [{"role": m["role"], "content": m["content"]} for m in prompt.messages],
+                "is_chat": prompt.is_chat,
             },
             "candidates": [
                 {"id": pk, "text": texts[pk]} for pk in assignment.display_order if pk in texts

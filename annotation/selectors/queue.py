@@ -44,11 +44,11 @@ cand = Table(Candidate, "cand")
 # ---------------------------------------------------------------------------------------
 
 _COMPARISON_COLUMNS = len(Comparison._meta.concrete_fields)
-_PROMPT_MESSAGES = Prompt._meta.get_field("messages")
+_PROMPT_FIELDS = [Prompt._meta.get_field("messages"), Prompt._meta.get_field("is_chat")]
 
 # `{exclude}` and `{lock}` are filled per call; everything else once, here.
 _QUEUE_HEAD_SQL = f"""
-SELECT {c.columns()}, {p.messages} FROM {c}
+SELECT {c.columns()}, {p.messages}, {p.is_chat} FROM {c}
 JOIN {p} ON {p.id} = {c.prompt}
 WHERE {c.project} = %s AND {c.status} = %s AND {c.is_gold} = %s
   AND NOT EXISTS (
@@ -94,7 +94,8 @@ def queue_head(
     `comparison_queue_idx` in order and stops at the first row with room that the labeler
     never had; each row costs two index probes, so it does not grow with the project (only
     with the open leases and skips at the head of the queue). The prompt comes along as
-    `comparison.prompt` with its id and messages loaded (the labeler's payload needs them).
+    `comparison.prompt` with its id, messages and is_chat loaded (the labeler's payload
+    needs them).
     """
     sql, params = queue_head_sql(
         project=project, labeler=labeler, gold=gold, now=now, exclude=exclude, lock=lock
@@ -103,10 +104,12 @@ def queue_head(
     if row is None:
         return None
     comparison = instance(Comparison, row[:_COMPARISON_COLUMNS])
-    (messages,) = converted([_PROMPT_MESSAGES], row[_COMPARISON_COLUMNS:])
+    messages, is_chat = converted(_PROMPT_FIELDS, row[_COMPARISON_COLUMNS:])
     # A Prompt whose other fields load on first use, cached as the comparison's prompt.
     comparison.prompt = Prompt.from_db(
-        connection.alias, ["id", "messages"], [comparison.prompt_id, messages]
+        connection.alias,
+        ["id", "messages", "is_chat"],
+        [comparison.prompt_id, messages, bool(is_chat)],  # SQLite hands booleans back as 0/1
     )
     return comparison
 

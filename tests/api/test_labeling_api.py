@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from annotation.models import Annotation, Assignment, Comparison
+from annotation.models import Annotation, Assignment, Comparison, Prompt
 from tests.api.conftest import strict, token_client
 
 pytestmark = pytest.mark.django_db
@@ -133,6 +133,7 @@ def test_next_returns_the_comparison_in_this_labelers_display_order(alice, compa
     assert comparison["prompt"] == {
         "id": comparisons[0].prompt_id,
         "messages": [{"role": "user", "content": "Question p0?"}],
+        "is_chat": False,
     }
     assert [c["id"] for c in comparison["candidates"]] == stored.display_order
     assert sorted(c["text"] for c in comparison["candidates"]) == [
@@ -141,6 +142,47 @@ def test_next_returns_the_comparison_in_this_labelers_display_order(alice, compa
     assert all(set(c) == {"id", "text"} for c in comparison["candidates"])
     expires = timezone.datetime.fromisoformat(assignment["expires_at"])
     assert expires == stored.expires_at
+
+
+def test_next_says_whether_the_prompt_is_a_chat(alice, project):
+    from annotation.api.serializers import AssignmentOutput
+    from annotation.services.comparisons import comparisons_build
+    from annotation.services.imports import (
+        candidate_record,
+        candidates_import,
+        prompt_record,
+        prompts_import,
+    )
+
+    # A one-turn chat and a plain-text prompt store the same messages; only is_chat differs.
+    one_turn = [{"role": "user", "content": "Hi?"}]
+    prompts_import(
+        project=project,
+        records=[
+            prompt_record({"external_id": "chat", "messages": one_turn}, line=1),
+            prompt_record({"external_id": "text", "text": "Hi?"}, line=2),
+        ],
+    )
+    rows = [
+        {"prompt_external_id": pid, "text": f"a{j}", "model": "m"}
+        for pid in ("chat", "text")
+        for j in range(4)
+    ]
+    candidates_import(
+        project=project,
+        records=[candidate_record(row, line=n) for n, row in enumerate(rows, start=1)],
+    )
+    comparisons_build(project=project)
+    seen = {}
+    for _ in range(2):
+        payload = lease(alice)
+        prompt = payload["assignment"]["comparison"]["prompt"]
+        seen[Prompt.objects.get(pk=prompt["id"]).external_id] = prompt
+        stored = Assignment.objects.get(pk=payload["assignment"]["id"])
+        assert payload["assignment"] == AssignmentOutput(stored).data
+        assert submit(alice, payload).status_code == 201
+    assert seen["chat"]["messages"] == seen["text"]["messages"] == one_turn
+    assert seen["chat"]["is_chat"] is True and seen["text"]["is_chat"] is False
 
 
 def test_next_again_renews_the_open_lease(alice, comparisons):

@@ -100,6 +100,9 @@ def test_labeler_shapes_match_the_spec(schema):
     assert set(assignment["properties"]) == {"id", "expires_at", "comparison"}
     comparison = resolve(schema, assignment["properties"]["comparison"])
     assert set(comparison["properties"]) == {"id", "prompt", "candidates"}
+    prompt = resolve(schema, comparison["properties"]["prompt"])
+    assert set(prompt["properties"]) == {"id", "messages", "is_chat"}
+    assert prompt["properties"]["is_chat"]["type"] == "boolean"
     candidate = resolve(schema, comparison["properties"]["candidates"]["items"])
     assert set(candidate["properties"]) == {"id", "text"}
 

@@ -4,6 +4,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from annotation.models import Project
+from annotation.prompts import prompt_model_input
 from annotation.services.runs import run_source_record
 from lineage.models import ModelVersion, TrainingRun
 from lineage.services import model_version_register, training_run
@@ -27,7 +28,7 @@ def load_prompts(value: str) -> tuple[list, Project | None]:
         records = parse_prompt_file(path)
     except ImportFileError as exc:
         raise CommandError(exc.detail) from None
-    return [r.messages if r.is_chat else r.messages[0]["content"] for r in records], None
+    return [prompt_model_input(r.messages, is_chat=r.is_chat) for r in records], None
 
 
 class Command(BaseCommand):

@@ -2,13 +2,12 @@
 
 Each simulated labeler is a real account (`sim-<slug>-<i>`, a member of the project) and goes
 through `assignment_next` and `ranking_submit` exactly as a person behind the API would, so a
-simulation exercises the same leases, overlap and gold serving as real work. The rankings
-come from `annotation.simulation` (Plackett-Luce over the judge's scores).
+simulation exercises the same leases, overlap and gold serving as real work. The loop and
+the rankings are `simulation.run.play`'s, as over HTTP.
 """
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable
 
@@ -16,17 +15,13 @@ from django.db.models import F, IntegerField, Sum, Value
 from django.db.models.functions import Least
 
 from annotation.errors import ConflictError, ServiceValidationError
-from annotation.models import Comparison, Project
+from annotation.models import Assignment, Comparison, Project
 from annotation.selectors.queue import candidate_texts
 from annotation.services.labeling import assignment_next, assignment_skip, ranking_submit
 from annotation.services.projects import labeler_create
-from annotation.simulation import (
-    JudgeFn,
-    SimulationResult,
-    judge_scores,
-    pairwise_agreement_with_scores,
-    simulated_labelers,
-)
+from simulation.backends import Outcome, Served, Submitted
+from simulation.labelers import simulated_labelers
+from simulation.run import JudgeFn, SimulationResult, play
 
 
 def simulated_username(project: Project, index: int) -> str:
@@ -55,13 +50,45 @@ def simulation_remaining(*, project: Project, labelers: int) -> int:
     return int(total or 0)
 
 
-def _comparison_scores(comparison_id: int, judge: JudgeFn) -> dict[int, float]:
-    """The judge's score of each candidate of a comparison, by candidate id."""
-    comparison = Comparison.objects.select_related("prompt").get(pk=comparison_id)
-    texts = candidate_texts(comparison.candidate_ids)
-    ids = list(comparison.candidate_ids)
-    scores = judge_scores(judge, comparison.prompt.as_model_input(), [texts[i] for i in ids])
-    return dict(zip(ids, scores))
+class ServiceBackend:
+    """A labeler working on one project through annotation's services, in this process."""
+
+    def __init__(self, project: Project, labeler):
+        self.project = project
+        self.labeler = labeler
+        self._leased: dict[int, Assignment] = {}
+
+    def next(self) -> Served | None:
+        assignment = assignment_next(project=self.project, labeler=self.labeler)
+        if assignment is None:
+            return None
+        self._leased = {assignment.pk: assignment}  # a labeler holds one lease at a time
+        comparison = assignment.comparison
+        order = list(assignment.display_order)
+        texts = candidate_texts(order)
+        return Served(
+            assignment_id=assignment.pk,
+            comparison_id=comparison.pk,
+            prompt=comparison.prompt.as_model_input(),
+            candidate_ids=order,
+            texts=[texts[i] for i in order],
+        )
+
+    def submit(self, served: Served, tiers: list[list[int]], client_token: uuid.UUID) -> Submitted:
+        try:
+            annotation, created = ranking_submit(
+                assignment=self._leased[served.assignment_id],
+                labeler=self.labeler,
+                ranking=tiers,
+                client_token=client_token,
+            )
+        except ConflictError:
+            # Not expected in process (leases outlive a turn), but never loop on a lease.
+            return Submitted(Outcome.CONFLICT)
+        return Submitted(Outcome.CREATED if created else Outcome.REPLAY, annotation.pk)
+
+    def skip(self, served: Served) -> None:
+        assignment_skip(assignment=self._leased.pop(served.assignment_id), labeler=self.labeler)
 
 
 def labelers_simulate(
@@ -93,58 +120,15 @@ def labelers_simulate(
             random_share=random_share,
             adversarial_share=adversarial_share,
             seed=seed,
-            ties=tie_epsilon is not None and project.allow_ties,
-            tie_epsilon=tie_epsilon or 0.0,
+            tie_epsilon=tie_epsilon,
         )
     except ValueError as exc:
         raise ServiceValidationError(f"Invalid simulation: {exc}") from None
     accounts = simulated_accounts_create(project=project, labelers=labelers)
-    result = SimulationResult(labelers=labelers)
-    # The judge's scores do not change between labelers: score each comparison once.
-    scores_of: dict[int, dict[int, float]] = {}
-    start = time.perf_counter()
-
-    def budget_left() -> bool:
-        return max_annotations is None or result.annotations < max_annotations
-
-    active = list(zip(accounts, sims))
-    while active and budget_left():
-        still_working = []
-        for user, sim in active:
-            if not budget_left():
-                break
-            t0 = time.perf_counter()
-            assignment = assignment_next(project=project, labeler=user)
-            if assignment is None:
-                continue  # nothing left for this labeler; others may still have work
-            still_working.append((user, sim))
-            if assignment.comparison_id not in scores_of:
-                scores_of[assignment.comparison_id] = _comparison_scores(
-                    assignment.comparison_id, judge
-                )
-            scores = scores_of[assignment.comparison_id]
-            order = list(assignment.display_order)
-            tiers = sim.rank(order, [scores[i] for i in order])
-            try:
-                annotation, created = ranking_submit(
-                    assignment=assignment, labeler=user, ranking=tiers, client_token=uuid.uuid4()
-                )
-            except ConflictError:
-                # Not expected in process (leases outlive a turn), but never loop on a lease.
-                assignment_skip(assignment=assignment, labeler=user)
-                result.conflicts += 1
-                continue
-            agree, judged = pairwise_agreement_with_scores(tiers, scores)
-            result.record(
-                kind=sim.kind.value,
-                annotation_id=annotation.pk,
-                created=created,
-                agree=agree,
-                judged=judged,
-                round_trip_ms=(time.perf_counter() - t0) * 1000,
-            )
-            if on_progress is not None:
-                on_progress(1)
-        active = still_working
-    result.seconds = time.perf_counter() - start
-    return result
+    return play(
+        [(sim, ServiceBackend(project, user)) for user, sim in zip(accounts, sims)],
+        judge=judge,
+        allow_ties=project.allow_ties,
+        max_annotations=max_annotations,
+        on_progress=on_progress,
+    )

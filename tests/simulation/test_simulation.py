@@ -11,23 +11,20 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from annotation.models import Annotation, Comparison, Project
-from annotation.simulation import (
-    CallableLoadError,
-    JudgeError,
+from simulation.labelers import (
     LabelerKind,
     judge_order,
-    judge_scores,
     kinds_for,
     labeler_order,
-    load_callable,
     order_to_tiers,
-    pairwise_agreement_with_scores,
     plackett_luce_order,
-    prompt_for_judge,
     simulated_labelers,
 )
+from simulation.run import JudgeError, judge_scores
+from training.callables import CallableLoadError, load_callable
+from training.evaluation import ranking_agreement_with_judge
 
-JUDGE = "tests.annotation.test_simulation:length_judge"
+JUDGE = "tests.simulation.test_simulation:length_judge"
 TEXTS = ["a", "bb bb", "ccc ccc ccc", "dddd dddd dddd dddd"]  # the judge likes longer answers
 
 SEEN_PROMPTS: list = []
@@ -58,9 +55,9 @@ def agreement_over_samples(scores: list[float], temperature: float, n: int, seed
     agree = judged = 0.0
     for _ in range(n):
         order = plackett_luce_order(scores, temperature, rng)
-        a, j = pairwise_agreement_with_scores([[i] for i in order], by_id)
-        agree += a
-        judged += j
+        agreement = ranking_agreement_with_judge([[i] for i in order], by_id, judge_ties="exclude")
+        agree += agreement.agree
+        judged += agreement.pairs
     return agree / judged
 
 
@@ -181,12 +178,17 @@ def test_simulated_labelers_repeat_with_the_same_seed():
     assert run(7) != run(8)
 
 
-def test_pairwise_agreement_with_scores_by_hand():
+def test_ranking_agreement_with_judge_by_hand():
     scores = {1: 3.0, 2: 2.0, 3: 1.0, 4: 1.0}
     # (1,2) agree, (1,3) agree, (2,3) tied in the label: half, (1,4) (2,4) agree,
     # (3,4) equal judge scores: not judged, however the label orders it.
-    assert pairwise_agreement_with_scores([[1], [2, 3], [4]], scores) == (4.5, 5)
-    assert pairwise_agreement_with_scores([[4], [3], [2], [1]], scores) == (0.0, 5)
+    agreement = ranking_agreement_with_judge([[1], [2, 3], [4]], scores, judge_ties="exclude")
+    assert (agreement.agree, agreement.pairs) == (4.5, 5)
+    reversed_ = ranking_agreement_with_judge([[4], [3], [2], [1]], scores, judge_ties="exclude")
+    assert (reversed_.agree, reversed_.pairs) == (0.0, 5)
+    # Counting the judge's tie (3,4) as half instead:
+    half = ranking_agreement_with_judge([[1], [2, 3], [4]], scores, judge_ties="half")
+    assert (half.agree, half.pairs) == (5.0, 6)
 
 
 def test_judge_order_puts_best_first():
@@ -207,8 +209,8 @@ def test_load_callable_finds_the_test_judge():
     [
         ("no_colon", "not of the form module:function"),
         ("nowhere_module_xyz:judge", "no such module"),
-        ("tests.annotation.test_simulation:missing", "has no attribute 'missing'"),
-        ("tests.annotation.test_simulation:NOT_CALLABLE", "not a callable"),
+        ("tests.simulation.test_simulation:missing", "has no attribute 'missing'"),
+        ("tests.simulation.test_simulation:NOT_CALLABLE", "not a callable"),
     ],
 )
 def test_load_callable_explains_what_is_wrong(spec, message):
@@ -243,15 +245,6 @@ def test_judge_scores_checks_what_the_judge_returns():
         judge_scores(lambda p, r: [1 / 0], "p", ["a"])
 
 
-def test_prompt_for_judge():
-    text = [{"role": "user", "content": "Hi?"}]
-    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}]
-    assert prompt_for_judge(text) == "Hi?"
-    assert prompt_for_judge(chat) == chat
-    assert prompt_for_judge(text, is_chat=True) == text
-    assert prompt_for_judge(text, is_chat=False) == "Hi?"
-
-
 # ---------------------------------------------------------------------------------------
 # In process: the service through the command
 # ---------------------------------------------------------------------------------------
@@ -262,9 +255,9 @@ def agreement_in_db(project: Project) -> float:
     agree = judged = 0.0
     for annotation in Annotation.objects.filter(comparison__project=project):
         lengths = {c.pk: float(len(c.text)) for c in annotation.comparison.candidates.all()}
-        a, j = pairwise_agreement_with_scores(annotation.ranking, lengths)
-        agree += a
-        judged += j
+        agreement = ranking_agreement_with_judge(annotation.ranking, lengths, judge_ties="exclude")
+        agree += agreement.agree
+        judged += agreement.pairs
     return agree / judged
 
 
@@ -373,7 +366,7 @@ def test_judge_gets_plain_text_or_the_whole_chat(make_project):
     simulate(
         "mixed",
         "--judge",
-        "tests.annotation.test_simulation:recording_judge",
+        "tests.simulation.test_simulation:recording_judge",
         "--labelers",
         "1",
         "--noise",
@@ -387,7 +380,7 @@ def test_judge_gets_plain_text_or_the_whole_chat(make_project):
     [
         (["--judge", "nowhere_module_xyz:judge"], "--judge: cannot import 'nowhere_module_xyz'"),
         (["--judge", "judge_without_colon"], "--judge: 'judge_without_colon' is not of the form"),
-        (["--judge", "tests.annotation.test_simulation:broken_judge"], "1 scores for 4 responses"),
+        (["--judge", "tests.simulation.test_simulation:broken_judge"], "1 scores for 4 responses"),
         (["--judge", JUDGE, "--url", "http://127.0.0.1:9"], "--url and --tokens go together"),
         (["--judge", JUDGE, "--random-share", "0.6", "--adversarial-share", "0.6"], "exceed"),
     ],
@@ -465,12 +458,12 @@ def test_http_mode_drains_a_project_through_a_live_server(live_server, tmp_path,
         )  # fmt: skip
 
 
-def test_the_noise_model_imports_neither_django_nor_torch():
+def test_the_labelers_the_loop_and_the_http_backend_import_neither_django_nor_torch():
     import subprocess
     import sys
 
     code = (
-        "import sys, annotation.simulation; "
+        "import sys, simulation.labelers, simulation.backends, simulation.run; "
         "print(sorted(m for m in ('django', 'torch', 'requests') if m in sys.modules))"
     )
     done = subprocess.run(

@@ -6,14 +6,10 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from annotation.management.base import get_project, service_errors
-from annotation.services.simulation import labelers_simulate, simulation_remaining
-from annotation.simulation import (
-    ApiError,
-    CallableLoadError,
-    JudgeError,
-    load_callable,
-    play_http,
-)
+from simulation.backends import ApiError
+from simulation.run import JudgeError, play_http
+from simulation.services import labelers_simulate, simulation_remaining
+from training.callables import CallableLoadError, load_callable
 
 
 def share(value: str) -> float:
@@ -143,8 +139,7 @@ class Command(BaseCommand):
                     adversarial_share=opts["adversarial_share"],
                     max_annotations=opts["max_annotations"],
                     seed=opts["seed"],
-                    ties=opts["tie_epsilon"] is not None,
-                    tie_epsilon=opts["tie_epsilon"] or 0.0,
+                    tie_epsilon=opts["tie_epsilon"],
                     on_progress=bar.update,
                 )
             except ApiError as exc:
