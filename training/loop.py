@@ -255,7 +255,7 @@ def loop_run(
 def _rm_accuracy_vs_judge(rm_dir: Path, judge, pairs: list[dict]) -> float:
     """Reward-model accuracy on held-out pairs ordered by the gold judge (judge ties skipped)."""
     from training.evaluation import text_of
-    from training.reward_scoring import load_reward_model
+    from training.reward.scoring import load_reward_model
 
     scorer = load_reward_model(rm_dir)
     prompts = [p["prompt"] for p in pairs]

@@ -19,7 +19,7 @@ from training.ppo import (
     rollout,
     train_ppo,
 )
-from training.ppo_math import (
+from training.ppo.math import (
     INVALID_LOGPROB,
     AdaptiveKLController,
     apply_missing_eos_penalty,

@@ -26,7 +26,7 @@ from training.reward import (  # noqa: E402
     render_reward_input,
     train_reward_model,
 )
-from training.reward_data import load_preferences, pairs_from_ranking  # noqa: E402
+from training.reward.data import load_preferences, pairs_from_ranking  # noqa: E402
 from training.tiny import build_tiny_causal_lm  # noqa: E402
 
 WORDS = [

@@ -49,7 +49,7 @@ class Command(BaseCommand):
     def handle(self, *args, **opts):
         from training.modeling import ModelLoadError
         from training.reward import RewardConfig, train_reward_model
-        from training.reward_data import RewardDataError
+        from training.reward.data import RewardDataError
 
         data, export = resolve_export(opts["export"])
         try:

@@ -43,7 +43,7 @@ from torch import nn
 
 from training.callables import CallableLoadError, load_callable  # noqa: F401  (re-exported)
 from training.modeling import Prompt, encode_prompt, load_causal_lm, lora_fan_in_fan_out
-from training.ppo_math import (
+from training.ppo.math import (
     INVALID_LOGPROB,
     AdaptiveKLController,
     apply_missing_eos_penalty,
@@ -438,7 +438,7 @@ def build_value_model(
         value_model = copy.deepcopy(reward_model)
         source = "reward_model"
     else:
-        from training.reward_scoring import load_sequence_classifier
+        from training.reward.scoring import load_sequence_classifier
 
         # A fresh scalar head on the policy's transformer (the warning about it is silenced).
         value_model = load_sequence_classifier(str(policy_path), policy_tokenizer, dtype=dtype)

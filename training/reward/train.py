@@ -36,14 +36,14 @@ from trl import RewardTrainer
 from trl.trainer.reward_trainer import DataCollatorForPreference
 
 from training.modeling import load_tokenizer, lora_fan_in_fan_out, resolve_device
-from training.reward_data import (
+from training.reward.data import (
     PreferenceData,
     PreferencePair,
     RewardDataError,
     load_preferences,
     ranking_pair_indexes,
 )
-from training.reward_scoring import (
+from training.reward.scoring import (
     NORMALIZATION_FILE,
     RewardModelScorer,
     load_reward_model,
