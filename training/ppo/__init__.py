@@ -1,4 +1,82 @@
-"""PPO for language models (being split into phase modules)."""
+"""PPO with a KL penalty for language models: the RL stage of InstructGPT, on torch + accelerate.
 
-from training.ppo.train import *  # noqa: F403
-from training.ppo.train import __all__  # noqa: F401
+Reads top to bottom like CleanRL, one module per phase, in the order `train.train_ppo` runs them:
+
+- `config`: PPOConfig (every field with its one-line doc) and PPOResult;
+- `models`: policy, frozen reference, critic and reward, and the forward passes that score;
+- `rollout`: prompts drawn, responses sampled, scored, KL-shaped rewards and GAE advantages;
+- `update`: epochs of clipped policy and value losses over minibatches, optimizer, schedule;
+- `metrics`: what each step logs (METRICS) and where; `checkpoint`: save and exact resume;
+- `math`: the pure tensor math (GAE, whitening, KL estimators, losses), tested by hand.
+
+Every detail of "The N Implementation Details of RLHF with PPO" (Huang et al., 2024) that
+SPEC section 6 requires is marked with a `# detail:` comment:
+
+- a separate value model initialised from the reward model (from the policy with a fresh
+  scalar head when the reward is a Python callable, or when the reward model speaks another
+  vocabulary);
+- per-token KL to the frozen reference inside the reward (k1, or k3), fixed or adaptive
+  coefficient; GAE (gamma 1, lambda 0.95); whitened advantages; clipped policy and value
+  losses; several epochs over minibatches per rollout;
+- logits divided by the sampling temperature in every log-probability;
+- dropout off in all models; left padding with a pad token distinct from EOS;
+- responses truncated after their first EOS; responses without EOS penalised;
+- gradient clipping, AdamW, a linear learning-rate schedule;
+- LoRA mode: the policy is a peft adapter and the reference is the same model with the
+  adapter disabled, so only one base model sits in memory; merged weights are saved.
+
+Runs unchanged under `accelerate launch` (DDP, DeepSpeed ZeRO-2; see configs/accelerate/).
+No Django here: the `train_ppo` command wraps `train_ppo()`.
+"""
+
+from training.callables import CallableLoadError, load_callable
+from training.ppo.config import PPOConfig, PPOResult
+from training.ppo.math import (
+    AdaptiveKLController,
+    compute_gae,
+    kl_k1,
+    kl_k3,
+    logprobs_from_logits,
+    masked_mean,
+    masked_whiten,
+    policy_loss,
+    truncate_after_eos,
+    value_loss,
+)
+from training.ppo.metrics import METRICS
+from training.ppo.models import (
+    SUPPRESSED_LOGIT,
+    build_value_model,
+    disable_dropout,
+    response_logits,
+)
+
+# Not the function `rollout`: the name stays the submodule's, so `training.ppo.rollout` is one thing.
+from training.ppo.rollout import Rollout, generation_config
+from training.ppo.train import train_ppo
+
+__all__ = [
+    "METRICS",
+    "SUPPRESSED_LOGIT",
+    "CallableLoadError",
+    "PPOConfig",
+    "PPOResult",
+    "Rollout",
+    "build_value_model",
+    "disable_dropout",
+    "generation_config",
+    "load_callable",
+    "response_logits",
+    "train_ppo",
+    # re-exported pure math, so `training.ppo` is the one import for PPO
+    "AdaptiveKLController",
+    "compute_gae",
+    "kl_k1",
+    "kl_k3",
+    "logprobs_from_logits",
+    "masked_mean",
+    "masked_whiten",
+    "policy_loss",
+    "truncate_after_eos",
+    "value_loss",
+]
