@@ -18,8 +18,6 @@ from training.reward import (  # noqa: E402
     RewardConfig,
     RewardDataError,
     WeightedPreferenceCollator,
-    _build_dataset,
-    _Renderer,
     kwise_loss,
     load_reward_model,
     pairwise_loss,
@@ -27,6 +25,7 @@ from training.reward import (  # noqa: E402
     train_reward_model,
 )
 from training.reward.data import load_preferences, pairs_from_ranking  # noqa: E402
+from training.reward.dataset import Renderer, build_dataset  # noqa: E402
 from training.tiny import build_tiny_causal_lm  # noqa: E402
 
 WORDS = [
@@ -266,7 +265,7 @@ def test_pairwise_batches_carry_scaled_margins_and_weights(export_dir, base_mode
     tokenizer = load_tokenizer(base_model)
     prefs = load_preferences(export_dir)
     config = RewardConfig(margin_scale=0.5, max_length=64)
-    dataset = _build_dataset(prefs, "train", config, _Renderer(tokenizer, 64))
+    dataset = build_dataset(prefs, "train", config, Renderer(tokenizer, 64))
     rows = [dataset[i] for i in range(5)]  # the five pairs of the first training ranking
     batch = WeightedPreferenceCollator(pad_token_id=tokenizer.pad_token_id)(rows)
     raw = prefs.split_pairs("train")[:5]
