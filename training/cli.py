@@ -61,29 +61,31 @@ def _default_text(value: Any) -> str:
     return str(value)
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type) -> None:
-    """Add one `--field-name` option per field of `config_cls`, with the field's doc as help."""
+def add_config_arguments(parser: Any, config_cls: type) -> None:
+    """Add one `--field-name` option per field of `config_cls` to a parser or argument group."""
     hints = get_type_hints(config_cls)
     for f in dataclasses.fields(config_cls):
         flag = "--" + f.name.replace("_", "-")
         # argparse %-formats help strings: a literal % in a doc must be doubled.
         doc = f.metadata.get("help", "").replace("%", "%%")
-        help_text = f"{doc} (default: {_default_text(f.default)})"
         hint, optional = _split_optional(hints[f.name])
-        kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": help_text}
-        if hint is bool:
+        default = _default_text(f.default) + ("; accepts none" if optional else "")
+        kwargs: dict[str, Any] = {
+            "dest": f.name,
+            "default": None,
+            "help": f"{doc} (default: {default})",
+        }
+        if hint is bool and not optional:
             kwargs["action"] = argparse.BooleanOptionalAction
-        elif get_origin(hint) is Literal:
+        elif get_origin(hint) is Literal and not optional:
             kwargs["choices"] = list(get_args(hint))
-        elif _is_str_tuple(hint):
-            kwargs.update(type=_parse_list, metavar="A,B,...")
-        elif hint in (int, float, str):
-            kwargs["type"] = hint
+        elif _is_str_tuple(hint) or hint in (int, float, str):
+            parse = _parse_list if _is_str_tuple(hint) else hint
+            kwargs["type"] = _or_none(parse) if optional else parse
+            if _is_str_tuple(hint):
+                kwargs["metavar"] = "A,B,..."
         else:
             raise TypeError(f"{config_cls.__name__}.{f.name}: no command-line form for {hint!r}")
-        if optional and "type" in kwargs:
-            kwargs["type"] = _or_none(kwargs["type"])
-            kwargs["help"] += "; 'none' switches it off"
         parser.add_argument(flag, **kwargs)
 
 

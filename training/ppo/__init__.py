@@ -29,54 +29,50 @@ Runs unchanged under `accelerate launch` (DDP, DeepSpeed ZeRO-2; see configs/acc
 No Django here: the `train_ppo` command wraps `train_ppo()`.
 """
 
-from training.callables import CallableLoadError, load_callable
-from training.ppo.config import PPOConfig, PPOResult
-from training.ppo.math import (
-    AdaptiveKLController,
-    compute_gae,
-    kl_k1,
-    kl_k3,
-    logprobs_from_logits,
-    masked_mean,
-    masked_whiten,
-    policy_loss,
-    truncate_after_eos,
-    value_loss,
-)
-from training.ppo.metrics import METRICS
-from training.ppo.models import (
-    SUPPRESSED_LOGIT,
-    build_value_model,
-    disable_dropout,
-    response_logits,
-)
+from __future__ import annotations
 
-# Not the function `rollout`: the name stays the submodule's, so `training.ppo.rollout` is one thing.
-from training.ppo.rollout import Rollout, generation_config
-from training.ppo.train import train_ppo
+import importlib
+from typing import Any
 
-__all__ = [
-    "METRICS",
-    "SUPPRESSED_LOGIT",
-    "CallableLoadError",
-    "PPOConfig",
-    "PPOResult",
-    "Rollout",
-    "build_value_model",
-    "disable_dropout",
-    "generation_config",
-    "load_callable",
-    "response_logits",
-    "train_ppo",
-    # re-exported pure math, so `training.ppo` is the one import for PPO
-    "AdaptiveKLController",
-    "compute_gae",
-    "kl_k1",
-    "kl_k3",
-    "logprobs_from_logits",
-    "masked_mean",
-    "masked_whiten",
-    "policy_loss",
-    "truncate_after_eos",
-    "value_loss",
-]
+# Each public name and the submodule that defines it, imported on first use: so the command's
+# --help (training.ppo.config, training.cli) loads without torch, which is an optional extra.
+_EXPORTS = {
+    "CallableLoadError": "training.callables",
+    "load_callable": "training.callables",
+    "PPOConfig": "training.ppo.config",
+    "PPOResult": "training.ppo.config",
+    "METRICS": "training.ppo.metrics",
+    "SUPPRESSED_LOGIT": "training.ppo.models",
+    "build_value_model": "training.ppo.models",
+    "disable_dropout": "training.ppo.models",
+    "response_logits": "training.ppo.models",
+    # Not the function `rollout`: that name stays the submodule's.
+    "Rollout": "training.ppo.rollout",
+    "generation_config": "training.ppo.rollout",
+    "train_ppo": "training.ppo.train",
+    # the pure math, so `training.ppo` is the one import for PPO
+    **{
+        name: "training.ppo.math"
+        for name in (
+            "AdaptiveKLController",
+            "compute_gae",
+            "kl_k1",
+            "kl_k3",
+            "logprobs_from_logits",
+            "masked_mean",
+            "masked_whiten",
+            "policy_loss",
+            "truncate_after_eos",
+            "value_loss",
+        )
+    },
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value

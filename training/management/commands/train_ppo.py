@@ -4,7 +4,9 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from annotation.models import Project
+from training.cli import add_config_arguments
 from training.models import ModelVersion, TrainingRun
+from training.ppo.config import PPOConfig
 from training.runs import model_version_register, training_run
 
 
@@ -42,25 +44,13 @@ class Command(BaseCommand):
         parser.add_argument("--prompts", required=True, help="project slug or prompts .jsonl")
         parser.add_argument("--out", required=True, type=Path)
         parser.add_argument("--judge", help="module:function gold score, logged during training")
-        parser.add_argument("--total-episodes", type=int)
-        parser.add_argument("--batch-size", type=int)
-        parser.add_argument("--mini-batches", type=int)
-        parser.add_argument("--ppo-epochs", type=int)
-        parser.add_argument("--lr", type=float)
-        parser.add_argument("--response-length", type=int)
-        parser.add_argument("--temperature", type=float)
-        parser.add_argument("--kl-coef", type=float)
-        parser.add_argument("--kl-estimator", choices=["k1", "k3"])
-        parser.add_argument("--target-kl", type=float, help="turns on the adaptive KL controller")
-        parser.add_argument("--missing-eos-penalty", type=float)
-        parser.add_argument("--lora", action="store_true", default=None)
-        parser.add_argument("--seed", type=int)
-        parser.add_argument("--device")
         parser.add_argument("--name", help="model version name (default: from --out)")
+        # Every PPOConfig field, typed and documented from the dataclass.
+        add_config_arguments(parser.add_argument_group("PPO hyperparameters"), PPOConfig)
 
     def handle(self, *args, **opts):
         from training.modeling import ModelLoadError
-        from training.ppo import CallableLoadError, PPOConfig, load_callable, train_ppo
+        from training.ppo import CallableLoadError, load_callable, train_ppo
 
         prompts, project = load_prompts(opts["prompts"])
         try:
