@@ -8,7 +8,7 @@ this project's torch / transformers / accelerate / datasets through a .pth file,
 trainers run on the very same libraries.
 
 Both final policies are then scored by one evaluator: sampled responses to the same prompts,
-with the same seed, scored by the reward model through `training.reward_scoring`.
+with the same seed, scored by the reward model through `training.reward.scoring`.
 
     .venv/bin/python bench/ppo.py                # ours and trl, prints both and the ratio
     .venv/bin/python bench/ppo.py --skip-trl     # ours only
@@ -166,7 +166,7 @@ def evaluate(policy_dir: Path, reward_dir: Path, args: argparse.Namespace) -> fl
     import torch
 
     from training.modeling import encode_prompt, load_causal_lm
-    from training.reward_scoring import load_reward_model
+    from training.reward.scoring import load_reward_model
 
     model, tokenizer = load_causal_lm(policy_dir, device="cpu", dtype="float32")
     scorer = load_reward_model(reward_dir, device="cpu", dtype="float32")

@@ -284,7 +284,7 @@ def loop_run(
 def _rm_accuracy_vs_judge(rm_dir: Path, judge, pairs: list[dict]) -> float:
     """Reward-model agreement with the gold judge on held-out pairs (see REPORT_DEFINITIONS)."""
     from training.evaluation import agreement_with_judge, text_of
-    from training.reward_scoring import load_reward_model
+    from training.reward.scoring import load_reward_model
 
     scorer = load_reward_model(rm_dir)
     prompts = [p["prompt"] for p in pairs]

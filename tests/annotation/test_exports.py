@@ -289,7 +289,7 @@ def test_reward_training_names_the_export_it_read(project, ranked, tmp_path, fmt
     pytest.importorskip("pyarrow")
     if fmt == "hf":
         pytest.importorskip("datasets")
-    from training.reward_data import load_preferences
+    from training.reward.data import load_preferences
 
     result = export(project, tmp_path, format=fmt)
     assert load_preferences(result.path).sha256 == result.sha256

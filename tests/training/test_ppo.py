@@ -16,10 +16,10 @@ from training.ppo import (
     CallableLoadError,
     PPOConfig,
     load_callable,
-    rollout,
     train_ppo,
 )
-from training.ppo_math import (
+from training.ppo import models as ppo_models
+from training.ppo.math import (
     INVALID_LOGPROB,
     AdaptiveKLController,
     apply_missing_eos_penalty,
@@ -36,6 +36,7 @@ from training.ppo_math import (
     truncate_after_eos,
     value_loss,
 )
+from training.ppo.rollout import left_pad, rollout
 
 TEXTS = [f"the cat number {i} sat on the mat and said hello {i % 7}" for i in range(200)]
 PROMPTS = [f"the cat {i}" for i in range(32)]
@@ -307,7 +308,7 @@ def test_rollout_logprobs_equal_generation_and_recomputed_logprobs(tiny_lm):
     config = tiny_config(temperature=0.7, response_length=6, rollout_batch_size=2)
     stop_ids = [tokenizer.eos_token_id]
     prompts = ["the cat", "hello there my friend the cat sat", "mat", "on the"]
-    queries = ppo._left_pad([encode_prompt(tokenizer, p) for p in prompts], tokenizer.pad_token_id)
+    queries = left_pad([encode_prompt(tokenizer, p) for p in prompts], tokenizer.pad_token_id)
     gen_config = ppo.generation_config(config, tokenizer, stop_ids)
     value_model, _ = ppo.build_value_model(tiny_lm, tokenizer, None, None, torch.float32)
     batch = rollout(model, model, value_model, tokenizer, queries, gen_config, config, stop_ids)
@@ -459,7 +460,7 @@ def test_lora_reference_is_the_policy_with_its_adapter_disabled(tiny_lm, tmp_pat
     from training.modeling import load_causal_lm
 
     base, tokenizer = load_causal_lm(tiny_lm, device="cpu")
-    policy = ppo._apply_lora(
+    policy = ppo_models.apply_lora(
         load_causal_lm(tiny_lm, device="cpu")[0], tiny_config(lora=True, lora_r=4), "CAUSAL_LM"
     )
     ids = torch.tensor([[5, 6, 7, 8, 9]])
@@ -473,13 +474,13 @@ def test_lora_reference_is_the_policy_with_its_adapter_disabled(tiny_lm, tmp_pat
     assert not torch.allclose(policy(ids).logits, base(ids).logits)
 
     loads = []
-    real_load = ppo.load_causal_lm
+    real_load = ppo_models.load_causal_lm
 
     def counting_load(*args, **kwargs):
         loads.append(args)
         return real_load(*args, **kwargs)
 
-    monkeypatch.setattr(ppo, "load_causal_lm", counting_load)
+    monkeypatch.setattr(ppo_models, "load_causal_lm", counting_load)
     config = tiny_config(total_episodes=32, lora=True, lora_r=4, lr=1e-2)
     result = train_ppo(tiny_lm, count_a, PROMPTS, tmp_path / "lora", config)
     assert len(loads) == 1  # one base model: no second copy for the reference
@@ -519,7 +520,7 @@ def test_reward_model_directory_and_value_model_initialisation(tiny_lm, tmp_path
 
     # A callable reward: the critic is the policy's transformer with a fresh scalar head.
     value_model, source = ppo.build_value_model(tiny_lm, tokenizer, None, None, torch.float32)
-    policy_state = ppo.load_causal_lm(tiny_lm, device="cpu")[0].state_dict()
+    policy_state = ppo_models.load_causal_lm(tiny_lm, device="cpu")[0].state_dict()
     assert source == "policy"
     assert torch.equal(
         value_model.transformer.h[0].attn.c_attn.weight,

@@ -18,15 +18,14 @@ from training.reward import (  # noqa: E402
     RewardConfig,
     RewardDataError,
     WeightedPreferenceCollator,
-    _build_dataset,
-    _Renderer,
     kwise_loss,
     load_reward_model,
     pairwise_loss,
     render_reward_input,
     train_reward_model,
 )
-from training.reward_data import load_preferences, pairs_from_ranking  # noqa: E402
+from training.reward.data import load_preferences, pairs_from_ranking  # noqa: E402
+from training.reward.dataset import Renderer, build_dataset  # noqa: E402
 from training.tiny import build_tiny_causal_lm  # noqa: E402
 
 WORDS = [
@@ -266,7 +265,7 @@ def test_pairwise_batches_carry_scaled_margins_and_weights(export_dir, base_mode
     tokenizer = load_tokenizer(base_model)
     prefs = load_preferences(export_dir)
     config = RewardConfig(margin_scale=0.5, max_length=64)
-    dataset = _build_dataset(prefs, "train", config, _Renderer(tokenizer, 64))
+    dataset = build_dataset(prefs, "train", config, Renderer(tokenizer, 64))
     rows = [dataset[i] for i in range(5)]  # the five pairs of the first training ranking
     batch = WeightedPreferenceCollator(pad_token_id=tokenizer.pad_token_id)(rows)
     raw = prefs.split_pairs("train")[:5]
@@ -302,7 +301,7 @@ def test_data_sha256_is_the_consumed_file(export_dir):
 def test_eval_fraction_holds_out_the_prompts_the_export_would(tmp_path):
     # The fallback split for an export without test rows is the export's own rule.
     from annotation.rules.splits import split_for_prompt
-    from training.reward import _apply_eval_fraction
+    from training.reward.dataset import apply_eval_fraction as _apply_eval_fraction
 
     prompts = [f"prompt {i}" for i in range(200)] + [[{"role": "user", "content": "chat"}]]
     path = tmp_path / "pairs.jsonl"

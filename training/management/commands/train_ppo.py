@@ -8,6 +8,8 @@ from annotation.prompts import prompt_model_input
 from annotation.services.runs import run_source_record
 from lineage.models import ModelVersion, TrainingRun
 from lineage.services import model_version_register, training_run
+from training.cli import add_config_arguments
+from training.ppo.config import PPOConfig
 
 
 def load_prompts(value: str) -> tuple[list, Project | None]:
@@ -44,25 +46,13 @@ class Command(BaseCommand):
         parser.add_argument("--prompts", required=True, help="project slug or prompts .jsonl")
         parser.add_argument("--out", required=True, type=Path)
         parser.add_argument("--judge", help="module:function gold score, logged during training")
-        parser.add_argument("--total-episodes", type=int)
-        parser.add_argument("--batch-size", type=int)
-        parser.add_argument("--mini-batches", type=int)
-        parser.add_argument("--ppo-epochs", type=int)
-        parser.add_argument("--lr", type=float)
-        parser.add_argument("--response-length", type=int)
-        parser.add_argument("--temperature", type=float)
-        parser.add_argument("--kl-coef", type=float)
-        parser.add_argument("--kl-estimator", choices=["k1", "k3"])
-        parser.add_argument("--target-kl", type=float, help="turns on the adaptive KL controller")
-        parser.add_argument("--missing-eos-penalty", type=float)
-        parser.add_argument("--lora", action="store_true", default=None)
-        parser.add_argument("--seed", type=int)
-        parser.add_argument("--device")
         parser.add_argument("--name", help="model version name (default: from --out)")
+        # Every PPOConfig field, typed and documented from the dataclass.
+        add_config_arguments(parser.add_argument_group("PPO hyperparameters"), PPOConfig)
 
     def handle(self, *args, **opts):
         from training.modeling import ModelLoadError
-        from training.ppo import CallableLoadError, PPOConfig, load_callable, train_ppo
+        from training.ppo import CallableLoadError, load_callable, train_ppo
 
         prompts, project = load_prompts(opts["prompts"])
         try:

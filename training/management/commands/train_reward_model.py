@@ -6,6 +6,8 @@ from annotation.models import Export
 from annotation.services.runs import run_source_record
 from lineage.models import ModelVersion, TrainingRun
 from lineage.services import model_version_register, training_run
+from training.cli import add_config_arguments
+from training.reward.config import RewardConfig
 
 
 def resolve_export(value: str) -> tuple[str, Export | None]:
@@ -33,24 +35,16 @@ class Command(BaseCommand):
             "--base-model", required=True, help="hub id or local path (a causal LM or an encoder)"
         )
         parser.add_argument("--out", required=True, type=Path)
-        parser.add_argument("--loss", choices=["pairwise", "kwise"], default="pairwise")
-        parser.add_argument("--lora", action="store_true")
-        parser.add_argument("--epochs", type=float)
-        parser.add_argument("--max-steps", type=int)
-        parser.add_argument("--lr", type=float)
-        parser.add_argument("--batch-size", type=int)
-        parser.add_argument("--gradient-accumulation", type=int)
-        parser.add_argument("--max-length", type=int)
-        parser.add_argument("--margin-scale", type=float)
-        parser.add_argument("--seed", type=int)
-        parser.add_argument("--device")
-        parser.add_argument("--no-resume", action="store_false", dest="resume", default=None)
         parser.add_argument("--name", help="model version name (default: from --out)")
+        # Every RewardConfig field, typed and documented from the dataclass.
+        add_config_arguments(
+            parser.add_argument_group("reward-model hyperparameters"), RewardConfig
+        )
 
     def handle(self, *args, **opts):
         from training.modeling import ModelLoadError
-        from training.reward import RewardConfig, train_reward_model
-        from training.reward_data import RewardDataError
+        from training.reward import train_reward_model
+        from training.reward.data import RewardDataError
 
         data, export = resolve_export(opts["export"])
         try:

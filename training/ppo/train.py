@@ -1,0 +1,265 @@
+"""The PPO loop: setup, models, resume, then per step rollout, rewards, updates, logging.
+
+Each phase is a function of its own module (models, rollout, update, metrics, checkpoint);
+this file is the order they run in. No Django: the `train_ppo` command wraps `train_ppo()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from training.callables import load_callable
+from training.modeling import Prompt, encode_prompt
+from training.ppo.checkpoint import CONFIG_FILE, resume_or_start, save_checkpoint
+from training.ppo.config import PPOConfig, PPOResult
+from training.ppo.math import AdaptiveKLController
+from training.ppo.metrics import (
+    METRICS_FILE,
+    SAMPLES_FILE,
+    append_jsonl,
+    log_scalars,
+    rollout_stats,
+    tensorboard,
+)
+from training.ppo.models import PolicyAndValue, RewardFn, call_scorer, load_models
+from training.ppo.rollout import (
+    eval_samples,
+    generation_config,
+    left_pad,
+    prompt_indices,
+    rollout,
+    score_and_shape,
+)
+from training.ppo.update import adamw, linear_schedule, ppo_update
+
+
+def _maybe_callable(value: Any) -> Any:
+    """A `module:function` string becomes the callable; a path or a callable passes through."""
+    if isinstance(value, str) and ":" in value and not os.path.exists(value):
+        return load_callable(value)
+    return value
+
+
+def _qualname(fn: Any) -> str:
+    return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def train_ppo(
+    policy_path: str | os.PathLike,
+    reward: str | os.PathLike | RewardFn,
+    prompts: Sequence[Prompt],
+    out_dir: str | os.PathLike,
+    config: PPOConfig,
+    *,
+    judge: RewardFn | str | None = None,
+    on_metrics: Callable[[dict[str, float]], None] | None = None,
+) -> PPOResult:
+    """Fine-tune the policy at `policy_path` with PPO against `reward`; save it to `out_dir`.
+
+    `reward` is a reward-model directory or a callable `(prompts, responses) -> list[float]`
+    (or its "module:function" name); `judge`, same form, is only logged (gold score).
+    `on_metrics` gets each step's metrics on the main process. Resumes from the latest
+    checkpoint in `out_dir` (config.resume).
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    # ----------------------------------------------------------------------- setup
+    reward = _maybe_callable(reward)
+    judge = _maybe_callable(judge) if judge is not None else None
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("no prompts to train on")
+    out = Path(out_dir)
+    # cpu=True also on a GPU-less "auto": only then does accelerate see a torchrun multi-CPU job.
+    use_cpu = config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
+    accelerator = Accelerator(
+        cpu=use_cpu, gradient_accumulation_steps=config.gradient_accumulation_steps
+    )
+    world = accelerator.num_processes
+    if config.batch_size % (world * config.mini_batches * config.gradient_accumulation_steps):
+        raise ValueError(
+            f"batch_size {config.batch_size} must be divisible by processes ({world}) x "
+            f"mini_batches x gradient_accumulation_steps"
+        )
+    local_batch = config.batch_size // world
+    micro_batch = local_batch // (config.mini_batches * config.gradient_accumulation_steps)
+    device = accelerator.device
+    set_seed(config.seed, device_specific=True)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+
+    # ----------------------------------------------------------------------- models
+    models = load_models(
+        policy_path, reward, config, device, config.rollout_batch_size or local_batch
+    )
+    tokenizer, pad_id = models.tokenizer, models.tokenizer.pad_token_id
+    model = PolicyAndValue(models.policy, models.value_model)
+    trainable = [p for p in model.parameters() if p.requires_grad]  # listed once, not per step
+    optimizer = adamw(trainable, config)
+    num_steps = config.num_steps
+    scheduler = linear_schedule(optimizer, config)
+    # The scheduler is not prepared: accelerate would step it once per process per call.
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    unwrapped: PolicyAndValue = accelerator.unwrap_model(model)
+    kl_ctl = AdaptiveKLController(config.kl_coef, config.target_kl or 1.0, config.horizon)
+
+    def autocast() -> contextlib.AbstractContextManager:
+        return accelerator.autocast()
+
+    sample = functools.partial(
+        rollout,
+        unwrapped.policy,
+        models.ref_policy,
+        unwrapped.value_model,
+        tokenizer,
+        gen_config=generation_config(config, tokenizer, models.stop_ids),
+        config=config,
+        stop_ids=models.stop_ids,
+        autocast=autocast,
+    )
+
+    # ----------------------------------------------------------------------- resume
+    start = resume_or_start(accelerator, out, config, kl_ctl)
+    start_step, history = start.step, start.history
+    if accelerator.is_main_process:
+        run_info = {
+            **config.to_dict(),
+            "policy_path": str(policy_path),
+            "value_model_init": models.value_source,
+            "reward": reward if isinstance(reward, str | os.PathLike) else _qualname(reward),
+            "num_processes": world,
+        }
+        (out / CONFIG_FILE).write_text(json.dumps(run_info, indent=2, default=str) + "\n")
+    writer = tensorboard(out / "tensorboard") if accelerator.is_main_process else None
+    encoded = [encode_prompt(tokenizer, p)[-config.max_prompt_length :] for p in prompts]
+    if empty := [i for i, ids in enumerate(encoded) if not ids]:
+        raise ValueError(f"prompt {empty[0]} renders to no tokens: a prompt needs some text")
+    eval_prompts = prompts[: config.num_eval_prompts]
+
+    def write_eval_samples(step: int) -> None:
+        if not (accelerator.is_main_process and config.eval_every and eval_prompts):
+            return
+        queries = left_pad([encoded[i] for i in range(len(eval_prompts))], pad_id)
+        rows = eval_samples(
+            sample,
+            queries,
+            eval_prompts,
+            models.reward,
+            judge,
+            step=step,
+            seed=config.seed,
+            device=device,
+        )
+        append_jsonl(out / SAMPLES_FILE, rows)
+
+    if start_step == 0:
+        write_eval_samples(0)
+    bar = tqdm(
+        total=num_steps,
+        initial=start_step,
+        desc="ppo",
+        unit="step",
+        disable=not (accelerator.is_main_process and config.progress),
+    )
+    started = time.perf_counter()
+    row: dict[str, float] = history[-1] if history else {}
+
+    for step in range(start_step, num_steps):
+        step_started = time.perf_counter()
+        # ------------------------------------------------------------------- rollout
+        indices = prompt_indices(step, config.batch_size, len(prompts), config.seed)
+        rank = accelerator.process_index
+        local = indices[rank * local_batch : (rank + 1) * local_batch]
+        batch_prompts = [prompts[i] for i in local]
+        batch = sample(left_pad([encoded[i] for i in local], pad_id).to(device))
+
+        # ------------------------------------------------------------------- rewards
+        # Scores, minus the per-token KL penalty, then GAE advantages.
+        shaped = score_and_shape(batch, batch_prompts, models.reward, kl_ctl.value, config, device)
+
+        # ------------------------------------------------------------------- PPO epochs
+        lr_now = scheduler.get_last_lr()[0]
+        updates = ppo_update(
+            accelerator,
+            model,
+            trainable,
+            optimizer,
+            batch,
+            shaped,
+            config,
+            pad_id,
+            micro_batch,
+            autocast,
+        )
+        scheduler.step()
+
+        # ------------------------------------------------------------------- metrics
+        local_stats = rollout_stats(batch, shaped, updates, device)
+        if judge is not None:
+            gold = call_scorer(judge, batch_prompts, batch.texts, "judge")
+            local_stats["gold_score"] = gold.mean().to(device)
+        names = list(local_stats)
+        reduced = accelerator.reduce(torch.stack([local_stats[k].float() for k in names]), "mean")
+        row = dict(zip(names, reduced.tolist(), strict=True))
+        kl_coef_used = kl_ctl.value
+        if config.target_kl is not None:
+            # detail: adaptive KL coefficient (Ziegler et al.), updated after the rollout.
+            kl_ctl.update(row["kl"], config.batch_size)
+        done = step + 1
+        elapsed = time.perf_counter() - started
+        row = {
+            "step": done,
+            "episodes": done * config.batch_size,
+            "lr": lr_now,
+            "kl_coef": kl_coef_used,
+            **row,
+            "step_time": time.perf_counter() - step_started,
+            "episodes_per_s": (done - start_step) * config.batch_size / max(elapsed, 1e-9),
+        }
+
+        # ------------------------------------------------------------------- logs, evals, checkpoints
+        if accelerator.is_main_process:
+            history.append(row)
+            append_jsonl(out / METRICS_FILE, [row])
+            log_scalars(writer, row, done)
+            bar.set_postfix(score=f"{row['score']:.3f}", kl=f"{row['kl']:.3f}")
+        bar.update(1)
+        if config.eval_every and (done % config.eval_every == 0 or done == num_steps):
+            write_eval_samples(done)
+        if config.save_every and done % config.save_every == 0 and done < num_steps:
+            save_checkpoint(accelerator, out, done, kl_ctl.value, config)
+        if on_metrics is not None and accelerator.is_main_process:
+            on_metrics(dict(row))
+    bar.close()
+    if writer is not None:
+        writer.close()
+
+    # ----------------------------------------------------------------------- save
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        final_policy = accelerator.unwrap_model(model).policy
+        if config.lora:
+            final_policy = final_policy.merge_and_unload()  # detail: merged weights, plain HF dir
+        final_policy.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+    accelerator.wait_for_everyone()
+    return PPOResult(
+        output_dir=out,
+        steps=num_steps,
+        episodes=num_steps * config.batch_size,
+        metrics=row,
+        history=history,
+        resumed_from=start.resumed_from,
+    )

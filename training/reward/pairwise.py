@@ -1,0 +1,57 @@
+"""The pairwise loss: Bradley-Terry per pair, -log σ(r_chosen - r_rejected - margin), on trl's
+RewardTrainer.
+
+trl cannot weight rows, so `PairwiseRewardTrainer` overrides `compute_loss` only to apply the
+export's `weight` (each annotation then counts once).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from trl import RewardTrainer
+
+
+def weighted_mean(values: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """sum w·v / sum w, or the plain mean without weights."""
+    if weight is None:
+        return values.mean()
+    weight = weight.to(values.dtype)
+    return (values * weight).sum() / weight.sum()
+
+
+def pairwise_loss(
+    chosen: torch.Tensor,
+    rejected: torch.Tensor,
+    *,
+    margin: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Bradley-Terry loss -log σ(r_c - r_r - m), averaged with weights (sum w·l / sum w); all (B,)."""
+    logits = chosen - rejected  # (B,)
+    if margin is not None:
+        logits = logits - margin.to(logits.dtype)
+    return weighted_mean(-F.logsigmoid(logits), weight)
+
+
+class PretokenizedRewardTrainer(RewardTrainer):
+    """RewardTrainer on rows already rendered by `render_reward_input`.
+
+    trl's own preprocessing would render differently from PPO's scoring and silently drop
+    rows over max_length; ours truncates and counts them instead.
+    """
+
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):  # noqa: ANN001
+        return dataset
+
+
+class PairwiseRewardTrainer(PretokenizedRewardTrainer):
+    """trl's RewardTrainer with the export's per-pair weights (the only change to its loss)."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
+        weight = inputs.pop("weight")  # (B,)
+        # trl's pass computes the rewards and logs accuracy/margins; its unweighted loss is replaced.
+        _, outputs = super().compute_loss(model, inputs, return_outputs=True)
+        chosen, rejected = torch.chunk(outputs.logits.squeeze(-1), chunks=2)  # (B,), (B,)
+        loss = pairwise_loss(chosen, rejected, margin=inputs.get("margin"), weight=weight)
+        return (loss, outputs) if return_outputs else loss

@@ -1,0 +1,302 @@
+"""The reward-model run: validate and render the data, train with the trainer of the chosen
+loss, then evaluate, calibrate the bias and write the model card (no Django).
+
+Files beside the model: `training_config.json`, `metrics.jsonl`, `reward_normalization.json`
+and a `README.md` model card; checkpoints under `checkpoints/` resume exactly.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+from training.modeling import load_tokenizer, lora_fan_in_fan_out, resolve_device
+from training.reward.calibrate import evaluate_pairs, reward_bias
+from training.reward.collators import RankingCollator, WeightedPreferenceCollator
+from training.reward.config import (
+    CHECKPOINTS_DIR,
+    CONFIG_FILE,
+    METRICS_FILE,
+    RewardConfig,
+    RewardResult,
+)
+from training.reward.data import load_preferences
+from training.reward.dataset import Renderer, apply_eval_fraction, build_dataset
+from training.reward.kwise import KwiseRewardTrainer
+from training.reward.pairwise import PairwiseRewardTrainer
+from training.reward.scoring import (
+    NORMALIZATION_FILE,
+    load_sequence_classifier,
+    write_normalization,
+)
+
+logger = logging.getLogger(__name__)
+
+# Fields that define what a run trains; a checkpoint of another run must not be resumed.
+RUN_IDENTITY = ("base_model", "data_sha256", "loss", "lora")
+
+
+class MetricsCallback(TrainerCallback):
+    """Appends every log to metrics.jsonl, forwards it to `on_metrics`, snapshots files per checkpoint."""
+
+    def __init__(self, out_dir: Path, on_metrics: Callable[[dict[str, Any]], None] | None) -> None:
+        self.out_dir = out_dir
+        self.on_metrics = on_metrics
+
+    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+        if not state.is_world_process_zero or not logs:
+            return
+        record = {"step": state.global_step, "epoch": state.epoch, **logs}
+        with (self.out_dir / METRICS_FILE).open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.on_metrics is not None:
+            self.on_metrics(record)
+
+    def on_save(self, args, state, control, **kwargs):  # noqa: ANN001
+        if not state.is_world_process_zero:
+            return
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        for name in (CONFIG_FILE, METRICS_FILE):
+            if (self.out_dir / name).is_file() and checkpoint.is_dir():
+                shutil.copy2(self.out_dir / name, checkpoint / name)
+
+
+def _training_arguments(config: RewardConfig, out_dir: Path, *, has_eval: bool):
+    from trl import RewardConfig as TrlRewardConfig
+
+    device = resolve_device(config.device)
+    use_cpu = device.type == "cpu"
+    precision = config.precision
+    if precision == "auto":
+        precision = "bf16" if not use_cpu and torch.cuda.is_bf16_supported() else "fp32"
+    report_to = [n for n in ("tensorboard",) if importlib.util.find_spec(n) is not None]
+    return TrlRewardConfig(
+        output_dir=str(out_dir / CHECKPOINTS_DIR),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_steps,
+        weight_decay=config.weight_decay,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size or config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation,
+        seed=config.seed,
+        data_seed=config.seed,
+        use_cpu=use_cpu,
+        # trl defaults to bf16 and gradient checkpointing, both slow or unsupported on CPUs.
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        activation_checkpointing=config.gradient_checkpointing,
+        report_to=report_to,
+        logging_steps=config.logging_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        eval_strategy="epoch" if has_eval and config.eval_each_epoch else "no",
+        prediction_loss_only=True,
+        remove_unused_columns=False,  # the collators read "weight", which trl would drop
+        max_length=None,  # rows are already truncated; trl would drop the long ones
+        disable_dropout=True,
+        dataloader_num_workers=config.dataloader_workers,
+    )
+
+
+def _prepare_out_dir(out_dir: Path, run: dict[str, Any], resume: bool) -> str | None:
+    """Create out_dir; return the checkpoint to resume from, refusing one from a different run."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    checkpoints = out_dir / CHECKPOINTS_DIR
+    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    if last is not None and resume:
+        previous = json.loads((out_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+        changed = [k for k in RUN_IDENTITY if previous.get(k) != run.get(k)]
+        if changed:
+            raise ValueError(
+                f"{out_dir} holds a checkpoint of a different run ({', '.join(changed)} changed): "
+                "choose another output directory or pass resume=False to start over"
+            )
+        step = int(Path(last).name.rsplit("-", 1)[1])
+        metrics = out_dir / METRICS_FILE
+        if metrics.is_file():  # drop lines logged after the checkpoint: they will be logged again
+            lines = metrics.read_text(encoding="utf-8").splitlines()
+            kept = [ln for ln in lines if ln.strip() and json.loads(ln).get("step", 0) <= step]
+            metrics.write_text("".join(ln + "\n" for ln in kept), encoding="utf-8")
+        return last
+    if checkpoints.is_dir():
+        shutil.rmtree(checkpoints)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / METRICS_FILE).write_text("", encoding="utf-8")
+    return None
+
+
+def _write_model_card(out_dir: Path, run: dict[str, Any], result: RewardResult) -> None:
+    accuracy = "n/a (no test split)" if result.accuracy is None else f"{result.accuracy:.3f}"
+    by_margin = (
+        ", ".join(f"gap {m}: {a:.3f}" for m, a in result.accuracy_by_margin.items()) or "n/a"
+    )
+    text = f"""# Reward model
+
+Trained by rlhf-studio (`train_reward_model`) with the {run["loss"]} loss{" and LoRA" if run["lora"] else ""}.
+
+| | |
+|---|---|
+| base model | `{run["base_model"]}` |
+| data | `{run["data"]}` |
+| data sha256 | `{run["data_sha256"]}` |
+| training pairs | {result.num_train_pairs} |
+| held-out pairs | {result.num_eval_pairs} |
+| held-out pairwise accuracy | {accuracy} |
+| accuracy by tier gap | {by_margin} |
+| held-out loss | {"n/a" if result.eval_loss is None else f"{result.eval_loss:.4f}"} |
+| responses truncated to {run["config"]["max_length"]} tokens | {result.truncated_count} |
+| reward bias / std | {result.bias:.4f} / {result.std:.4f} |
+
+Inputs are rendered by `training.reward.render_reward_input` (prompt with the chat template
+when there is one, then the response, then EOS). Load with
+`training.reward.load_reward_model(path)`: its `score(prompts, responses)` subtracts the bias
+stored in `{NORMALIZATION_FILE}`, so rewards of the reference responses have mean 0.
+Hyperparameters are in `{CONFIG_FILE}`, the training log in `{METRICS_FILE}`.
+"""
+    (out_dir / "README.md").write_text(text, encoding="utf-8")
+
+
+def train_reward_model(
+    data: str | Path,
+    base_model: str,
+    out_dir: str | Path,
+    config: RewardConfig | None = None,
+    *,
+    on_metrics: Callable[[dict[str, Any]], None] | None = None,
+) -> RewardResult:
+    """Fit a reward model on an export (directory or pairs/rankings file) and save it to out_dir."""
+    from peft import LoraConfig
+    from transformers import set_seed
+
+    config = config or RewardConfig()
+    out_dir = Path(out_dir).expanduser()
+
+    # Validate everything before writing anything.
+    prefs = load_preferences(data, loss=config.loss)
+    apply_eval_fraction(prefs, config.eval_fraction)
+    tokenizer = load_tokenizer(base_model)
+    tokenizer.padding_side = "right"  # what the collators do; saved with the model
+    render = Renderer(tokenizer, config.max_length)
+    train_dataset = build_dataset(prefs, "train", config, render)
+    eval_dataset = build_dataset(prefs, "test", config, render)
+    train_pairs, eval_pairs = prefs.split_pairs("train"), prefs.split_pairs("test")
+    if render.truncated:
+        logger.warning(
+            "%d reward inputs were truncated to %d tokens", render.truncated, config.max_length
+        )
+
+    import peft
+    import transformers
+    import trl
+
+    run = {
+        "base_model": str(base_model),
+        "data": str(prefs.source),
+        "data_sha256": prefs.sha256,
+        "loss": config.loss,
+        "lora": config.lora,
+        "config": config.to_dict(),
+        "manifest": prefs.manifest,
+        "num_train_pairs": len(train_pairs),
+        "num_eval_pairs": len(eval_pairs),
+        "num_train_rankings": len(prefs.split_rankings("train")),
+        "skipped_ties": prefs.skipped_ties,
+        "truncated_count": render.truncated,
+        "versions": {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "trl": trl.__version__,
+            "peft": peft.__version__,
+        },
+    }
+    checkpoint = _prepare_out_dir(out_dir, run, config.resume)
+    (out_dir / CONFIG_FILE).write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
+
+    set_seed(config.seed)  # before the model: the score head is freshly initialised
+    model = load_sequence_classifier(base_model, tokenizer)
+    peft_config = None
+    if config.lora:
+        peft_config = LoraConfig(
+            task_type="SEQ_CLS",  # puts the score head in modules_to_save: trained and saved
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=list(config.lora_target_modules) if config.lora_target_modules else None,
+            fan_in_fan_out=lora_fan_in_fan_out(model),
+        )
+    if config.loss == "kwise":
+        trainer_cls, collator = (
+            KwiseRewardTrainer,
+            RankingCollator(tokenizer.pad_token_id, config.margin_scale),
+        )
+    else:
+        trainer_cls, collator = (
+            PairwiseRewardTrainer,
+            WeightedPreferenceCollator(tokenizer.pad_token_id),
+        )
+    trainer = trainer_cls(
+        model=model,
+        args=_training_arguments(config, out_dir, has_eval=eval_dataset is not None),
+        data_collator=collator,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[MetricsCallback(out_dir, on_metrics)],
+    )
+    train_output = trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model(str(out_dir))
+
+    # Held-out figures and the normalization bias, from the in-memory model.
+    eval_batch = config.eval_batch_size or config.batch_size * 2
+    figures = evaluate_pairs(
+        trainer.model, eval_pairs, render, margin_scale=config.margin_scale, batch_size=eval_batch
+    )
+    bias, std, count = reward_bias(trainer.model, render, batch_size=eval_batch)
+    result = RewardResult(
+        output_dir=out_dir,
+        accuracy=figures["accuracy"],
+        eval_loss=figures["eval_loss"],
+        accuracy_by_margin=figures["accuracy_by_margin"],
+        bias=bias,
+        std=std,
+        truncated_count=render.truncated,
+        num_train_pairs=len(train_pairs),
+        num_eval_pairs=len(eval_pairs),
+        data_sha256=prefs.sha256,
+        global_step=train_output.global_step,
+        train_loss=train_output.training_loss,
+        train_runtime_s=float(train_output.metrics.get("train_runtime", 0.0)),
+        metrics=dict(train_output.metrics),
+    )
+    if trainer.is_world_process_zero():
+        write_normalization(out_dir, bias=bias, std=std, max_length=config.max_length, count=count)
+        final = {
+            "step": result.global_step,
+            "final": True,
+            "accuracy": result.accuracy,
+            "eval_loss": result.eval_loss,
+            "accuracy_by_margin": result.accuracy_by_margin,
+            "bias": bias,
+            "std": std,
+            "truncated_count": result.truncated_count,
+        }
+        with (out_dir / METRICS_FILE).open("a", encoding="utf-8") as f:
+            f.write(json.dumps(final) + "\n")
+        if on_metrics is not None:
+            on_metrics(final)
+        _write_model_card(out_dir, run, result)
+    return result
