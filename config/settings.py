@@ -185,6 +185,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     "SCHEMA_PATH_PREFIX": r"/api/v1",
     "COMPONENT_SPLIT_REQUEST": True,
+    # `<id:...>` routes (annotation/converters.py) are integers to clients.
+    "PATH_CONVERTER_OVERRIDES": {"id": int},
 }
 
 # Limits on untrusted input.
