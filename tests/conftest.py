@@ -85,3 +85,10 @@ def make_comparisons(db):
         )
 
     return make
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the browser tests last: Playwright's sync API leaves an event loop running in the
+    main thread for the rest of the session, and Django then refuses database work (migrations,
+    live servers) in the tests that would follow."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)

@@ -1,11 +1,12 @@
-"""Apps depend one way: lineage on no project app, annotation's models on lineage only."""
+"""Apps depend one way: lineage on no project app, annotation on lineage only, simulation on
+annotation (and training's Django-free helpers), training on all of them."""
 
 import ast
 from pathlib import Path
 
 from django.apps import apps
 
-PROJECT_APPS = {"annotation", "lineage", "training"}
+PROJECT_APPS = {"annotation", "lineage", "training", "simulation"}
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -41,3 +42,12 @@ def test_models_point_one_way():
     assert _related_apps("lineage") & PROJECT_APPS == {"lineage"}
     assert _related_apps("annotation") & PROJECT_APPS == {"annotation", "lineage"}
     assert not list(apps.get_app_config("training").get_models())
+
+
+def test_annotation_imports_neither_training_nor_simulation():
+    assert _imported_packages("annotation") & PROJECT_APPS <= {"annotation", "lineage"}
+
+
+def test_training_never_imports_simulation():
+    # The loop drives simulated labelers through their command, so the dependency stays one way.
+    assert "simulation" not in _imported_packages("training")
