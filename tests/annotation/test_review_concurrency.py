@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import uuid
 
-import pytest
-
 from annotation.models import Assignment, Comparison
 from annotation.services.labeling import assignment_next, ranking_submit
 from annotation.services.review import annotation_reject
