@@ -81,7 +81,12 @@ def test_schema_lists_exactly_the_spec_endpoints(schema):
 
 def test_every_v1_route_is_in_the_schema(schema):
     routes = {
-        "/api/" + str(p.pattern).replace("<slug:", "{").replace("<int:", "{").replace(">", "}")
+        "/api/"
+        + str(p.pattern)
+        .replace("<slug:", "{")
+        .replace("<int:", "{")
+        .replace("<id:", "{")
+        .replace(">", "}")
         for p in api_urls.urlpatterns
         if str(p.pattern).startswith("v1/")
     }
