@@ -19,7 +19,13 @@ from annotation import converters  # noqa: F401 (registers <id:...>)
 from annotation.errors import ServiceError
 from annotation.models import Annotation, Assignment, Candidate, Comparison, Export, Project, Prompt
 from annotation.selectors.queue import candidate_texts
-from annotation.selectors.review import annotation_ranked, candidates_of, comparison_review, ranked
+from annotation.selectors.review import (
+    annotation_ranked,
+    annotations_disagreeing,
+    candidates_of,
+    comparison_review,
+    ranked,
+)
 from annotation.selectors.stats import project_stats
 from annotation.services.exports import ExportOptions, export_create
 from annotation.services.gold import comparison_gold_clear, comparison_gold_set
@@ -427,6 +433,25 @@ class FasterThanFilter(admin.SimpleListFilter):
         return queryset
 
 
+class DisagreesFilter(admin.SimpleListFilter):
+    """Annotations that disagree with their comparison's consensus (pairwise agreement < 50%)."""
+
+    title = "consensus"
+    parameter_name = "disagrees"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "disagrees with consensus")]
+
+    def queryset(self, request, queryset):
+        if self.value() != "yes":
+            return queryset
+        project = request.GET.get("comparison__project__id__exact", "")
+        project_id = (
+            int(project) if project.isascii() and project.isdigit() and len(project) < 19 else None
+        )
+        return queryset.filter(pk__in=annotations_disagreeing(project_id=project_id))
+
+
 class RejectedFilter(admin.SimpleListFilter):
     title = "review"
     parameter_name = "rejected"
@@ -475,6 +500,7 @@ class AnnotationAdmin(ReadOnlyAdmin):
         ("labeler", admin.RelatedOnlyFieldListFilter),
         FlaggedFilter,
         FasterThanFilter,
+        DisagreesFilter,
         RejectedFilter,
         "all_bad",
     )

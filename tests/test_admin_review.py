@@ -301,3 +301,26 @@ def test_export_list_shows_a_short_sha256(client, root, world, tmp_path, setting
     page = client.get(reverse("admin:annotation_export_changelist")).content.decode()
     assert export.sha256[:12] + "…" in page
     assert f">{export.sha256}<" not in page
+
+
+def test_disagreeing_with_consensus_filter(
+    client, root, make_project, make_labeler, make_comparisons
+):
+    project = make_project("cons", num_candidates=3, overlap=3)
+    users = [make_labeler(n, projects=[project]) for n in ("x", "y", "z")]
+    (comparison,) = make_comparisons(project, 1)
+    order = list(comparison.candidate_ids)
+    made = []
+    for user, ranking in zip(users, [order, order, order[::-1]], strict=True):
+        assignment = assignment_next(project=project, labeler=user)
+        annotation, _ = ranking_submit(
+            assignment=assignment,
+            labeler=user,
+            ranking=[[c] for c in ranking],
+            client_token=uuid.uuid4(),
+        )
+        made.append(annotation)
+    assert listed(client, "?disagrees=yes") == {made[2].pk}
+    assert listed(client, f"?disagrees=yes&comparison__project__id__exact={project.pk}") == {
+        made[2].pk
+    }

@@ -97,3 +97,31 @@ def comparison_review(comparison: Comparison) -> dict:
             }
         )
     return {"annotations": annotations, "rows": rows, "is_gold": comparison.is_gold}
+
+
+def annotations_disagreeing(*, below: float = 0.5, project_id: int | None = None) -> list[int]:
+    """Ids of counted annotations whose agreement with their comparison's consensus is below.
+
+    The consensus pools every counted (current, not rejected) annotation of the comparison,
+    as the statistics and export filters do; a comparison with a single annotation has no
+    consensus to disagree with. Streams the annotations ordered by comparison.
+    """
+    from itertools import groupby
+
+    from annotation.rules.agreement import agreement_with_consensus
+
+    rows = Annotation.objects.filter(superseded_by__isnull=True, rejected_at__isnull=True)
+    if project_id is not None:
+        rows = rows.filter(comparison__project_id=project_id)
+    stream = (
+        rows.order_by("comparison_id", "id")
+        .values_list("comparison_id", "id", "ranking")
+        .iterator(chunk_size=2000)
+    )
+    found: list[int] = []
+    for _, group in groupby(stream, key=lambda row: row[0]):
+        rankings = {aid: ranking for _, aid, ranking in group}
+        for aid, score in agreement_with_consensus(rankings).items():
+            if score is not None and score < below:
+                found.append(aid)
+    return found
