@@ -324,3 +324,23 @@ def test_disagreeing_with_consensus_filter(
     assert listed(client, f"?disagrees=yes&comparison__project__id__exact={project.pk}") == {
         made[2].pk
     }
+
+
+def test_statistics_page_shows_gold_accuracy_per_labeler(client, root, world):
+    from annotation.services.gold import comparison_gold_set
+
+    project, ann, _, comparisons = world
+    for comparison in comparisons:
+        comparison_gold_set(comparison=comparison, ranking=[[c] for c in comparison.candidate_ids])
+    project.gold_rate = 1.0
+    project.save()
+    assignment = assignment_next(project=project, labeler=ann)
+    ids = Comparison.objects.get(pk=assignment.comparison_id).candidate_ids
+    ranking_submit(
+        assignment=assignment,
+        labeler=ann,
+        ranking=[[c] for c in reversed(ids)],
+        client_token=uuid.uuid4(),
+    )
+    page = client.get(reverse("admin:annotation_project_stats", args=[project.pk])).content.decode()
+    assert "gold accuracy" in page and "0.000 <small>(1 gold)</small>" in page
