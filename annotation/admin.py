@@ -286,9 +286,27 @@ class ComparisonAdmin(admin.ModelAdmin):
         "review",
     )
     readonly_fields = fields
+    actions = ["save_as_gold", "remove_gold"]
 
     def has_add_permission(self, request):
         return False
+
+    @admin.action(description="Save as gold… (rank one comparison)", permissions=["change"])
+    def save_as_gold(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one comparison to rank.", messages.WARNING)
+            return None
+        return HttpResponseRedirect(
+            reverse("admin:annotation_comparison_gold", args=[queryset.get().pk])
+        )
+
+    @admin.action(description="Remove the gold mark", permissions=["change"])
+    def remove_gold(self, request, queryset):
+        count = 0
+        for comparison in queryset.filter(is_gold=True):
+            comparison_gold_clear(comparison=comparison)
+            count += 1
+        self.message_user(request, f"{count} comparison{'' if count == 1 else 's'} no longer gold.")
 
     @admin.display(description="prompt text")
     def prompt_text(self, obj):

@@ -344,3 +344,39 @@ def test_statistics_page_shows_gold_accuracy_per_labeler(client, root, world):
     )
     page = client.get(reverse("admin:annotation_project_stats", args=[project.pk])).content.decode()
     assert "gold accuracy" in page and "0.000 <small>(1 gold)</small>" in page
+
+
+def test_gold_actions_on_the_comparison_list(client, root, world):
+    from annotation.services.gold import comparison_gold_set
+
+    _, _, _, (first, second) = world
+    changelist = reverse("admin:annotation_comparison_changelist")
+    response = client.post(changelist, {"action": "save_as_gold", "_selected_action": [first.pk]})
+    assert response.status_code == 302
+    assert response["Location"] == reverse("admin:annotation_comparison_gold", args=[first.pk])
+    response = client.post(
+        changelist,
+        {"action": "save_as_gold", "_selected_action": [first.pk, second.pk]},
+        follow=True,
+    )
+    assert "Select exactly one" in response.content.decode()
+    comparison_gold_set(comparison=first, ranking=[[c] for c in first.candidate_ids])
+    client.post(changelist, {"action": "remove_gold", "_selected_action": [first.pk, second.pk]})
+    assert not Comparison.objects.filter(is_gold=True).exists()
+
+
+def test_export_action_says_1_pair(
+    client, root, make_project, make_labeler, make_comparisons, tmp_path, settings
+):
+    settings.DATA_DIR = tmp_path
+    project = make_project("one", num_candidates=2, overlap=1)
+    ann = make_labeler("ann", projects=[project])
+    make_comparisons(project, 1)
+    label(project, ann)
+    response = client.post(
+        reverse("admin:annotation_project_changelist"),
+        {"action": "export_preferences", "_selected_action": [project.pk]},
+        follow=True,
+    )
+    page = response.content.decode()
+    assert " with 1 pair in " in page and "1 pairs" not in page
