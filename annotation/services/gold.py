@@ -92,9 +92,9 @@ def gold_import_file(*, project: Project, path: str | Path) -> GoldImportResult:
     with transaction.atomic():
         comparisons = {
             c.pk: c
-            for c in Comparison.objects.select_for_update().filter(
-                project=project, pk__in=[cid for _, cid, _ in rows]
-            )
+            for c in Comparison.objects.select_for_update()
+            .filter(project=project, pk__in=[cid for _, cid, _ in rows])
+            .order_by("pk")  # one lock order for concurrent imports
         }
         seen: dict[int, int] = {}
         cleaned: list[tuple[Comparison, list[list[int]]]] = []
