@@ -239,6 +239,9 @@ class Assignment(models.Model):
         SUBMITTED = "submitted", "Submitted"
         SKIPPED = "skipped", "Skipped"
         EXPIRED = "expired", "Expired"
+        # Staff rejected the annotation (review): its slot went back to the comparison and
+        # the labeler is not served the comparison again nor may correct it.
+        REJECTED = "rejected", "Rejected"
 
     comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="assignments")
     labeler = models.ForeignKey(
@@ -320,12 +323,27 @@ class Annotation(models.Model):
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="superseded_by"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # Review (annotation/services/review.py): a rejected annotation is kept, but leaves
+    # exports and agreement figures and gives its slot back to the comparison.
+    rejected_at = models.DateTimeField(null=True, blank=True)
+    rejected_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="rejected_annotations",
+    )
+    rejection_reason = models.TextField(blank=True)
 
     class Meta:
         ordering = ["id"]
         constraints = [
             models.UniqueConstraint(
                 fields=["labeler", "client_token"], name="annotation_unique_client_token"
+            ),
+            models.CheckConstraint(
+                condition=Q(rejected_at__isnull=True) | ~Q(rejection_reason=""),
+                name="annotation_rejection_has_reason",
             ),
         ]
         indexes = [

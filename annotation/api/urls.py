@@ -5,7 +5,7 @@ from drf_spectacular.views import SpectacularAPIView
 from rest_framework.permissions import IsAuthenticated
 
 from annotation import converters  # noqa: F401 (registers <id:...>)
-from annotation.api import docs, views
+from annotation.api import docs, review, views
 
 app_name = "api"
 
@@ -45,6 +45,21 @@ urlpatterns = [
         name="export-download",
     ),
     path("v1/projects/<slug:slug>/stats/", views.ProjectStatsApi.as_view(), name="stats"),
+    path(
+        "v1/comparisons/<id:comparison_id>/gold/",
+        review.ComparisonGoldApi.as_view(),
+        name="comparison-gold",
+    ),
+    path(
+        "v1/annotations/<id:annotation_id>/reject/",
+        review.AnnotationRejectApi.as_view(),
+        name="annotation-reject",
+    ),
+    path(
+        "v1/annotations/<id:annotation_id>/restore/",
+        review.AnnotationRestoreApi.as_view(),
+        name="annotation-restore",
+    ),
     # Anyone signed in may read the schema (SPEC section 3); the HTML reference is for staff.
     path(
         "schema/",

@@ -22,7 +22,9 @@ CHUNK_SIZE = 2000
 
 def _records(project: Project):
     rows = (
-        Annotation.objects.filter(comparison__project=project, superseded_by__isnull=True)
+        Annotation.objects.filter(
+            comparison__project=project, superseded_by__isnull=True, rejected_at__isnull=True
+        )
         .order_by("comparison_id", "id")
         .values_list(
             "id",

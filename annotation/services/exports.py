@@ -126,7 +126,9 @@ def default_export_dir(project: Project) -> Path:
 def _annotation_stream(project: Project, chunk_size: int) -> Iterator[tuple]:
     """Latest annotation of every assignment, ordered by comparison: one query, streamed."""
     return (
-        Annotation.objects.filter(comparison__project=project, superseded_by__isnull=True)
+        Annotation.objects.filter(
+            comparison__project=project, superseded_by__isnull=True, rejected_at__isnull=True
+        )
         .order_by("comparison_id", "id")
         .values_list(*_ROW_FIELDS)
         .iterator(chunk_size=chunk_size)

@@ -298,6 +298,11 @@ def _ranking_submit(
     previous = None
     if current.status == Assignment.Status.SKIPPED:
         raise ConflictError("This assignment was skipped; it can no longer be submitted.")
+    if current.status == Assignment.Status.REJECTED:
+        # Review gave this slot back (annotation/services/review.py); no correction either.
+        raise ConflictError(
+            "Staff rejected this answer; the assignment can no longer be submitted."
+        )
     if current.status == Assignment.Status.SUBMITTED:
         previous = (
             Annotation.objects.filter(assignment=current, superseded_by__isnull=True)

@@ -24,6 +24,11 @@ SPEC_OPERATIONS = {
     ("get", "/api/v1/exports/{export_id}/download/"),
     ("get", "/api/v1/projects/{slug}/stats/"),
     ("post", "/api/v1/auth/token/"),
+    # SPEC section 11: review
+    ("post", "/api/v1/comparisons/{comparison_id}/gold/"),
+    ("delete", "/api/v1/comparisons/{comparison_id}/gold/"),
+    ("post", "/api/v1/annotations/{annotation_id}/reject/"),
+    ("post", "/api/v1/annotations/{annotation_id}/restore/"),
 }
 STAFF_PATHS = {
     "/api/v1/projects/{slug}/prompts/",
@@ -32,6 +37,9 @@ STAFF_PATHS = {
     "/api/v1/projects/{slug}/exports/",
     "/api/v1/exports/{export_id}/download/",
     "/api/v1/projects/{slug}/stats/",
+    "/api/v1/comparisons/{comparison_id}/gold/",
+    "/api/v1/annotations/{annotation_id}/reject/",
+    "/api/v1/annotations/{annotation_id}/restore/",
 }
 
 

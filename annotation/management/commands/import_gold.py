@@ -1,0 +1,20 @@
+from pathlib import Path
+
+from django.core.management.base import BaseCommand
+
+from annotation.management.base import get_project, service_errors
+from annotation.services.gold import gold_import_file
+
+
+class Command(BaseCommand):
+    help = 'Mark comparisons gold: .jsonl rows {"comparison_id", "ranking"}, all or nothing.'
+
+    def add_arguments(self, parser):
+        parser.add_argument("slug")
+        parser.add_argument("file", type=Path)
+
+    def handle(self, *args, **opts):
+        project = get_project(opts["slug"])
+        with service_errors():
+            result = gold_import_file(project=project, path=opts["file"])
+        self.stdout.write(self.style.SUCCESS(f"marked {result.marked} comparisons gold"))

@@ -1,0 +1,180 @@
+"""Review: staff reject an annotation (kept, but out of exports and agreement) or restore it.
+
+A rejected annotation is append-only like any other: it stays in the table with who
+rejected it, when and why. What changes is what it counts for:
+
+- its comparison gets the slot back: `submitted_count` goes down by one and a complete
+  comparison opens again, under the comparison's row lock (the lock `ranking_submit` and
+  `assignment_next` take), so the queue serves the slot to exactly one other labeler;
+- its assignment becomes `rejected`: the labeler is not served the comparison again (the
+  queue skips every comparison the labeler ever had) and cannot correct the answer;
+- exports and the agreement figures read only annotations that are neither superseded nor
+  rejected.
+
+Restoring undoes all three, if the slot is still free (submitted + open leases < required);
+otherwise it is a conflict and nothing changes. Only the current annotation of an
+assignment (not superseded by a correction) can be rejected: it is the one that counts.
+Rejecting twice or restoring an annotation that is not rejected changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import transaction
+from django.utils import timezone
+
+from annotation.errors import ConflictError, ServiceValidationError
+from annotation.models import Annotation, Assignment, Comparison, Project
+from annotation.selectors.queue import comparison_has_room
+
+REASON_MAX_LENGTH = 2000
+
+
+@dataclass(frozen=True)
+class ReviewResult:
+    """The annotation after the review step, and whether this call changed it."""
+
+    annotation: Annotation
+    changed: bool
+
+
+def _clean_reason(reason) -> str:
+    if not isinstance(reason, str) or not reason.strip():
+        raise ServiceValidationError(
+            "A rejection needs a reason.", {"reason": ["This field may not be blank."]}
+        )
+    reason = reason.strip()
+    if len(reason) > REASON_MAX_LENGTH:
+        raise ServiceValidationError(
+            f"The reason is longer than {REASON_MAX_LENGTH} characters.",
+            {"reason": [f"At most {REASON_MAX_LENGTH} characters."]},
+        )
+    if "\x00" in reason:
+        raise ServiceValidationError(
+            "The reason must not contain NUL characters.", {"reason": ["NUL character."]}
+        )
+    return reason
+
+
+def _locked(annotation_id: int) -> tuple[Comparison, Annotation]:
+    """Lock order everywhere: comparison, then assignment (as in ranking_submit)."""
+    comparison_id = (
+        Annotation.objects.filter(pk=annotation_id).values_list("comparison_id", flat=True).first()
+    )
+    if comparison_id is None:
+        raise Annotation.DoesNotExist(f"annotation {annotation_id} does not exist")
+    comparison = Comparison.objects.select_for_update().get(pk=comparison_id)
+    Assignment.objects.select_for_update().filter(annotations__pk=annotation_id).exists()
+    annotation = Annotation.objects.select_related("assignment").get(pk=annotation_id)
+    return comparison, annotation
+
+
+def _reject_locked(
+    comparison: Comparison, annotation: Annotation, *, reason: str, by, now: datetime
+) -> bool:
+    if annotation.rejected_at is not None:
+        return False
+    current = (
+        Annotation.objects.filter(
+            assignment_id=annotation.assignment_id, superseded_by__isnull=True
+        )
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if current != annotation.pk:
+        raise ConflictError(
+            f"Annotation {annotation.pk} was corrected by annotation {current}; reject that one.",
+            {"annotation": [f"superseded by {current}"]},
+        )
+    annotation.rejected_at = now
+    annotation.rejected_by = by
+    annotation.rejection_reason = reason
+    annotation.save(update_fields=["rejected_at", "rejected_by", "rejection_reason"])
+    assignment = annotation.assignment
+    if assignment.status == Assignment.Status.SUBMITTED:
+        assignment.status = Assignment.Status.REJECTED
+        assignment.save(update_fields=["status"])
+        comparison.submitted_count = max(comparison.submitted_count - 1, 0)
+        comparison.status = Comparison.Status.OPEN
+        comparison.completed_at = None
+        comparison.save(update_fields=["submitted_count", "status", "completed_at"])
+    return True
+
+
+def annotation_reject(
+    *, annotation: Annotation, reason: str, by=None, now: datetime | None = None
+) -> ReviewResult:
+    """Mark an annotation rejected with a reason and give its slot back to the comparison."""
+    reason = _clean_reason(reason)
+    now = now or timezone.now()
+    with transaction.atomic():
+        comparison, current = _locked(annotation.pk)
+        changed = _reject_locked(comparison, current, reason=reason, by=by, now=now)
+    return ReviewResult(current, changed)
+
+
+def annotation_restore(*, annotation: Annotation, now: datetime | None = None) -> ReviewResult:
+    """Undo a rejection if the comparison still has room for it, else ConflictError."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        comparison, current = _locked(annotation.pk)
+        if current.rejected_at is None:
+            return ReviewResult(current, False)
+        assignment = current.assignment
+        if assignment.status == Assignment.Status.REJECTED:
+            if not comparison_has_room(comparison.pk, now):
+                raise ConflictError(
+                    f"Comparison {comparison.pk} has been filled by others since the rejection; "
+                    f"annotation {current.pk} cannot count again.",
+                    {"comparison": [f"{comparison.pk} is full"]},
+                )
+            assignment.status = Assignment.Status.SUBMITTED
+            assignment.save(update_fields=["status"])
+            comparison.submitted_count += 1
+            fields = ["submitted_count"]
+            if comparison.submitted_count >= comparison.required:
+                comparison.status = Comparison.Status.COMPLETE
+                comparison.completed_at = now
+                fields += ["status", "completed_at"]
+            comparison.save(update_fields=fields)
+        current.rejected_at = None
+        current.rejected_by = None
+        current.rejection_reason = ""
+        current.save(update_fields=["rejected_at", "rejected_by", "rejection_reason"])
+    return ReviewResult(current, True)
+
+
+def annotations_reject_since(
+    *,
+    project: Project,
+    labeler,
+    since: datetime,
+    reason: str,
+    by=None,
+    now: datetime | None = None,
+) -> int:
+    """Reject every current annotation of this labeler in this project made at or after `since`.
+
+    One transaction: all of them or none. Returns how many were newly rejected.
+    """
+    reason = _clean_reason(reason)
+    now = now or timezone.now()
+    ids = list(
+        Annotation.objects.filter(
+            comparison__project=project,
+            labeler=labeler,
+            created_at__gte=since,
+            superseded_by__isnull=True,
+            rejected_at__isnull=True,
+        )
+        .order_by("comparison_id", "id")  # one lock order for every bulk call
+        .values_list("pk", flat=True)
+    )
+    changed = 0
+    with transaction.atomic():
+        for pk in ids:
+            comparison, current = _locked(pk)
+            changed += _reject_locked(comparison, current, reason=reason, by=by, now=now)
+    return changed
