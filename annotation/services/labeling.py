@@ -7,9 +7,10 @@ Invariants (SPEC section 2) and what holds them:
   lock (PostgreSQL `SELECT ... FOR UPDATE`; SQLite serializes writers with IMMEDIATE
   transactions) and recounts `submitted_count` + unexpired leases under it; the check
   constraint `comparison_never_over_annotated` catches anything that slips past.
-- A labeler never gets the same comparison twice: the queue query excludes comparisons the
-  labeler ever had an assignment for (submitted, skipped or expired), and the unique
-  constraint on (comparison, labeler) backs it.
+- A labeler never annotates the same comparison twice: the queue query excludes comparisons
+  the labeler submitted or skipped, and the unique constraint on (comparison, labeler) backs
+  it. An expired lease does not exclude its labeler (SPEC section 11): while the slot is
+  free the comparison is served to them again, on the same assignment row, leased anew.
 - An expired lease frees its slot: "open" always means `status = leased AND expires_at >
   now` (`annotation.leases`), so nothing depends on `leases_expire` having run.
 
@@ -98,6 +99,17 @@ def _renew_open_lease(
 
 
 def _lease(comparison: Comparison, labeler, now: datetime, lease: timedelta) -> Assignment:
+    prior = getattr(comparison, "prior_assignment_id", None)
+    if prior is not None:
+        # The labeler's lapsed or expired lease on it: the same row, leased again (the
+        # display order is seeded per (comparison, labeler), so it does not change).
+        assignment = Assignment.objects.select_for_update().get(pk=prior)
+        assignment.status = Assignment.Status.LEASED
+        assignment.leased_at = now
+        assignment.expires_at = now + lease
+        assignment.save(update_fields=["status", "leased_at", "expires_at"])
+        assignment.comparison = comparison
+        return assignment
     assignment = Assignment.objects.create(
         comparison=comparison,
         labeler=labeler,
@@ -187,6 +199,8 @@ def assignment_next(*, project: Project, labeler, now: datetime | None = None) -
                     queue.served_gold += int(gold)
                     queue.save(update_fields=["served", "served_gold"])
                     break
+        if assignment is not None:
+            lapsed = [pk for pk in lapsed if pk != assignment.pk]  # leased again just now
         if lapsed:
             # Housekeeping for this labeler, last so that no lock is held while waiting.
             Assignment.objects.filter(pk__in=lapsed, status=Assignment.Status.LEASED).update(
