@@ -82,12 +82,15 @@ def _prompt_turns(messages_: list[dict]) -> list[dict]:
     ]
 
 
-def _card(project: Project, *, cid: int, n: int, text: str, values) -> dict:
-    """What the card template shows for one candidate, with posted values put back."""
+def _card(project: Project, *, cid: int, n: int, text: str, values, k: int) -> dict:
+    """What the card template shows for one candidate, with posted values put back.
+
+    `k` is the number of candidates of the comparison shown, not the project's setting:
+    the rank choices come from what is on the page.
+    """
     chosen_flags = values.getlist(f"flag_{cid}") if values is not None else []
     rank = values.get(f"rank_{cid}", "") if values is not None else ""
     rating = values.get(f"rating_{cid}", "") if values is not None else ""
-    k = project.num_candidates
     return {
         "id": cid,
         "n": n,
@@ -123,7 +126,14 @@ def _label_page(
         comparison = assignment.comparison
         texts = {c.pk: c.text for c in comparison.candidates.all()}
         cards = [
-            _card(project, cid=cid, n=n, text=texts.get(cid, ""), values=values)
+            _card(
+                project,
+                cid=cid,
+                n=n,
+                text=texts.get(cid, ""),
+                values=values,
+                k=len(assignment.display_order),
+            )
             for n, cid in enumerate(assignment.display_order, start=1)
         ]
         turns = _prompt_turns(comparison.prompt.messages)
@@ -168,7 +178,7 @@ def _label_page(
             max(0, int((assignment.expires_at - now).total_seconds())) if assignment else 0
         ),
         "cards": cards,
-        "card_template": _card(project, cid=0, n=0, text="", values=None),
+        "card_template": _card(project, cid=0, n=0, text="", values=None, k=project.num_candidates),
         "turns": turns,
         "today": today,
         "form": form,

@@ -117,7 +117,9 @@ def queue_head(
     if row is None:
         return None
     comparison = instance(Comparison, row[:_COMPARISON_COLUMNS])
-    messages, is_chat = converted(_PROMPT_FIELDS, row[_COMPARISON_COLUMNS : _COMPARISON_COLUMNS + 2])
+    messages, is_chat = converted(
+        _PROMPT_FIELDS, row[_COMPARISON_COLUMNS : _COMPARISON_COLUMNS + 2]
+    )
     comparison.prior_assignment_id = row[_COMPARISON_COLUMNS + 2]
     # A Prompt whose other fields load on first use, cached as the comparison's prompt.
     comparison.prompt = Prompt.from_db(

@@ -16,7 +16,10 @@
   var config = JSON.parse(configNode.textContent);
   var pairwise = config.project.task_type === "pairwise";
   var allowTies = config.project.allow_ties;
-  var K = config.project.num_candidates;
+  // The number of ranks comes from the comparison on screen, never from the project's K.
+  function rankCount() {
+    return state.assignment ? state.assignment.ids.length : config.project.num_candidates;
+  }
 
   var form = document.getElementById("task-form");
   var taskSection = document.getElementById("task");
@@ -284,6 +287,7 @@
     board.setAttribute("aria-hidden", "true");
     board.removeAttribute("role");
     board.removeAttribute("aria-label");
+    var K = rankCount();
     for (var r = 1; r <= K; r += 1) board.appendChild(makeSlot(r, ordinal(r) + (r === 1 ? " · best" : r === K ? " · worst" : "")));
     var pool = makeSlot(null, "Unranked");
     pool.classList.add("slot-pool");
@@ -332,6 +336,20 @@
     });
   }
 
+  function fillRankOptions(select) {
+    select.textContent = "";
+    var none = document.createElement("option");
+    none.value = "";
+    none.textContent = "–";
+    select.appendChild(none);
+    for (var r = 1; r <= rankCount(); r += 1) {
+      var option = document.createElement("option");
+      option.value = String(r);
+      option.textContent = ordinal(r);
+      select.appendChild(option);
+    }
+  }
+
   function render() {
     if (!state.assignment || pairwise) return;
     state.assignment.ids.forEach(function (cid) {
@@ -339,7 +357,11 @@
       if (!card) return;
       var rank = state.ranks[cid];
       var select = card.querySelector('select[data-field="rank"]');
-      if (select) select.value = rank ? String(rank) : "";
+      if (select) {
+        // A template option list from another K is rebuilt for this comparison.
+        if (select.options.length !== state.assignment.ids.length + 1) fillRankOptions(select);
+        select.value = rank ? String(rank) : "";
+      }
       var badge = card.querySelector('[data-slot="badge"]');
       if (badge) {
         badge.hidden = !rank;
@@ -438,6 +460,7 @@
     if (skipButton) skipButton.setAttribute("formaction", url(config.urls.form_skip, assignment.id));
     if (rationale) rationale.value = "";
     if (allBad) allBad.checked = false;
+    if (!pairwise) buildBoard();
     resetTaskState({});
     taskSection.hidden = false;
     doneSection.hidden = true;
