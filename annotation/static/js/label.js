@@ -639,6 +639,7 @@
   function showUndoLast(assignmentId) {
     if (!undoLast) return;
     window.clearTimeout(state.undoTimer);
+    document.getElementById("undo-last-text").textContent = "Saved.";
     undoLast.hidden = false;
     undoLastButton.onclick = function () {
       // Reopen the answer just stored, prefilled; submitting it stores a correction.
