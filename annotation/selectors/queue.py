@@ -97,9 +97,16 @@ def queue_head_sql(
     return sql, params
 
 
+class QueueHead(NamedTuple):
+    """The comparison at the head of a labeler's queue, and their earlier lease on it."""
+
+    comparison: Comparison
+    prior_assignment_id: int | None  # the labeler's lapsed or expired assignment, to reuse
+
+
 def queue_head(
     *, project: Project, labeler, gold: bool, now: datetime, exclude=(), lock: str = ""
-) -> Comparison | None:
+) -> QueueHead | None:
     """The first comparison this labeler may lease now, in serving order, or None.
 
     Serving order is fewest submitted first, then oldest. The statement walks
@@ -107,8 +114,8 @@ def queue_head(
     never had; each row costs two index probes, so it does not grow with the project (only
     with the open leases and skips at the head of the queue). The prompt comes along as
     `comparison.prompt` with its id, messages and is_chat loaded (the labeler's payload
-    needs them). `comparison.prior_assignment_id` is the labeler's lapsed or expired
-    assignment for it, to be leased again, or None.
+    needs them). With it comes the labeler's lapsed or expired assignment for that
+    comparison, if any: a new lease reuses that row.
     """
     sql, params = queue_head_sql(
         project=project, labeler=labeler, gold=gold, now=now, exclude=exclude, lock=lock
@@ -120,14 +127,13 @@ def queue_head(
     messages, is_chat = converted(
         _PROMPT_FIELDS, row[_COMPARISON_COLUMNS : _COMPARISON_COLUMNS + 2]
     )
-    comparison.prior_assignment_id = row[_COMPARISON_COLUMNS + 2]
     # A Prompt whose other fields load on first use, cached as the comparison's prompt.
     comparison.prompt = Prompt.from_db(
         connection.alias,
         ["id", "messages", "is_chat"],
         [comparison.prompt_id, messages, bool(is_chat)],  # SQLite hands booleans back as 0/1
     )
-    return comparison
+    return QueueHead(comparison, row[_COMPARISON_COLUMNS + 2])
 
 
 _ROOM_SQL = f"""

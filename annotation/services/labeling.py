@@ -48,6 +48,7 @@ from annotation.leases import lapsed_lease_q, lease_is_open
 from annotation.models import Annotation, Assignment, Comparison, LabelerQueue, Project
 from annotation.rules.ranking import submission_clean
 from annotation.selectors.queue import (
+    QueueHead,
     assignment_of_labeler,
     comparison_has_room,
     comparison_locked_for,
@@ -98,8 +99,9 @@ def _renew_open_lease(
     return None, [*lapsed, current.pk]
 
 
-def _lease(comparison: Comparison, labeler, now: datetime, lease: timedelta) -> Assignment:
-    prior = getattr(comparison, "prior_assignment_id", None)
+def _lease(
+    comparison: Comparison, labeler, now: datetime, lease: timedelta, prior: int | None
+) -> Assignment:
     if prior is not None:
         # The labeler's lapsed or expired lease on it: the same row, leased again (the
         # display order is seeded per (comparison, labeler), so it does not change).
@@ -125,7 +127,7 @@ def _lease(comparison: Comparison, labeler, now: datetime, lease: timedelta) -> 
 def _lease_from_queue(
     *, project: Project, labeler, gold: bool, now: datetime, lease: timedelta
 ) -> Assignment | None:
-    def head(exclude: list[int], lock: str = "") -> Comparison | None:
+    def head(exclude: list[int], lock: str = "") -> QueueHead | None:
         return queue_head(
             project=project, labeler=labeler, gold=gold, now=now, exclude=exclude, lock=lock
         )
@@ -133,29 +135,35 @@ def _lease_from_queue(
     if not connection.features.has_select_for_update_skip_locked:
         # SQLite: the IMMEDIATE transaction shuts out every other writer, so what the queue
         # query sees stays true until commit.
-        comparison = head([])
-        return _lease(comparison, labeler, now, lease) if comparison is not None else None
+        found = head([])
+        if found is None:
+            return None
+        return _lease(found.comparison, labeler, now, lease, found.prior_assignment_id)
     taken: list[int] = []
     for _ in range(MAX_QUEUE_RETRIES):
         # Each try runs in a savepoint so a comparison that turns out to be full is unlocked
         # again at once: this transaction then never holds a lock while waiting for one.
         with transaction.atomic():
-            comparison = head(taken, "FOR UPDATE OF c SKIP LOCKED")
-            if comparison is None:
+            found = head(taken, "FOR UPDATE OF c SKIP LOCKED")
+            if found is None:
                 # SKIP LOCKED hides comparisons that other labelers hold locked right now,
                 # maybe to take the last slot, maybe not. Wait for the first of them rather
                 # than answer "nothing left" while one may still free up.
-                first = head(taken)
-                if first is None:
+                found = head(taken)
+                if found is None:
                     return None
+                first = found.comparison
                 comparison = Comparison.objects.select_for_update().filter(pk=first.pk).first()
                 if comparison is None:  # deleted meanwhile
                     taken.append(first.pk)
                     continue
+            else:
+                comparison = found.comparison
             # The queue's subqueries read a snapshot from before the lock was granted;
             # recount now that nobody else can change this comparison's reservations.
+            # (The labeler's prior row cannot change meanwhile: their queue row is locked.)
             if comparison_has_room(comparison.pk, now):
-                return _lease(comparison, labeler, now, lease)
+                return _lease(comparison, labeler, now, lease, found.prior_assignment_id)
             transaction.set_rollback(True)
         taken.append(comparison.pk)
     return None

@@ -13,7 +13,8 @@ from playwright.sync_api import Page, expect
 from annotation.models import Annotation, Assignment, Project, Prompt, TaskType
 from annotation.services.labeling import assignment_next
 
-from .test_labeling import PASSWORD, card, leased, login, wait_for_next  # noqa: F401
+from .conftest import PASSWORD
+from .test_labeling import card, leased, wait_for_next
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -10,26 +10,15 @@ from playwright.sync_api import Page, expect
 
 from annotation.models import Annotation, Assignment, TaskType
 
+from .conftest import PASSWORD
+
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-PASSWORD = "a-long-password-1"
 XSS_TEXTS = [
     "<script>window.__pwned = 'script'</script>",
     "<img src=x onerror=\"window.__pwned = 'img'\">",
     "fine answer\n    indented line",
 ]
-
-
-@pytest.fixture
-def login(live_server):
-    def sign_in(page: Page, username: str) -> None:
-        page.goto(f"{live_server.url}/accounts/login/")
-        page.get_by_label("Username").fill(username)
-        page.get_by_label("Password").fill(PASSWORD)
-        page.get_by_role("button", name="Sign in").click()
-        expect(page.get_by_role("heading", name="Your projects")).to_be_visible()
-
-    return sign_in
 
 
 def leased(username: str) -> Assignment:
