@@ -240,9 +240,10 @@ def assignment_submit(request: HttpRequest, assignment_id: int) -> HttpResponse:
     form = SubmissionForm(
         request.POST, project=project, display_order=assignment.display_order, now_ms=_now_ms()
     )
-    # A correction (the assignment is already submitted) goes back where it came from.
+    # A correction sent from the edit page goes back where it came from. (A plain repeat of
+    # a first submit, a double click, replays its token and is no correction.)
     editing = None
-    if assignment.status == Assignment.Status.SUBMITTED:
+    if assignment.status == Assignment.Status.SUBMITTED and "next" in request.POST:
         editing = _safe_next(request, request.POST.get("next"), project)
     if not form.is_valid():
         return _label_page(request, project, assignment, form=form, status=400, editing=editing)
