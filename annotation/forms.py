@@ -23,6 +23,15 @@ def ordinal(n: int) -> str:
     return f"{n}{suffix}"
 
 
+def pairwise_choice(ranking: list[list[int]], all_bad: bool, display_order: list[int]) -> str:
+    """The pairwise button that stores this ranking ("a", "b", "tie" or "bad")."""
+    if all_bad:
+        return "bad"
+    if len(ranking) == 1:
+        return "tie"
+    return "a" if ranking[0] == [display_order[0]] else "b"
+
+
 def tiers_from_ranks(ranks: dict[int, int]) -> list[list[int]]:
     """Group candidates by rank number, best (lowest) first; equal numbers form a tie."""
     tiers: dict[int, list[int]] = {}

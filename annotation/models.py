@@ -101,6 +101,37 @@ class Project(models.Model):
             raise ValidationError({"flags": "Flags must be a list of non-empty codes."})
         if len(set(self.flags)) != len(self.flags):
             raise ValidationError({"flags": "Flag codes must be unique."})
+        self.clean_locked_settings()
+
+    # Settings that shape stored rankings (SPEC section 11): fixed once comparisons exist.
+    LOCKED_SETTINGS = ("task_type", "num_candidates", "allow_ties", "rating_scale")
+
+    def clean_locked_settings(self) -> None:
+        """Refuse changes to the settings that shape stored rankings once comparisons exist.
+
+        Flags may gain codes, but no code in use may go: stored annotations carry them.
+        """
+        if self.pk is None:
+            return
+        stored = Project.objects.filter(pk=self.pk).values(*self.LOCKED_SETTINGS, "flags").first()
+        if stored is None or not self.comparisons.exists():
+            return
+        errors = {}
+        for name in self.LOCKED_SETTINGS:
+            if getattr(self, name) != stored[name]:
+                errors[name] = (
+                    f"{name} cannot change once the project has comparisons "
+                    f"(it is {stored[name]!r}); create a new project instead."
+                )
+        flags = self.flags if isinstance(self.flags, list) else []
+        removed = [code for code in stored["flags"] or [] if code not in flags]
+        if removed:
+            errors["flags"] = (
+                f"Flag codes in use cannot be removed once the project has comparisons "
+                f"(removed: {', '.join(removed)}); adding codes is fine."
+            )
+        if errors:
+            raise ValidationError(errors)
 
 
 class Prompt(models.Model):

@@ -28,5 +28,10 @@ urlpatterns = [
         views.assignment_skip_view,
         name="assignment-skip",
     ),
+    path(
+        "assignments/<id:assignment_id>/edit/",
+        views.assignment_edit,
+        name="assignment-edit",
+    ),
     path("history/", views.history, name="history"),
 ]

@@ -9,24 +9,27 @@ from __future__ import annotations
 
 import time
 import uuid
+from urllib.parse import quote
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from annotation.api.permissions import assignment_of, project_for_labeler
 from annotation.errors import ConflictError, NotAllowedError, ServiceValidationError
-from annotation.forms import SubmissionForm, ordinal
+from annotation.forms import SubmissionForm, ordinal, pairwise_choice
 from annotation.markdown import render_markdown, text_segments
 from annotation.models import Assignment, Project, TaskType
 from annotation.selectors.labelers import (
+    annotation_current,
     annotation_history,
     annotations_today,
     has_labeled,
@@ -82,12 +85,15 @@ def _prompt_turns(messages_: list[dict]) -> list[dict]:
     ]
 
 
-def _card(project: Project, *, cid: int, n: int, text: str, values) -> dict:
-    """What the card template shows for one candidate, with posted values put back."""
+def _card(project: Project, *, cid: int, n: int, text: str, values, k: int) -> dict:
+    """What the card template shows for one candidate, with posted values put back.
+
+    `k` is the number of candidates of the comparison shown, not the project's setting:
+    the rank choices come from what is on the page.
+    """
     chosen_flags = values.getlist(f"flag_{cid}") if values is not None else []
     rank = values.get(f"rank_{cid}", "") if values is not None else ""
     rating = values.get(f"rating_{cid}", "") if values is not None else ""
-    k = project.num_candidates
     return {
         "id": cid,
         "n": n,
@@ -115,15 +121,32 @@ def _label_page(
     *,
     form: SubmissionForm | None = None,
     status: int = 200,
+    values: QueryDict | None = None,
+    editing: str | None = None,
+    slot_lost: bool = False,
 ) -> HttpResponse:
-    values = form.data if form is not None else None
+    """The labeling page for an assignment (or "nothing left").
+
+    `editing` is where to go after a correction: the page then reopens a submitted
+    assignment with `values` (its stored answer) prefilled. `slot_lost` keeps a refused
+    late answer on screen with no way to send it again.
+    """
+    if values is None:
+        values = form.data if form is not None else None
     now = timezone.now()
     cards, turns = [], []
     if assignment is not None:
         comparison = assignment.comparison
         texts = {c.pk: c.text for c in comparison.candidates.all()}
         cards = [
-            _card(project, cid=cid, n=n, text=texts.get(cid, ""), values=values)
+            _card(
+                project,
+                cid=cid,
+                n=n,
+                text=texts.get(cid, ""),
+                values=values,
+                k=len(assignment.display_order),
+            )
             for n, cid in enumerate(assignment.display_order, start=1)
         ]
         turns = _prompt_turns(comparison.prompt.messages)
@@ -135,11 +158,15 @@ def _label_page(
                 "id": assignment.pk,
                 "expires_at": assignment.expires_at.isoformat(),
                 "candidate_ids": assignment.display_order,
+                "choice": values.get("choice", "") if values is not None else "",
             }
             if assignment is not None
             else None
         ),
         "server_now": now.isoformat(),
+        # Set when correcting a submitted answer: where to go once the correction is stored.
+        "editing": editing,
+        "slot_lost": slot_lost,
         "today": today,
         "project": {
             "slug": project.slug,
@@ -155,6 +182,8 @@ def _label_page(
             "form_submit": reverse("assignment-submit", kwargs=api_zero),
             "form_skip": reverse("assignment-skip", kwargs=api_zero),
             "login": reverse("login"),
+            "edit": reverse("assignment-edit", kwargs=api_zero),
+            "label": reverse("label", kwargs={"slug": project.slug}),
         },
     }
     context = {
@@ -165,10 +194,12 @@ def _label_page(
         "guidelines_open": not has_labeled(user=request.user, project=project),
         "assignment": assignment,
         "seconds_left": (
-            max(0, int((assignment.expires_at - now).total_seconds())) if assignment else 0
+            max(0, int((assignment.expires_at - now).total_seconds()))
+            if assignment and not editing
+            else 0
         ),
         "cards": cards,
-        "card_template": _card(project, cid=0, n=0, text="", values=None),
+        "card_template": _card(project, cid=0, n=0, text="", values=None, k=project.num_candidates),
         "turns": turns,
         "today": today,
         "form": form,
@@ -178,6 +209,9 @@ def _label_page(
         "rationale": values.get("rationale", "") if values is not None else "",
         "all_bad": bool(values.get("all_bad")) if values is not None else False,
         "rationale_max_length": settings.RATIONALE_MAX_LENGTH,
+        "editing": editing,
+        "slot_lost": slot_lost,
+        "choice": values.get("choice", "") if values is not None else "",
         "config": config,
     }
     return render(request, "annotation/label.html", context, status=status)
@@ -206,20 +240,77 @@ def assignment_submit(request: HttpRequest, assignment_id: int) -> HttpResponse:
     form = SubmissionForm(
         request.POST, project=project, display_order=assignment.display_order, now_ms=_now_ms()
     )
+    # A correction sent from the edit page goes back where it came from. (A plain repeat of
+    # a first submit, a double click, replays its token and is no correction.)
+    editing = None
+    if assignment.status == Assignment.Status.SUBMITTED and "next" in request.POST:
+        editing = _safe_next(request, request.POST.get("next"), project)
     if not form.is_valid():
-        return _label_page(request, project, assignment, form=form, status=400)
+        return _label_page(request, project, assignment, form=form, status=400, editing=editing)
     try:
         ranking_submit(assignment=assignment, labeler=request.user, **form.submission())
     except ServiceValidationError as exc:
         form.add_error(None, exc.detail)
-        return _label_page(request, project, assignment, form=form, status=400)
+        return _label_page(request, project, assignment, form=form, status=400, editing=editing)
     except ConflictError as exc:
-        messages.error(request, f"{exc.detail} Here is another comparison.")
+        # Nothing was stored: keep the answer on screen so it is not lost from sight.
+        form.add_error(None, f"{exc.detail} Nothing was stored; your answer is kept below.")
+        return _label_page(request, project, assignment, form=form, status=409, slot_lost=True)
     except NotAllowedError as exc:
         raise PermissionDenied(exc.detail) from exc
-    else:
-        messages.success(request, "Saved.")
+    if editing:
+        messages.success(request, "Correction saved.")
+        return redirect(editing)
+    messages.success(request, "Saved.")
     return redirect("label", slug=project.slug)
+
+
+def _safe_next(request: HttpRequest, target: str | None, project: Project) -> str:
+    """A same-site path to return to after a correction, else the project's labeling page."""
+    if target and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return target
+    return reverse("label", kwargs={"slug": project.slug})
+
+
+def _stored_values(assignment: Assignment, annotation) -> QueryDict:
+    """A stored annotation as the form fields that would send it again (to prefill a correction)."""
+    values = QueryDict(mutable=True)
+    for rank, tier in enumerate(annotation.ranking, start=1):
+        for cid in tier:
+            values[f"rank_{cid}"] = str(rank)
+    for cid, codes in (annotation.flags or {}).items():
+        values.setlist(f"flag_{cid}", list(codes))
+    for cid, rating in (annotation.ratings or {}).items():
+        values[f"rating_{cid}"] = str(rating)
+    values["rationale"] = annotation.rationale
+    if annotation.all_bad:
+        values["all_bad"] = "on"
+    if assignment.comparison.project.task_type == TaskType.PAIRWISE:
+        values["choice"] = pairwise_choice(
+            annotation.ranking, annotation.all_bad, assignment.display_order
+        )
+    return values
+
+
+@login_required
+@require_GET
+def assignment_edit(request: HttpRequest, assignment_id: int) -> HttpResponse:
+    """Reopen a submitted assignment with its stored answer prefilled, to send a correction."""
+    assignment = _with_comparison(assignment_of(request.user, assignment_id).pk)
+    project = project_for_labeler(request.user, assignment.comparison.project.slug)  # 404
+    current = annotation_current(assignment)
+    if assignment.status != Assignment.Status.SUBMITTED or current is None:
+        messages.info(request, "That comparison has no stored answer to correct.")
+        return redirect("label", slug=project.slug)
+    return _label_page(
+        request,
+        project,
+        assignment,
+        values=_stored_values(assignment, current),
+        editing=_safe_next(request, request.GET.get("next"), project),
+    )
 
 
 @login_required
@@ -279,6 +370,15 @@ def history(request: HttpRequest) -> HttpResponse:
                 "prompt": annotation.comparison.prompt.text,
                 "tiers": tiers,
                 "superseded": superseded is not None,
+                "edit_url": (
+                    None
+                    if superseded is not None
+                    else reverse(
+                        "assignment-edit", kwargs={"assignment_id": annotation.assignment_id}
+                    )
+                    + "?next="
+                    + quote(request.get_full_path())
+                ),
             }
         )
     return render(

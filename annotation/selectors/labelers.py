@@ -50,3 +50,12 @@ def annotation_history(user, *, project: Project | None = None) -> QuerySet[Anno
     return annotations.select_related(
         "comparison__project", "comparison__prompt", "superseded_by"
     ).order_by("-created_at", "-id")
+
+
+def annotation_current(assignment) -> Annotation | None:
+    """The assignment's answer in force: its newest annotation that no correction superseded."""
+    return (
+        Annotation.objects.filter(assignment=assignment, superseded_by__isnull=True)
+        .order_by("-id")
+        .first()
+    )

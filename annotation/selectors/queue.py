@@ -35,6 +35,7 @@ q = Table(LabelerQueue, "q")
 pr = Table(Project, "pr")
 m = Table(Project.members.through, "m")
 seen = Table(Assignment, "seen")
+prior = Table(Assignment, "prior")
 lease = Table(Assignment, "lease")
 cand = Table(Candidate, "cand")
 
@@ -47,12 +48,19 @@ _COMPARISON_COLUMNS = len(Comparison._meta.concrete_fields)
 _PROMPT_FIELDS = [Prompt._meta.get_field("messages"), Prompt._meta.get_field("is_chat")]
 
 # `{exclude}` and `{lock}` are filled per call; everything else once, here.
+# Only a submitted or skipped assignment (or the labeler's own open lease) excludes its
+# labeler (SPEC section 11); a lapsed or expired lease does not, and its row comes back as
+# the last column so the lease reuses it (one row per (comparison, labeler) is unique).
+# Both probes use that unique index, so the walk stays two index probes per row.
 _QUEUE_HEAD_SQL = f"""
-SELECT {c.columns()}, {p.messages}, {p.is_chat} FROM {c}
+SELECT {c.columns()}, {p.messages}, {p.is_chat}, (
+    SELECT {prior.id} FROM {prior} WHERE {prior.comparison} = {c.id} AND {prior.labeler} = %s
+  ) FROM {c}
 JOIN {p} ON {p.id} = {c.prompt}
 WHERE {c.project} = %s AND {c.status} = %s AND {c.is_gold} = %s
   AND NOT EXISTS (
     SELECT 1 FROM {seen} WHERE {seen.comparison} = {c.id} AND {seen.labeler} = %s
+      AND ({seen.status} IN (%s, %s) OR {open_lease_sql("seen")})
   )
   AND {c.submitted_count} + (
     SELECT COUNT(*) FROM {lease} WHERE {lease.comparison} = {c.id} AND {open_lease_sql("lease")}
@@ -75,19 +83,30 @@ def queue_head_sql(
         lock=f" {lock}" if lock else "",
     )
     params = [
+        labeler.pk,
         project.pk,
         Comparison.Status.OPEN.value,
         gold,
         labeler.pk,
+        Assignment.Status.SUBMITTED.value,
+        Assignment.Status.SKIPPED.value,
+        *open_lease_params(now),
         *open_lease_params(now),
         *exclude,
     ]
     return sql, params
 
 
+class QueueHead(NamedTuple):
+    """The comparison at the head of a labeler's queue, and their earlier lease on it."""
+
+    comparison: Comparison
+    prior_assignment_id: int | None  # the labeler's lapsed or expired assignment, to reuse
+
+
 def queue_head(
     *, project: Project, labeler, gold: bool, now: datetime, exclude=(), lock: str = ""
-) -> Comparison | None:
+) -> QueueHead | None:
     """The first comparison this labeler may lease now, in serving order, or None.
 
     Serving order is fewest submitted first, then oldest. The statement walks
@@ -95,7 +114,8 @@ def queue_head(
     never had; each row costs two index probes, so it does not grow with the project (only
     with the open leases and skips at the head of the queue). The prompt comes along as
     `comparison.prompt` with its id, messages and is_chat loaded (the labeler's payload
-    needs them).
+    needs them). With it comes the labeler's lapsed or expired assignment for that
+    comparison, if any: a new lease reuses that row.
     """
     sql, params = queue_head_sql(
         project=project, labeler=labeler, gold=gold, now=now, exclude=exclude, lock=lock
@@ -104,14 +124,16 @@ def queue_head(
     if row is None:
         return None
     comparison = instance(Comparison, row[:_COMPARISON_COLUMNS])
-    messages, is_chat = converted(_PROMPT_FIELDS, row[_COMPARISON_COLUMNS:])
+    messages, is_chat = converted(
+        _PROMPT_FIELDS, row[_COMPARISON_COLUMNS : _COMPARISON_COLUMNS + 2]
+    )
     # A Prompt whose other fields load on first use, cached as the comparison's prompt.
     comparison.prompt = Prompt.from_db(
         connection.alias,
         ["id", "messages", "is_chat"],
         [comparison.prompt_id, messages, bool(is_chat)],  # SQLite hands booleans back as 0/1
     )
-    return comparison
+    return QueueHead(comparison, row[_COMPARISON_COLUMNS + 2])
 
 
 _ROOM_SQL = f"""

@@ -7,9 +7,10 @@ Invariants (SPEC section 2) and what holds them:
   lock (PostgreSQL `SELECT ... FOR UPDATE`; SQLite serializes writers with IMMEDIATE
   transactions) and recounts `submitted_count` + unexpired leases under it; the check
   constraint `comparison_never_over_annotated` catches anything that slips past.
-- A labeler never gets the same comparison twice: the queue query excludes comparisons the
-  labeler ever had an assignment for (submitted, skipped or expired), and the unique
-  constraint on (comparison, labeler) backs it.
+- A labeler never annotates the same comparison twice: the queue query excludes comparisons
+  the labeler submitted or skipped, and the unique constraint on (comparison, labeler) backs
+  it. An expired lease does not exclude its labeler (SPEC section 11): while the slot is
+  free the comparison is served to them again, on the same assignment row, leased anew.
 - An expired lease frees its slot: "open" always means `status = leased AND expires_at >
   now` (`annotation.leases`), so nothing depends on `leases_expire` having run.
 
@@ -47,6 +48,7 @@ from annotation.leases import lapsed_lease_q, lease_is_open
 from annotation.models import Annotation, Assignment, Comparison, LabelerQueue, Project
 from annotation.rules.ranking import submission_clean
 from annotation.selectors.queue import (
+    QueueHead,
     assignment_of_labeler,
     comparison_has_room,
     comparison_locked_for,
@@ -97,7 +99,19 @@ def _renew_open_lease(
     return None, [*lapsed, current.pk]
 
 
-def _lease(comparison: Comparison, labeler, now: datetime, lease: timedelta) -> Assignment:
+def _lease(
+    comparison: Comparison, labeler, now: datetime, lease: timedelta, prior: int | None
+) -> Assignment:
+    if prior is not None:
+        # The labeler's lapsed or expired lease on it: the same row, leased again (the
+        # display order is seeded per (comparison, labeler), so it does not change).
+        assignment = Assignment.objects.select_for_update().get(pk=prior)
+        assignment.status = Assignment.Status.LEASED
+        assignment.leased_at = now
+        assignment.expires_at = now + lease
+        assignment.save(update_fields=["status", "leased_at", "expires_at"])
+        assignment.comparison = comparison
+        return assignment
     assignment = Assignment.objects.create(
         comparison=comparison,
         labeler=labeler,
@@ -113,7 +127,7 @@ def _lease(comparison: Comparison, labeler, now: datetime, lease: timedelta) -> 
 def _lease_from_queue(
     *, project: Project, labeler, gold: bool, now: datetime, lease: timedelta
 ) -> Assignment | None:
-    def head(exclude: list[int], lock: str = "") -> Comparison | None:
+    def head(exclude: list[int], lock: str = "") -> QueueHead | None:
         return queue_head(
             project=project, labeler=labeler, gold=gold, now=now, exclude=exclude, lock=lock
         )
@@ -121,29 +135,35 @@ def _lease_from_queue(
     if not connection.features.has_select_for_update_skip_locked:
         # SQLite: the IMMEDIATE transaction shuts out every other writer, so what the queue
         # query sees stays true until commit.
-        comparison = head([])
-        return _lease(comparison, labeler, now, lease) if comparison is not None else None
+        found = head([])
+        if found is None:
+            return None
+        return _lease(found.comparison, labeler, now, lease, found.prior_assignment_id)
     taken: list[int] = []
     for _ in range(MAX_QUEUE_RETRIES):
         # Each try runs in a savepoint so a comparison that turns out to be full is unlocked
         # again at once: this transaction then never holds a lock while waiting for one.
         with transaction.atomic():
-            comparison = head(taken, "FOR UPDATE OF c SKIP LOCKED")
-            if comparison is None:
+            found = head(taken, "FOR UPDATE OF c SKIP LOCKED")
+            if found is None:
                 # SKIP LOCKED hides comparisons that other labelers hold locked right now,
                 # maybe to take the last slot, maybe not. Wait for the first of them rather
                 # than answer "nothing left" while one may still free up.
-                first = head(taken)
-                if first is None:
+                found = head(taken)
+                if found is None:
                     return None
+                first = found.comparison
                 comparison = Comparison.objects.select_for_update().filter(pk=first.pk).first()
                 if comparison is None:  # deleted meanwhile
                     taken.append(first.pk)
                     continue
+            else:
+                comparison = found.comparison
             # The queue's subqueries read a snapshot from before the lock was granted;
             # recount now that nobody else can change this comparison's reservations.
+            # (The labeler's prior row cannot change meanwhile: their queue row is locked.)
             if comparison_has_room(comparison.pk, now):
-                return _lease(comparison, labeler, now, lease)
+                return _lease(comparison, labeler, now, lease, found.prior_assignment_id)
             transaction.set_rollback(True)
         taken.append(comparison.pk)
     return None
@@ -187,6 +207,8 @@ def assignment_next(*, project: Project, labeler, now: datetime | None = None) -
                     queue.served_gold += int(gold)
                     queue.save(update_fields=["served", "served_gold"])
                     break
+        if assignment is not None:
+            lapsed = [pk for pk in lapsed if pk != assignment.pk]  # leased again just now
         if lapsed:
             # Housekeeping for this labeler, last so that no lock is held while waiting.
             Assignment.objects.filter(pk__in=lapsed, status=Assignment.Status.LEASED).update(

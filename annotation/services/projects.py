@@ -56,6 +56,33 @@ def project_create(
     return project
 
 
+@transaction.atomic
+def project_update(*, project: Project, **changes) -> Project:
+    """Change a project's settings, validated like the admin does.
+
+    Settings that shape stored rankings (`task_type`, `num_candidates`, `allow_ties`,
+    `rating_scale`, flag codes in use) are refused once the project has comparisons
+    (SPEC section 11); nothing is written then.
+    """
+    project = Project.objects.select_for_update().get(pk=project.pk)
+    unknown = sorted(set(changes) - {f.name for f in Project._meta.concrete_fields})
+    if unknown:
+        raise ServiceValidationError(
+            f"Unknown project settings: {', '.join(unknown)}.",
+            {name: ["unknown"] for name in unknown},
+        )
+    for name, value in changes.items():
+        setattr(project, name, value)
+    try:
+        project.full_clean()
+    except ValidationError as exc:
+        errors = _validation_errors(exc)
+        first = "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in errors.items())
+        raise ServiceValidationError(f"Project {project.slug}: {first}", errors) from exc
+    project.save()
+    return project
+
+
 def labelers_group() -> Group:
     group, _ = Group.objects.get_or_create(name=LABELERS_GROUP)
     return group

@@ -155,7 +155,7 @@ def test_build_comparisons_filtered_by_model(make_project, tmp_path):
     assert {c.model_name for c in comparison.candidates.all()} == {"a"}
 
 
-def test_expire_leases_marks_lapsed_leases_only(project, labeler, make_comparisons):
+def test_expire_leases_marks_lapsed_leases_only(project, labeler, make_labeler, make_comparisons):
     from datetime import timedelta
 
     from django.utils import timezone
@@ -164,12 +164,12 @@ def test_expire_leases_marks_lapsed_leases_only(project, labeler, make_compariso
     from annotation.services.labeling import assignment_next
 
     make_comparisons(project, 2)
-    lapsed = assignment_next(project=project, labeler=labeler)
+    # Another labeler's lease lapses (their own next call would lease it to them again).
+    bob = make_labeler("bob", projects=[project])
+    lapsed = assignment_next(project=project, labeler=bob)
     Assignment.objects.filter(pk=lapsed.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
     current = assignment_next(project=project, labeler=labeler)  # a fresh lease, still open
     assert current.pk != lapsed.pk
-    # `assignment_next` tidied the labeler's own lapsed lease; undo that to test the command.
-    Assignment.objects.filter(pk=lapsed.pk).update(status=Assignment.Status.LEASED)
 
     assert "expired 1 leases" in run("expire_leases")
     assert Assignment.objects.get(pk=lapsed.pk).status == Assignment.Status.EXPIRED

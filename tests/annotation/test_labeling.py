@@ -86,7 +86,8 @@ def test_the_lease_lasts_the_projects_lease_seconds(make_project, make_labeler, 
     first = assignment_next(project=project, labeler=user, now=at(0))
     assert first.expires_at == at(60)
     assert assignment_next(project=project, labeler=user, now=at(59)).expires_at == at(119)
-    assert assignment_next(project=project, labeler=user, now=at(119)).pk != first.pk
+    # Lapsed at 119: leased again (the slot is free), for a fresh lease_seconds.
+    assert assignment_next(project=project, labeler=user, now=at(119)).expires_at == at(179)
 
 
 def test_display_order_is_shuffled_per_labeler(project, make_labeler, make_comparisons):
@@ -109,13 +110,50 @@ def test_next_returns_the_open_lease_and_renews_it(project, labeler, make_compar
     assert Assignment.objects.filter(labeler=labeler).count() == 1
 
 
-def test_an_expired_lease_is_not_renewed_and_never_served_again(project, labeler, make_comparisons):
+def test_an_expired_lease_is_leased_again_to_its_labeler_on_the_same_row(
+    project, labeler, make_comparisons
+):
+    # SPEC section 11: an expired lease does not exclude its labeler while the slot is free.
+    # (Before: the labeler got c2 and never saw c1 again.)
     c1, c2, _ = make_comparisons(project, 3)
     first = assignment_next(project=project, labeler=labeler, now=at(0))
     second = assignment_next(project=project, labeler=labeler, now=at(600))  # expires_at <= now
     assert first.comparison_id == c1.pk
-    assert second.comparison_id == c2.pk
-    assert refresh(first).status == Assignment.Status.EXPIRED
+    assert second.pk == first.pk
+    assert second.comparison_id == c1.pk
+    assert refresh(first).status == Assignment.Status.LEASED
+    assert refresh(first).leased_at == at(600)
+    assert refresh(first).expires_at == at(1200)
+    assert Assignment.objects.filter(labeler=labeler).count() == 1
+
+
+def test_an_expired_lease_after_housekeeping_is_served_back_and_submits(
+    project, labeler, make_comparisons
+):
+    (comparison,) = make_comparisons(project, 1)
+    first = assignment_next(project=project, labeler=labeler, now=at(0))
+    assert leases_expire(now=at(700)) == 1
+    again = assignment_next(project=project, labeler=labeler, now=at(800))
+    assert again is not None and again.pk == first.pk
+    assert refresh(first).status == Assignment.Status.LEASED
+    submit(again, labeler, now=at(801))
+    assert refresh(comparison).submitted_count == 1
+    assert assignment_next(project=project, labeler=labeler, now=at(802)) is None
+
+
+def test_an_expired_lease_is_not_served_back_when_the_slot_is_taken(
+    make_project, make_labeler, make_comparisons
+):
+    project = make_project("taken", num_candidates=2, overlap=1)
+    alice = make_labeler("ta", projects=[project])
+    bob = make_labeler("tb", projects=[project])
+    c1, c2 = make_comparisons(project, 2)
+    mine = assignment_next(project=project, labeler=alice, now=at(0))
+    theirs = assignment_next(project=project, labeler=bob, now=at(601))
+    assert theirs.comparison_id == c1.pk  # the slot alice let lapse
+    nxt = assignment_next(project=project, labeler=alice, now=at(602))
+    assert nxt.comparison_id == c2.pk
+    assert refresh(mine).status == Assignment.Status.EXPIRED
 
 
 def test_fair_order_fewest_submitted_first_then_oldest(project, labeler, bob, make_comparisons):

@@ -58,7 +58,9 @@ def _no_extras(instance) -> None:
 def test_rows_come_back_as_the_orm_would_give_them(project, labeler, make_comparisons):
     make_comparisons(project, n=2)
     now = timezone.now()
-    head = queue.queue_head(project=project, labeler=labeler, gold=False, now=now)
+    found = queue.queue_head(project=project, labeler=labeler, gold=False, now=now)
+    assert found.prior_assignment_id is None  # no earlier lease of this labeler on it
+    head = found.comparison
     _no_extras(head)
     _no_extras(head.prompt)
     assert set(vars(head)) > {f.attname for f in Comparison._meta.concrete_fields}

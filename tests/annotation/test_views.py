@@ -405,10 +405,19 @@ def test_form_late_submit_after_the_slot_was_taken_stores_nothing(
     bob = make_labeler("bob", projects=[ranking_project])
     assert assignment_next(project=ranking_project, labeler=bob).comparison_id == a.comparison_id
     client.force_login(alice)
-    response = client.post(reverse("assignment-submit", args=[a.pk]), form_data(a, [1, 2, 3]))
-    assert response.status_code == 302
-    page = client.get(response["Location"])
-    assert b"taken by others" in page.content
+    data = form_data(a, [1, 2, 3], rationale="my careful reasons")
+    response = client.post(reverse("assignment-submit", args=[a.pk]), data)
+    # The refused answer stays on screen (it used to redirect to "Here is another
+    # comparison" above "Nothing left"), with a way on and no way to send it again.
+    assert response.status_code == 409
+    html = response.content.decode()
+    assert "taken by others" in html and "Nothing was stored" in html
+    assert "Here is another comparison" not in html
+    assert "my careful reasons</textarea>" in html
+    first = a.display_order[0]
+    assert f'name="rank_{first}"' in html and '<option value="1" selected>' in html
+    assert 'id="submit-button"' not in html
+    assert "Next comparison" in html
     assert not Annotation.objects.exists()
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+PASSWORD = "a-long-password-1"  # every browser test's labelers sign in with it
 CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
     "--headless",
@@ -74,3 +75,18 @@ def screenshot_dir(tmp_path_factory) -> Path:
         path.mkdir(parents=True, exist_ok=True)
         return path
     return tmp_path_factory.mktemp("screenshots")
+
+
+@pytest.fixture
+def login(live_server):
+    """Sign a labeler in through the login page (shared by the browser test modules)."""
+    from playwright.sync_api import Page, expect
+
+    def sign_in(page: Page, username: str) -> None:
+        page.goto(f"{live_server.url}/accounts/login/")
+        page.get_by_label("Username").fill(username)
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_role("heading", name="Your projects")).to_be_visible()
+
+    return sign_in

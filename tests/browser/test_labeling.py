@@ -10,26 +10,15 @@ from playwright.sync_api import Page, expect
 
 from annotation.models import Annotation, Assignment, TaskType
 
+from .conftest import PASSWORD
+
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-PASSWORD = "a-long-password-1"
 XSS_TEXTS = [
     "<script>window.__pwned = 'script'</script>",
     "<img src=x onerror=\"window.__pwned = 'img'\">",
     "fine answer\n    indented line",
 ]
-
-
-@pytest.fixture
-def login(live_server):
-    def sign_in(page: Page, username: str) -> None:
-        page.goto(f"{live_server.url}/accounts/login/")
-        page.get_by_label("Username").fill(username)
-        page.get_by_label("Password").fill(PASSWORD)
-        page.get_by_role("button", name="Sign in").click()
-        expect(page.get_by_role("heading", name="Your projects")).to_be_visible()
-
-    return sign_in
 
 
 def leased(username: str) -> Assignment:
@@ -161,18 +150,37 @@ def test_pairwise_a_or_b(
 
     first = leased("carl")
     a, b = first.display_order
-    page.keyboard.press("b")  # B is better
+    page.keyboard.press("b")  # selects B is better; nothing is sent yet
+    expect(page.locator("#pair-selection")).to_have_text(re.compile("Your choice: B is better"))
+    expect(page.get_by_role("button", name="B is better")).to_have_attribute("aria-pressed", "true")
+    expect(card(page, b)).to_have_class(re.compile("is-chosen"))
+    for key in ("1", "2", "3", "4"):  # the old number aliases are gone: nothing happens
+        page.keyboard.press(key)
+    page.wait_for_timeout(200)
+    assert not Annotation.objects.exists()
+    page.keyboard.press("a")  # changing one's mind is a key away
+    expect(page.get_by_role("button", name="A is better")).to_have_attribute("aria-pressed", "true")
+    page.keyboard.press("b")
+    page.keyboard.press("Enter")
     wait_for_next(page, first.pk)
     assert Annotation.objects.get(assignment=first).ranking == [[b], [a]]
+    expect(page.locator("#pair-selection")).to_have_text(re.compile("Nothing selected"))
 
     second = leased("carl")
     a, b = second.display_order
-    page.get_by_role("button", name="Tie").click()
+    page.get_by_role("button", name="Tie").click()  # a click selects too
+    page.wait_for_timeout(200)
+    assert not Annotation.objects.filter(assignment=second).exists()
+    page.keyboard.press("Control+Enter")
     wait_for_next(page, second.pk)
     assert Annotation.objects.get(assignment=second).ranking == [[a, b]]
 
     third = leased("carl")
+    page.keyboard.press("Enter")  # nothing selected: nothing sent
+    page.wait_for_timeout(200)
+    assert not Annotation.objects.filter(assignment=third).exists()
     page.get_by_role("button", name="Both bad").click()
+    page.get_by_role("button", name="Submit").click()
     expect(page.get_by_role("heading", name="Nothing left to label")).to_be_visible()
     annotation = Annotation.objects.get(assignment=third)
     assert annotation.all_bad is True and len(annotation.ranking) == 1

@@ -16,7 +16,10 @@
   var config = JSON.parse(configNode.textContent);
   var pairwise = config.project.task_type === "pairwise";
   var allowTies = config.project.allow_ties;
-  var K = config.project.num_candidates;
+  // The number of ranks comes from the comparison on screen, never from the project's K.
+  function rankCount() {
+    return state.assignment ? state.assignment.ids.length : config.project.num_candidates;
+  }
 
   var form = document.getElementById("task-form");
   var taskSection = document.getElementById("task");
@@ -32,6 +35,10 @@
   var allBad = document.getElementById("all-bad");
   var rationale = document.getElementById("rationale");
   var skipButton = document.getElementById("skip-button");
+  var pairSubmit = document.getElementById("pair-submit");
+  var pairSelection = document.getElementById("pair-selection");
+  var undoLast = document.getElementById("undo-last");
+  var undoLastButton = document.getElementById("undo-last-button");
 
   var state = {
     assignment: null, // {id, expiresAt, ids}
@@ -47,7 +54,13 @@
     renewing: false,
     lastActivity: 0,
     lastRenewal: 0,
+    choice: null, // pairwise: the selected verdict ("a", "b", "tie", "bad"), sent on Enter
+    slotLost: Boolean(config.slot_lost), // a late answer was refused: keep it on screen, unsent
+    undoTimer: null,
   };
+  var editing = config.editing; // correcting a submitted answer: where to go once stored
+  var UNDO_SECONDS = 8;
+  var CHOICE_NAMES = { a: "A is better", b: "B is better", tie: "Tie", bad: "Both bad" };
 
   document.querySelectorAll(".js-only").forEach(function (node) { node.hidden = false; });
 
@@ -151,6 +164,7 @@
       if (seg.kind === "code") {
         var pre = document.createElement("pre");
         pre.className = "code";
+        pre.setAttribute("dir", "ltr");
         if (seg.lang) pre.setAttribute("data-lang", seg.lang);
         var code = document.createElement("code");
         code.textContent = seg.text;
@@ -159,6 +173,7 @@
       } else {
         var div = document.createElement("div");
         div.className = "prose";
+        div.setAttribute("dir", "auto"); // right-to-left scripts lay out on their own
         div.textContent = seg.text;
         container.appendChild(div);
       }
@@ -284,6 +299,7 @@
     board.setAttribute("aria-hidden", "true");
     board.removeAttribute("role");
     board.removeAttribute("aria-label");
+    var K = rankCount();
     for (var r = 1; r <= K; r += 1) board.appendChild(makeSlot(r, ordinal(r) + (r === 1 ? " · best" : r === K ? " · worst" : "")));
     var pool = makeSlot(null, "Unranked");
     pool.classList.add("slot-pool");
@@ -332,14 +348,63 @@
     });
   }
 
+  function fillRankOptions(select) {
+    select.textContent = "";
+    var none = document.createElement("option");
+    none.value = "";
+    none.textContent = "–";
+    select.appendChild(none);
+    for (var r = 1; r <= rankCount(); r += 1) {
+      var option = document.createElement("option");
+      option.value = String(r);
+      option.textContent = ordinal(r);
+      select.appendChild(option);
+    }
+  }
+
+  function renderChoice() {
+    form.querySelectorAll("[data-choice]").forEach(function (button) {
+      var on = button.getAttribute("data-choice") === state.choice;
+      button.setAttribute("aria-pressed", on ? "true" : "false");
+      button.classList.toggle("is-selected", on);
+    });
+    if (state.assignment) {
+      state.assignment.ids.forEach(function (cid, index) {
+        var card = cardOf(cid);
+        if (!card) return;
+        var letter = "ab"[index];
+        card.classList.toggle("is-chosen", state.choice === letter);
+        card.classList.toggle("is-rejected", state.choice === "ab"[1 - index]);
+      });
+    }
+    if (pairSelection) {
+      pairSelection.textContent = state.choice
+        ? "Your choice: " + CHOICE_NAMES[state.choice] + ". Press Enter or Submit to send it."
+        : "Nothing selected yet: press A, B" + (allowTies ? ", T" : "") + " or X.";
+    }
+    if (pairSubmit) pairSubmit.disabled = state.busy || !state.choice || state.slotLost;
+  }
+
+  function selectChoice(choice) {
+    if (choice === "tie" && !allowTies) return;
+    state.choice = choice;
+    renderChoice();
+    announce("Selected: " + CHOICE_NAMES[choice] + ". Press Enter to submit.");
+  }
+
   function render() {
-    if (!state.assignment || pairwise) return;
+    if (pairwise) { renderChoice(); return; }
+    if (!state.assignment) return;
     state.assignment.ids.forEach(function (cid) {
       var card = cardOf(cid);
       if (!card) return;
       var rank = state.ranks[cid];
       var select = card.querySelector('select[data-field="rank"]');
-      if (select) select.value = rank ? String(rank) : "";
+      if (select) {
+        // A template option list from another K is rebuilt for this comparison.
+        if (select.options.length !== state.assignment.ids.length + 1) fillRankOptions(select);
+        select.value = rank ? String(rank) : "";
+      }
       var badge = card.querySelector('[data-slot="badge"]');
       if (badge) {
         badge.hidden = !rank;
@@ -438,6 +503,7 @@
     if (skipButton) skipButton.setAttribute("formaction", url(config.urls.form_skip, assignment.id));
     if (rationale) rationale.value = "";
     if (allBad) allBad.checked = false;
+    if (!pairwise) buildBoard();
     resetTaskState({});
     taskSection.hidden = false;
     doneSection.hidden = true;
@@ -456,6 +522,8 @@
     state.started = performance.now();
     state.token = newToken();
     state.expiredAnnounced = false;
+    state.choice = null;
+    state.slotLost = false;
     render();
   }
 
@@ -470,7 +538,7 @@
   }
 
   function tickLease() {
-    if (!state.assignment) return;
+    if (!state.assignment || editing) return; // a correction holds no lease
     var left = Math.max(0, Math.round((state.assignment.expiresAt - (Date.now() + state.clockOffset)) / 1000));
     var minutes = Math.floor(left / 60);
     var seconds = left % 60;
@@ -509,8 +577,13 @@
       .then(function () { state.renewing = false; });
   }
 
-  ["keydown", "pointerdown", "input"].forEach(function (type) {
-    document.addEventListener(type, function () { state.lastActivity = Date.now(); }, true);
+  // Reading counts as activity: scrolling a long answer (page or card) and coming back to
+  // the tab, as well as keys, pointers and typing.
+  ["keydown", "pointerdown", "input", "scroll", "wheel", "touchstart"].forEach(function (type) {
+    document.addEventListener(type, function () { state.lastActivity = Date.now(); }, { capture: true, passive: true });
+  });
+  document.addEventListener("visibilitychange", function () {
+    if (document.visibilityState === "visible") state.lastActivity = Date.now();
   });
 
   // ---------------------------------------------------------------------------------------
@@ -563,24 +636,61 @@
     });
   }
 
+  function showUndoLast(assignmentId) {
+    if (!undoLast) return;
+    window.clearTimeout(state.undoTimer);
+    document.getElementById("undo-last-text").textContent = "Saved.";
+    undoLast.hidden = false;
+    undoLastButton.onclick = function () {
+      // Reopen the answer just stored, prefilled; submitting it stores a correction.
+      window.location.href = url(config.urls.edit, assignmentId) + "?next=" + encodeURIComponent(config.urls.label);
+    };
+    state.undoTimer = window.setTimeout(function () { undoLast.hidden = true; }, UNDO_SECONDS * 1000);
+  }
+
+  function showSlotLost(detail) {
+    // Nothing was stored. Keep the labeler's ranking and rationale on screen (they may want
+    // to copy the rationale) and let them move on when they are ready.
+    state.slotLost = true;
+    showError(detail + " Nothing was stored; your answer is still on screen.");
+    var next = document.createElement("button");
+    next.type = "button";
+    next.className = "button";
+    next.id = "next-button";
+    next.textContent = "Next comparison";
+    next.addEventListener("click", function () {
+      clearError();
+      state.slotLost = false;
+      loadNext();
+    });
+    alertNode.appendChild(next);
+    render();
+  }
+
   function send(payload) {
     if (state.busy || !state.assignment) return;
+    if (state.slotLost) { announce("This answer can no longer be sent: use Next comparison."); return; }
     clearError();
     setBusy(true);
+    var sentId = state.assignment.id;
     post(url(config.urls.submit, state.assignment.id), payload)
       .then(function (response) {
         if (handleAuth(response)) return;
         return readJson(response).then(function (data) {
           if (response.status === 201 || response.status === 200) {
+            if (editing) {
+              window.location.href = editing;
+              return;
+            }
             if (response.status === 201) {
               state.today += 1;
               todayNode.textContent = String(state.today);
             }
-            return loadNext();
+            return loadNext().then(function () { showUndoLast(sentId); });
           }
           if (response.status === 409) {
-            // Nothing was stored: the slot went to someone else. Move on.
-            return loadNext().then(function () { showError((data.detail || "Conflict.") + " Here is another comparison."); });
+            showSlotLost(data.detail || "This answer could not be stored.");
+            return;
           }
           showError(data.detail || "The answer was not accepted.", data.errors);
         });
@@ -639,6 +749,10 @@
 
   function submitChoice(choice) {
     if (!state.assignment || state.busy) return;
+    if (!choice) {
+      announce("Choose first: A, B" + (allowTies ? ", T" : "") + " or X.");
+      return;
+    }
     if (choice === "tie" && !allowTies) return;
     var a = state.assignment.ids[0];
     var b = state.assignment.ids[1];
@@ -668,9 +782,11 @@
     event.preventDefault();
     var submitter = event.submitter;
     if (submitter && submitter.id === "skip-button") skip();
-    else if (submitter && submitter.getAttribute("data-choice")) submitChoice(submitter.getAttribute("data-choice"));
-    else if (!pairwise) submitRanking();
+    else if (submitter && submitter.getAttribute("data-choice")) selectChoice(submitter.getAttribute("data-choice"));
+    else if (pairwise) submitChoice(state.choice);
+    else submitRanking();
   });
+  if (pairSubmit) pairSubmit.addEventListener("click", function () { submitChoice(state.choice); });
 
   var undoButton = document.getElementById("undo-button");
   if (undoButton) undoButton.addEventListener("click", undo);
@@ -687,19 +803,29 @@
   document.addEventListener("keydown", function (event) {
     if (!state.assignment || taskSection.hidden) return;
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
-      if (!pairwise) {
-        event.preventDefault();
-        submitRanking();
-      }
+      event.preventDefault();
+      if (pairwise) submitChoice(state.choice);
+      else submitRanking();
       return;
     }
     if (event.ctrlKey || event.metaKey || event.altKey || typingIn(event.target)) return;
     var key = event.key;
     if (pairwise) {
-      var choice = { a: "a", 1: "a", b: "b", 2: "b", t: "tie", 3: "tie", x: "bad", 4: "bad" }[key.toLowerCase()];
+      if (key === "Enter") {
+        // Enter on another control (Skip, a link) keeps its own meaning.
+        var target = event.target;
+        var control = target && target.closest && target.closest("a, button:not([data-choice]), summary");
+        if (control) return;
+        event.preventDefault();
+        submitChoice(state.choice);
+        return;
+      }
+      // A key selects, it never submits: only A, B, T and X (no number aliases, which in
+      // ranking projects mean "give the next rank").
+      var choice = { a: "a", b: "b", t: "tie", x: "bad" }[key.toLowerCase()];
       if (choice) {
         event.preventDefault();
-        submitChoice(choice);
+        selectChoice(choice);
       }
       return;
     }
@@ -735,8 +861,12 @@
       var card = cardOf(cid);
       if (card) wireCard(card, cid);
     });
-    // Ranks the server put back after a refused plain post.
+    // Ranks the server put back after a refused plain post, or a stored answer to correct.
+    var slotLost = state.slotLost;
     resetTaskState(readRanksFromForm());
+    state.slotLost = slotLost;
+    if (pairwise && config.assignment.choice) state.choice = config.assignment.choice;
+    render();
     tickLease();
   } else if (!pairwise) {
     buildBoard();
