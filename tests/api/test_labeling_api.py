@@ -323,6 +323,8 @@ def _ids(payload: dict) -> list[int]:
             "unknown flag code 'rude'",
         ),
         (lambda ids: {"flags": {"999999": ["harmful"]}}, "flags", "not a candidate"),
+        # 4,300+ digits is past Python's int() limit: a 400, not a 500, and not echoed back.
+        (lambda ids: {"flags": {"7" * 4400: ["harmful"]}}, "flags", "(4400 characters)"),
         (lambda ids: {"ratings": {str(ids[0]): 3}}, "ratings", "does not collect ratings"),
     ],
 )
