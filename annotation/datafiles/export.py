@@ -245,15 +245,25 @@ class _HfSink(_Sink):
             features = datasets.Features.from_arrow_schema(
                 arrow_schema(self.table, prompt_format or "text")
             )
-            dataset = datasets.Dataset.from_generator(
-                _spool_rows,
-                features=features,
-                cache_dir=str(cache),
-                gen_kwargs={"path": str(spool)},
-                # An explicit fingerprint spares datasets from hashing the generator.
-                fingerprint=self._spool.sha256,
-            )
-            dataset.save_to_disk(str(self.tmp))
+            if spool.stat().st_size == 0:
+                # An empty table (e.g. no pairs: every ranking was all-bad or one tier) is a
+                # valid empty dataset. from_generator fails on zero rows, and save_to_disk of
+                # zero rows writes zero shards, which load_from_disk cannot read back: one
+                # empty shard round-trips.
+                dataset = datasets.Dataset.from_dict(
+                    {name: [] for name in features}, features=features
+                )
+                dataset.save_to_disk(str(self.tmp), num_shards=1)
+            else:
+                dataset = datasets.Dataset.from_generator(
+                    _spool_rows,
+                    features=features,
+                    cache_dir=str(cache),
+                    gen_kwargs={"path": str(spool)},
+                    # An explicit fingerprint spares datasets from hashing the generator.
+                    fingerprint=self._spool.sha256,
+                )
+                dataset.save_to_disk(str(self.tmp))
             del dataset
         finally:
             _remove(spool)

@@ -408,6 +408,17 @@ def test_command_errors_are_one_line(project, tmp_path, args, message):
     assert Export.objects.count() == 0
 
 
+def test_command_hf_export_with_no_pairs_is_a_valid_empty_dataset(project, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    out = StringIO()
+    call_command(
+        "export_preferences", "demo", "--out", str(tmp_path / "hf"), "--format", "hf", stdout=out
+    )
+    assert "0 pairs (0 train, 0 test), 0 rankings" in out.getvalue()
+    assert len(datasets.load_from_disk(str(tmp_path / "hf" / "pairs"))) == 0
+    assert Export.objects.get().rows == 0
+
+
 def test_command_refuses_an_existing_export(project, ranked, tmp_path):
     call_command("export_preferences", "demo", "--out", str(tmp_path), stdout=StringIO())
     with pytest.raises(CommandError, match="already exists"):

@@ -7,6 +7,7 @@ import io
 import json
 import uuid
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -284,6 +285,20 @@ def test_export_download_of_manifest_rankings_and_all(staff, annotated):
     bad = staff.get(base + "?file=../../etc/passwd")
     assert bad.status_code == 400
     assert "file" in bad.json()["errors"]
+
+
+def test_hf_export_with_no_pairs_is_a_valid_empty_dataset(staff, comparisons):
+    # No annotations, so no pairs: this was a 500 for format=hf (jsonl and parquet were fine).
+    datasets = pytest.importorskip("datasets")
+    response = post(staff, url("demo", "exports"), {"format": "hf"})
+    assert response.status_code == 201, response.content
+    assert response.json()["rows"] == 0
+    export = Export.objects.get()
+    assert len(datasets.load_from_disk(str(Path(export.path) / "pairs"))) == 0
+    archive = staff.get(f"/api/v1/exports/{export.pk}/download/?file=all")
+    assert archive.status_code == 200
+    names = zipfile.ZipFile(io.BytesIO(b"".join(archive.streaming_content))).namelist()
+    assert "manifest.json" in names and any(n.startswith("pairs/") for n in names)
 
 
 def test_export_options_are_validated(staff, annotated):
