@@ -15,8 +15,8 @@ from annotation.datafiles.export import (
     MANIFEST_NAME,
     PAIR_FIELDS,
     RANKING_FIELDS,
-    ComparisonBlock,
     TABLE_FIELDS,
+    ComparisonBlock,
     ExportWriter,
 )
 from annotation.datafiles.rows import CandidateText, pair_rows, ranking_row
