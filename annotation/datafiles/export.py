@@ -406,6 +406,14 @@ class ExportWriter:
         if taken:
             # Exports are immutable snapshots: never overwrite one.
             raise FileExistsError(f"{taken[0]} already exists; choose an empty output folder")
+        other = next(self.out_dir.iterdir(), None)
+        if other is not None:
+            # An export owns its folder: other files in it would sit beside the export (and
+            # look like part of it) even though the manifest does not list them.
+            raise FileExistsError(
+                f"{self.out_dir} is not empty (it holds {other.name!r}); choose a new or "
+                "empty output folder"
+            )
         token = uuid.uuid4().hex[:12]
         self._sinks: dict[str, _Sink] = {}
         try:

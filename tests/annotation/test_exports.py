@@ -419,6 +419,14 @@ def test_command_hf_export_with_no_pairs_is_a_valid_empty_dataset(project, tmp_p
     assert Export.objects.get().rows == 0
 
 
+def test_command_refuses_a_non_empty_out_folder(project, ranked, tmp_path):
+    (tmp_path / "notes.txt").write_text("not part of any export")
+    with pytest.raises(CommandError, match=r"is not empty \(it holds 'notes.txt'\)"):
+        call_command("export_preferences", "demo", "--out", str(tmp_path), stdout=StringIO())
+    assert Export.objects.count() == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
 def test_command_refuses_an_existing_export(project, ranked, tmp_path):
     call_command("export_preferences", "demo", "--out", str(tmp_path), stdout=StringIO())
     with pytest.raises(CommandError, match="already exists"):
