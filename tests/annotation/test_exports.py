@@ -214,6 +214,29 @@ def test_min_agreement_drops_the_outlier(project, disputed, tmp_path, labelers):
     assert result.counts["excluded_low_agreement"] == 1
 
 
+@pytest.mark.parametrize(
+    ("threshold", "kept_labelers"),
+    [
+        # ann and bob agree with the consensus exactly 1.0, cat exactly 0.0. A share equal to
+        # the threshold is kept; only a share below it is dropped (docs/api.md, SPEC 5).
+        (1.0, {"ann", "bob"}),
+        (1.0 - 1e-9, {"ann", "bob"}),
+        (0.0, {"ann", "bob", "cat"}),
+        (1e-9, {"ann", "bob"}),
+    ],
+)
+def test_min_agreement_keeps_a_share_equal_to_the_threshold(
+    project, disputed, tmp_path, labelers, threshold, kept_labelers
+):
+    result = export(project, tmp_path, min_agreement=threshold)
+    kept = {r["annotation_id"] for r in read_jsonl(export_pairs_path(result))}
+    expected = set(
+        Annotation.objects.filter(labeler__username__in=kept_labelers).values_list("pk", flat=True)
+    )
+    assert kept == expected
+    assert result.counts["excluded_low_agreement"] == 3 - len(kept_labelers)
+
+
 def test_min_agreement_needs_others_to_measure_against(
     project, labelers, make_comparisons, tmp_path
 ):
