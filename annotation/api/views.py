@@ -16,7 +16,6 @@ from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.authtoken.models import Token
 from rest_framework.exceptions import Throttled, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import AllowAny, IsAuthenticated
@@ -43,6 +42,7 @@ from annotation.services import exports
 from annotation.services.comparisons import comparisons_build
 from annotation.services.imports import candidates_import, prompts_import
 from annotation.services.labeling import assignment_next, assignment_skip, ranking_submit
+from annotation.services.tokens import api_token_issue
 
 # Responses every authenticated endpoint can give, for the schema.
 ERRORS_AUTH = {
@@ -72,7 +72,7 @@ def _item_errors(exc: ServiceValidationError, key: str) -> ServiceValidationErro
 
 
 class TokenObtainApi(APIView):
-    """Exchange a username and password for the user's API token (sign-in limits apply)."""
+    """Exchange a username and password for a new API token (sign-in limits apply)."""
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
@@ -82,7 +82,7 @@ class TokenObtainApi(APIView):
 
     @extend_schema(
         tags=["auth"],
-        summary="Get your API token",
+        summary="Issue a new API token (shown once; stored hashed)",
         request=s.TokenInput,
         responses={
             200: s.TokenOutput,
@@ -105,9 +105,9 @@ class TokenObtainApi(APIView):
             raise ValidationError(
                 {"non_field_errors": ["Unable to log in with these credentials."]}
             )
-        # One token per user, the one `create_labeler` printed; revoked by deleting it in the admin.
-        token, _ = Token.objects.get_or_create(user=user)
-        return Response({"token": token.key})
+        # A new token on every call (keys are stored hashed, so an earlier one cannot be
+        # shown again); earlier tokens stay valid until revoked in the admin.
+        return Response({"token": api_token_issue(user)})
 
 
 # ---------------------------------------------------------------------------------------
