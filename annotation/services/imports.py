@@ -232,14 +232,17 @@ def parse_prompt_file(path: str | Path) -> list[PromptRecord]:
     return records
 
 
-def _bulk_create(model, objects: list, what: str) -> list:
-    """bulk_create one batch; a unique clash means a concurrent import won the race: the
-    caller's transaction rolls back and nothing of ours is kept."""
+def _bulk_create(model, objects: list, what: str, result: ImportResult) -> None:
+    """bulk_create one batch and count it in `result` (ids only: the instances are dropped).
+    A unique clash means a concurrent import won the race: the caller's transaction rolls
+    back and nothing of ours is kept."""
     try:
         with transaction.atomic():
-            return model.objects.bulk_create(objects, batch_size=BULK_BATCH)
+            created = model.objects.bulk_create(objects, batch_size=BULK_BATCH)
     except IntegrityError as exc:
         raise ServiceValidationError(f"{what} changed during the import; run it again.") from exc
+    result.created += len(created)
+    result.created_ids.extend(obj.pk for obj in created if obj.pk is not None)
 
 
 @transaction.atomic
@@ -273,7 +276,6 @@ def prompts_import(
     # Model instances are built and written a batch at a time (inside this transaction, so a
     # later refusal still writes nothing): memory holds the records, not a second copy.
     new: list[Prompt] = []
-    created: list[Prompt] = []
     for record in records:
         if record.external_id is not None:
             if record.external_id in existing:
@@ -291,7 +293,7 @@ def prompts_import(
         else:
             existing_hashes.add(record.content_hash)
         if len(new) >= BULK_BATCH:
-            created.extend(_bulk_create(Prompt, new, "Prompts"))
+            _bulk_create(Prompt, new, "Prompts", result)
             new = []
         new.append(
             Prompt(
@@ -304,9 +306,7 @@ def prompts_import(
                 source=source[:255],
             )
         )
-    created.extend(_bulk_create(Prompt, new, "Prompts"))
-    result.created = len(created)
-    result.created_ids = [p.pk for p in created if p.pk is not None]
+    _bulk_create(Prompt, new, "Prompts", result)
     return result
 
 
@@ -393,14 +393,14 @@ def candidates_import(
             "prompt_id", "text_hash"
         )
     )
-    result, new, created = ImportResult(), [], []
+    result, new = ImportResult(), []
     for prompt_id, record, digest in resolved:
         if (prompt_id, digest) in existing:
             result.unchanged += 1
             continue
         existing.add((prompt_id, digest))
         if len(new) >= BULK_BATCH:
-            created.extend(_bulk_create(Candidate, new, "Candidates"))
+            _bulk_create(Candidate, new, "Candidates", result)
             new = []
         new.append(
             Candidate(
@@ -412,9 +412,7 @@ def candidates_import(
                 generation_params=record.params,
             )
         )
-    created.extend(_bulk_create(Candidate, new, "Candidates"))
-    result.created = len(created)
-    result.created_ids = [c.pk for c in created if c.pk is not None]
+    _bulk_create(Candidate, new, "Candidates", result)
     return result
 
 
