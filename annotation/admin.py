@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
@@ -17,7 +19,16 @@ from django.utils.safestring import mark_safe
 
 from annotation import converters  # noqa: F401 (registers <id:...>)
 from annotation.errors import ServiceError
-from annotation.models import Annotation, Assignment, Candidate, Comparison, Export, Project, Prompt
+from annotation.models import (
+    Annotation,
+    ApiToken,
+    Assignment,
+    Candidate,
+    Comparison,
+    Export,
+    Project,
+    Prompt,
+)
 from annotation.selectors.queue import candidate_texts
 from annotation.selectors.review import (
     annotation_ranked,
@@ -740,3 +751,32 @@ class ExportAdmin(ReadOnlyAdmin):
     @admin.display(description="sha256", ordering="sha256")
     def short_sha256(self, obj):
         return format_html('<code title="{}">{}…</code>', obj.sha256, obj.sha256[:12])
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """API tokens by prefix: keys are stored hashed, so none can be shown; deleting revokes.
+
+    New tokens come from `create_labeler` or `POST /api/v1/auth/token/`, which show the key
+    once; the admin cannot add one (it could not show the key).
+    """
+
+    list_display = ("prefix", "user", "created", "last_used")
+    list_select_related = ("user",)
+    search_fields = ("prefix", "user__username")
+    readonly_fields = ("user", "prefix", "created", "last_used")
+    exclude = ("digest",)
+    actions = ["delete_selected"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+# DRF's own token admin shows keys in clear; its table is emptied by migration 0010.
+with contextlib.suppress(admin.sites.NotRegistered):
+    from rest_framework.authtoken.models import TokenProxy
+
+    admin.site.unregister(TokenProxy)

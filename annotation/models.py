@@ -446,3 +446,30 @@ class SignInThrottle(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key}: {self.attempts}"
+
+
+class ApiToken(models.Model):
+    """An API token, stored as the sha256 of its key: the key itself is shown once, when it
+    is issued (`annotation.services.tokens`), and never stored. `prefix` (the key's first
+    characters) tells tokens apart in the admin; deleting a row revokes that token."""
+
+    PREFIX_LENGTH = 8
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    digest = models.CharField(max_length=64, unique=True, help_text="sha256 hex of the key")
+    prefix = models.CharField(max_length=PREFIX_LENGTH, help_text="the key's first characters")
+    created = models.DateTimeField(auto_now_add=True)
+    last_used = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API token"
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}... ({self.user})"
+
+    @staticmethod
+    def digest_of(key: str) -> str:
+        return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()

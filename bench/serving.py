@@ -93,7 +93,8 @@ def seed(comparisons: int, overlap: int, labelers: int) -> dict:
     start = time.perf_counter()
     project = project_create(slug=SLUG, num_candidates=K, overlap=overlap, allow_ties=False)
     tokens = [
-        labeler_create(username=f"bench{i}", projects=[project])[1].key for i in range(labelers)
+        labeler_create(username=f"bench{i}", projects=[project], new_token=True)[1]
+        for i in range(labelers)
     ]
     through = Comparison.candidates.through
     for first in range(0, comparisons, SEED_BATCH):

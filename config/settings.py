@@ -192,6 +192,8 @@ SPECTACULAR_SETTINGS = {
 # Limits on untrusted input.
 RATIONALE_MAX_LENGTH = int(os.environ.get("RATIONALE_MAX_LENGTH", "5000"))
 BULK_IMPORT_MAX_ITEMS = int(os.environ.get("BULK_IMPORT_MAX_ITEMS", "10000"))
+# Corrections (re-submits of a submitted assignment) accepted per assignment; past it, 409.
+CORRECTIONS_MAX = int(os.environ.get("CORRECTIONS_MAX", "20"))
 # Request bodies: 1 MiB everywhere (checked before anything is parsed, see
 # config/middleware.py); the staff bulk-import endpoints take up to IMPORT_MAX_BYTES.
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("DATA_UPLOAD_MAX_MEMORY_SIZE", str(1024**2)))

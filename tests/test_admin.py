@@ -88,3 +88,25 @@ def test_stats_page_refused_to_labelers(client, labeler, project):
     client.force_login(labeler)
     response = client.get(reverse("admin:annotation_project_stats", args=[project.pk]))
     assert response.status_code == 302
+
+
+def test_api_tokens_show_by_prefix_and_can_be_revoked(client, superuser, labeler):
+    from annotation.models import ApiToken
+    from annotation.services.tokens import api_token_issue
+
+    key = api_token_issue(labeler)
+    token = ApiToken.objects.get(digest=ApiToken.digest_of(key))
+    client.force_login(superuser)
+    listing = client.get(reverse("admin:annotation_apitoken_changelist")).content.decode()
+    assert token.prefix in listing and key not in listing and token.digest not in listing
+    assert client.get(reverse("admin:annotation_apitoken_add")).status_code == 403
+    page = client.get(reverse("admin:annotation_apitoken_change", args=[token.pk]))
+    assert key not in page.content.decode() and token.digest not in page.content.decode()
+    response = client.post(
+        reverse("admin:annotation_apitoken_changelist"),
+        {"action": "delete_selected", "_selected_action": [token.pk], "post": "yes"},
+    )
+    assert response.status_code == 302
+    assert not ApiToken.objects.filter(pk=token.pk).exists()
+    # DRF's clear-text token admin is gone.
+    assert b"authtoken" not in client.get(reverse("admin:index")).content

@@ -16,7 +16,6 @@ from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.authtoken.models import Token
 from rest_framework.exceptions import Throttled, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import AllowAny, IsAuthenticated
@@ -34,7 +33,7 @@ from annotation.api.permissions import (
     project_for_staff,
 )
 from annotation.auth import signin_refused
-from annotation.datafiles.export import MANIFEST_NAME, table_filename
+from annotation.datafiles.export import table_filename
 from annotation.errors import ServiceValidationError
 from annotation.models import Export
 from annotation.selectors.projects import project_progress, projects_for_user
@@ -43,6 +42,7 @@ from annotation.services import exports
 from annotation.services.comparisons import comparisons_build
 from annotation.services.imports import candidates_import, prompts_import
 from annotation.services.labeling import assignment_next, assignment_skip, ranking_submit
+from annotation.services.tokens import api_token_issue
 
 # Responses every authenticated endpoint can give, for the schema.
 ERRORS_AUTH = {
@@ -72,7 +72,7 @@ def _item_errors(exc: ServiceValidationError, key: str) -> ServiceValidationErro
 
 
 class TokenObtainApi(APIView):
-    """Exchange a username and password for the user's API token (sign-in limits apply)."""
+    """Exchange a username and password for a new API token (sign-in limits apply)."""
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
@@ -82,7 +82,7 @@ class TokenObtainApi(APIView):
 
     @extend_schema(
         tags=["auth"],
-        summary="Get your API token",
+        summary="Issue a new API token (shown once; stored hashed)",
         request=s.TokenInput,
         responses={
             200: s.TokenOutput,
@@ -105,9 +105,9 @@ class TokenObtainApi(APIView):
             raise ValidationError(
                 {"non_field_errors": ["Unable to log in with these credentials."]}
             )
-        # One token per user, the one `create_labeler` printed; revoked by deleting it in the admin.
-        token, _ = Token.objects.get_or_create(user=user)
-        return Response({"token": token.key})
+        # A new token on every call (keys are stored hashed, so an earlier one cannot be
+        # shown again); earlier tokens stay valid until revoked in the admin.
+        return Response({"token": api_token_issue(user)})
 
 
 # ---------------------------------------------------------------------------------------
@@ -348,30 +348,29 @@ class ExportDownloadApi(APIView):
         which = request.query_params.get("file", "pairs")
         if which not in self.FILES:
             raise ValidationError({"file": [f"Choose one of {', '.join(self.FILES)}."]})
-        root = Path(export.path)
-        if which == "all":
-            target = root
-        elif which == "manifest":
-            target = root / MANIFEST_NAME
-        else:
-            target = root / table_filename(which, export.format)
-        if not target.exists():
-            raise Http404("The export's files are missing on this server.")
-        if target.is_dir():
-            name = f"export-{export.pk}-{which}.zip"
-            return FileResponse(_zip_folder(target), as_attachment=True, filename=name)
-        name = f"export-{export.pk}-{target.name}"
-        return FileResponse(target.open("rb"), as_attachment=True, filename=name)
+        try:
+            files = exports.export_files_verified(export, which)
+        except exports.ExportFilesMissing:
+            raise Http404("The export's files are missing on this server.") from None
+        if which != "all" and len(files) == 1 and "/" not in files[0][1]:
+            path, name = files[0]
+            return FileResponse(
+                path.open("rb"), as_attachment=True, filename=f"export-{export.pk}-{name}"
+            )
+        # `all`, and the `hf` table folders: a zip of exactly the files the manifest lists.
+        prefix = "" if which == "all" else f"{table_filename(which, export.format)}/"
+        name = f"export-{export.pk}-{which}.zip"
+        return FileResponse(_zip_files(files, prefix), as_attachment=True, filename=name)
 
 
-def _zip_folder(folder: Path):
-    """A zip of `folder` in a temporary file (on disk, so memory stays flat), rewound."""
+def _zip_files(files: list[tuple[Path, str]], strip: str = ""):
+    """A zip of `files` (path, name in the archive) in a temporary file, rewound: on disk, so
+    memory stays flat. `strip` is taken off the front of each name."""
     # Not a context manager: FileResponse closes the file once the download is sent.
     handle = tempfile.TemporaryFile()  # noqa: SIM115
     with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                archive.write(path, path.relative_to(folder).as_posix())
+        for path, name in files:
+            archive.write(path, name.removeprefix(strip))
     handle.seek(0)
     return handle
 

@@ -245,15 +245,25 @@ class _HfSink(_Sink):
             features = datasets.Features.from_arrow_schema(
                 arrow_schema(self.table, prompt_format or "text")
             )
-            dataset = datasets.Dataset.from_generator(
-                _spool_rows,
-                features=features,
-                cache_dir=str(cache),
-                gen_kwargs={"path": str(spool)},
-                # An explicit fingerprint spares datasets from hashing the generator.
-                fingerprint=self._spool.sha256,
-            )
-            dataset.save_to_disk(str(self.tmp))
+            if spool.stat().st_size == 0:
+                # An empty table (e.g. no pairs: every ranking was all-bad or one tier) is a
+                # valid empty dataset. from_generator fails on zero rows, and save_to_disk of
+                # zero rows writes zero shards, which load_from_disk cannot read back: one
+                # empty shard round-trips.
+                dataset = datasets.Dataset.from_dict(
+                    {name: [] for name in features}, features=features
+                )
+                dataset.save_to_disk(str(self.tmp), num_shards=1)
+            else:
+                dataset = datasets.Dataset.from_generator(
+                    _spool_rows,
+                    features=features,
+                    cache_dir=str(cache),
+                    gen_kwargs={"path": str(spool)},
+                    # An explicit fingerprint spares datasets from hashing the generator.
+                    fingerprint=self._spool.sha256,
+                )
+                dataset.save_to_disk(str(self.tmp))
             del dataset
         finally:
             _remove(spool)
@@ -396,6 +406,14 @@ class ExportWriter:
         if taken:
             # Exports are immutable snapshots: never overwrite one.
             raise FileExistsError(f"{taken[0]} already exists; choose an empty output folder")
+        other = next(self.out_dir.iterdir(), None)
+        if other is not None:
+            # An export owns its folder: other files in it would sit beside the export (and
+            # look like part of it) even though the manifest does not list them.
+            raise FileExistsError(
+                f"{self.out_dir} is not empty (it holds {other.name!r}); choose a new or "
+                "empty output folder"
+            )
         token = uuid.uuid4().hex[:12]
         self._sinks: dict[str, _Sink] = {}
         try:

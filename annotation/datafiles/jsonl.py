@@ -1,4 +1,10 @@
-"""Reading JSON lines files: one reader, errors that name the file and line."""
+"""Reading JSON lines files: one reader, errors that name the file and line.
+
+The file is read one line at a time in binary and decoded per line, so memory is bounded by
+the longest line, and bytes that are not UTF-8 are a `file:line` error rather than a
+UnicodeDecodeError traceback. `storable=True` (the imports) also refuses what the database
+cannot store: NUL characters, lone surrogates and nesting deeper than MAX_DEPTH.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,9 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+# The API's JSON parser allows the same depth (annotation/api/parsers.py).
+MAX_DEPTH = 32
 
 
 class JsonlError(ValueError):
@@ -18,17 +27,79 @@ class JsonlError(ValueError):
         self.message = message
 
 
-def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
-    """(line number, value) of every non-blank line, streamed; raises JsonlError on bad JSON."""
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
+def decode_line(raw: bytes) -> str:
+    """One line of a file as text; ValueError naming the column of the first bad byte."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
+        ) from None
+
+
+def iter_text_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of every line, streamed; raises JsonlError on bytes that are not UTF-8."""
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
             try:
-                value = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise JsonlError(path, number, f"invalid JSON ({exc.msg})") from None
-            yield number, value
+                yield number, decode_line(raw)
+            except ValueError as exc:
+                raise JsonlError(path, number, str(exc)) from None
+
+
+def storable_problem(value: Any, where: str = "the record", depth: int = 0) -> str | None:
+    """Why a parsed JSON value cannot be stored, naming where in it (NUL, lone surrogate,
+    nesting deeper than MAX_DEPTH), or None when it can."""
+    if depth > MAX_DEPTH:
+        return f"the record is nested deeper than {MAX_DEPTH} levels"
+    if isinstance(value, str):
+        if "\x00" in value:
+            return f"{where} contains a NUL character (\\u0000)"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"{where} is not valid Unicode (lone surrogate)"
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            inner = f"{key!r}" if depth == 0 else f"{where}[{key!r}]"
+            problem = storable_problem(key, f"key {inner}", depth + 1) or storable_problem(
+                item, inner, depth + 1
+            )
+            if problem:
+                return problem
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            problem = storable_problem(item, f"{where}[{index}]", depth + 1)
+            if problem:
+                return problem
+    return None
+
+
+def parse_json_line(text: str) -> Any:
+    """json.loads of one line; ValueError with a short reason (deep nesting included)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"invalid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise ValueError(f"invalid JSON (nested deeper than {MAX_DEPTH} levels)") from None
+
+
+def iter_jsonl(path: str | Path, *, storable: bool = False) -> Iterator[tuple[int, Any]]:
+    """(line number, value) of every non-blank line, streamed; raises JsonlError on a bad line."""
+    for number, line in iter_text_lines(path):
+        if not line.strip():
+            continue
+        try:
+            value = parse_json_line(line)
+        except ValueError as exc:
+            raise JsonlError(path, number, str(exc)) from None
+        if storable:
+            problem = storable_problem(value)
+            if problem:
+                raise JsonlError(path, number, problem)
+        yield number, value
 
 
 def read_jsonl(path: str | Path) -> list[Any]:

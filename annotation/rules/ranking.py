@@ -19,6 +19,10 @@ Tiers = Sequence[Sequence[int]]
 # PositiveIntegerField holds up to 2**31 - 1 on every backend; larger would be a 500.
 TIME_SPENT_MAX_MS = 2**31 - 1
 
+# A candidate id is a 64-bit primary key: at most 19 digits. Longer keys are not ids, and
+# int() of 4,300+ digits raises ValueError (Python's int/str conversion limit) -- a 500.
+CANDIDATE_ID_MAX_DIGITS = 19
+
 
 def tier_of(tiers: Tiers) -> dict[int, int]:
     """Map each candidate id to the index of its tier (0 = best); duplicates are an error."""
@@ -51,9 +55,20 @@ def _candidate_id(key: Any) -> int | None:
     """A flags/ratings key as a candidate id: JSON gives "12", Python callers give 12."""
     if _is_int(key):
         return key
-    if isinstance(key, str) and key.isascii() and key.isdigit():
+    if (
+        isinstance(key, str)
+        and 0 < len(key) <= CANDIDATE_ID_MAX_DIGITS
+        and key.isascii()
+        and key.isdigit()
+    ):
         return int(key)
     return None
+
+
+def _key_shown(key: Any) -> str:
+    """A flags/ratings key for an error message, cut short so a huge key is not echoed back."""
+    shown = repr(key)
+    return shown if len(shown) <= 40 else f"{shown[:30]}... ({len(str(key))} characters)"
 
 
 def _clean_ranking(
@@ -126,7 +141,7 @@ def submission_clean(
     for key, codes in flags.items():
         cid = _candidate_id(key)
         if cid is None or cid not in candidate_ids:
-            add("flags", [f"{key!r} is not a candidate of this comparison."])
+            add("flags", [f"{_key_shown(key)} is not a candidate of this comparison."])
             continue
         if not isinstance(codes, list) or not all(isinstance(c, str) for c in codes):
             add("flags", [f"Candidate {cid}: flags must be a list of codes."])
@@ -152,7 +167,7 @@ def submission_clean(
     for key, value in ratings.items():
         cid = _candidate_id(key)
         if cid is None or cid not in candidate_ids:
-            add("ratings", [f"{key!r} is not a candidate of this comparison."])
+            add("ratings", [f"{_key_shown(key)} is not a candidate of this comparison."])
         elif not _is_int(value) or not 1 <= value <= rating_scale:
             add(
                 "ratings", [f"Candidate {cid}: rating must be an integer from 1 to {rating_scale}."]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import json
 import shutil
 import uuid
 from collections import Counter
@@ -25,9 +26,18 @@ from typing import Any, NamedTuple
 from django.conf import settings
 from django.db.models import F
 
-from annotation.datafiles.export import FORMATS, ComparisonBlock, ExportResult, ExportWriter
+from annotation.datafiles.digest import sha256_path
+from annotation.datafiles.export import (
+    FORMATS,
+    MANIFEST_NAME,
+    TABLE_FIELDS,
+    ComparisonBlock,
+    ExportResult,
+    ExportWriter,
+    table_filename,
+)
 from annotation.datafiles.rows import CandidateText
-from annotation.errors import ServiceValidationError
+from annotation.errors import ConflictError, ServiceValidationError
 from annotation.models import Annotation, Comparison, Export, Project, Prompt
 from annotation.rules.agreement import agreement_with_consensus
 from annotation.rules.consensus import consensus_ranking
@@ -390,3 +400,67 @@ def _unpublish(result: ExportResult) -> None:
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
+
+
+class ExportFilesMissing(FileNotFoundError):
+    """An export's file is gone from this server (the API answers 404)."""
+
+
+def export_files_verified(export: Export, which: str) -> list[tuple[Path, str]]:
+    """The files of `which` ("pairs", "rankings", "manifest" or "all") as (path, name) pairs,
+    after checking them against the manifest and the Export row.
+
+    Only what the manifest lists is ever returned (never other files of the folder), and a
+    table whose sha256 no longer matches the manifest -- or, for pairs, the Export row --
+    raises ConflictError: edited bytes are not served as the recorded export. Names are
+    relative to the export folder ("pairs/data-00000-of-00001.arrow" for an `hf` folder).
+    """
+    root = Path(export.path)
+    manifest_path = root / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise ExportFilesMissing(f"{MANIFEST_NAME} of export {export.pk} is missing")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        listed = {table: manifest["files"][table] for table in TABLE_FIELDS}
+        recorded = {table: entry["sha256"] for table, entry in listed.items()}
+    except (ValueError, KeyError, TypeError):
+        raise ConflictError(
+            f"Export {export.pk}: {MANIFEST_NAME} was modified after the export (not the "
+            "manifest that was written); refusing to serve it."
+        ) from None
+    if recorded["pairs"] != export.sha256:
+        raise ConflictError(
+            f"Export {export.pk}: {MANIFEST_NAME} no longer matches the recorded export "
+            f"(pairs sha256 {str(recorded['pairs'])[:12]}, recorded {export.sha256[:12]}); "
+            "refusing to serve it."
+        )
+    tables = list(TABLE_FIELDS) if which == "all" else [t for t in TABLE_FIELDS if t == which]
+    files: list[tuple[Path, str]] = (
+        [(manifest_path, MANIFEST_NAME)] if which in ("all", "manifest") else []
+    )
+    for table in tables:
+        name = table_filename(table, export.format)
+        if listed[table].get("path") != name:
+            raise ConflictError(
+                f"Export {export.pk}: {MANIFEST_NAME} lists {listed[table].get('path')!r} for "
+                f"{table}, expected {name!r}; refusing to serve it."
+            )
+        target = root / name
+        if not target.exists():
+            raise ExportFilesMissing(f"{name} of export {export.pk} is missing")
+        actual = sha256_path(target)
+        if actual != recorded[table]:
+            raise ConflictError(
+                f"Export {export.pk}: {name} was modified after the export (sha256 "
+                f"{actual[:12]}, recorded {str(recorded[table])[:12]}); refusing to serve it.",
+                {"file": [name]},
+            )
+        if target.is_dir():
+            files.extend(
+                (path, path.relative_to(root).as_posix())
+                for path in sorted(target.rglob("*"))
+                if path.is_file()
+            )
+        else:
+            files.append((target, name))
+    return files

@@ -8,14 +8,19 @@ raises `ImportFileError` naming the file and line, and nothing is stored. Writes
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.db import IntegrityError, transaction
 
-from annotation.datafiles.jsonl import JsonlError, iter_jsonl
+from annotation.datafiles.jsonl import (
+    JsonlError,
+    iter_jsonl,
+    iter_text_lines,
+    parse_json_line,
+    storable_problem,
+)
 from annotation.errors import ImportFileError, ServiceValidationError
 from annotation.models import Candidate, Project, Prompt, messages_sha256, text_sha256
 
@@ -31,7 +36,7 @@ class ImportResult:
     created_ids: list[int] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(slots=True)
 class PromptRecord:
     line: int
     external_id: str | None
@@ -124,26 +129,48 @@ def prompt_record(raw, *, line: int) -> PromptRecord:
 
 
 def read_records(path: str | Path) -> Iterator[tuple[int, object]]:
-    """Yield (line number, raw record) from a .jsonl, .csv or datasets folder; bad syntax raises."""
+    """Yield (line number, raw record) from a .jsonl, .csv or datasets folder, streamed.
+
+    Bad syntax, bytes that are not UTF-8, NUL characters, lone surrogates and nesting deeper
+    than MAX_DEPTH raise ImportFileError naming the file and line (never a traceback).
+    """
     path = Path(path)
     if path.is_dir():
-        yield from _read_dataset_folder(path)
+        records = _read_dataset_folder(path)
     elif not path.exists():
         raise ImportFileError(path, None, "file not found")
     elif path.suffix.lower() in {".jsonl", ".ndjson", ".json"}:
-        try:
-            yield from iter_jsonl(path)
-        except JsonlError as exc:
-            raise ImportFileError(path, exc.line, exc.message) from None
+        records = iter_jsonl(path)
     elif path.suffix.lower() == ".csv":
-        with path.open(encoding="utf-8", newline="") as handle:
-            reader = csv.DictReader(handle)
-            if not reader.fieldnames or "text" not in reader.fieldnames:
-                raise ImportFileError(path, 1, "a CSV file needs a 'text' column")
-            for row in reader:
-                yield reader.line_num, _csv_row(row, path, reader.line_num)
+        records = _read_csv(path)
     else:
         raise ImportFileError(path, None, "unknown format: use .jsonl, .csv or a datasets folder")
+    try:
+        for line, raw in records:
+            problem = storable_problem(raw)
+            if problem:
+                raise ImportFileError(path, line, problem)
+            yield line, raw
+    except JsonlError as exc:
+        raise ImportFileError(path, exc.line, exc.message) from None
+
+
+def _read_csv(path: Path) -> Iterator[tuple[int, dict]]:
+    last = [0]  # the physical line the csv module is reading, for its own errors
+
+    def lines() -> Iterator[str]:
+        for number, text in iter_text_lines(path):  # JsonlError names a non-UTF-8 line
+            last[0] = number
+            yield text
+
+    reader = csv.DictReader(lines())
+    try:
+        if not reader.fieldnames or "text" not in reader.fieldnames:
+            raise ImportFileError(path, 1, "a CSV file needs a 'text' column")
+        for row in reader:
+            yield reader.line_num, _csv_row(row, path, reader.line_num)
+    except csv.Error as exc:  # e.g. a NUL byte on older Pythons, an unclosed quote at the end
+        raise ImportFileError(path, last[0], f"invalid CSV ({exc})") from None
 
 
 def _csv_row(row: dict, path: Path, line: int) -> dict:
@@ -155,9 +182,11 @@ def _csv_row(row: dict, path: Path, line: int) -> dict:
     metadata = {}
     if metadata_json:
         try:
-            metadata = json.loads(metadata_json)
-        except json.JSONDecodeError:
+            metadata = parse_json_line(metadata_json)
+        except ValueError:
             raise ImportFileError(path, line, "the 'metadata' column must hold JSON") from None
+        if not isinstance(metadata, dict):
+            raise ImportFileError(path, line, "the 'metadata' column must hold a JSON object")
     metadata.update({k: v for k, v in row.items() if k and v not in (None, "")})
     record["metadata"] = metadata
     return record
@@ -203,6 +232,19 @@ def parse_prompt_file(path: str | Path) -> list[PromptRecord]:
     return records
 
 
+def _bulk_create(model, objects: list, what: str, result: ImportResult) -> None:
+    """bulk_create one batch and count it in `result` (ids only: the instances are dropped).
+    A unique clash means a concurrent import won the race: the caller's transaction rolls
+    back and nothing of ours is kept."""
+    try:
+        with transaction.atomic():
+            created = model.objects.bulk_create(objects, batch_size=BULK_BATCH)
+    except IntegrityError as exc:
+        raise ServiceValidationError(f"{what} changed during the import; run it again.") from exc
+    result.created += len(created)
+    result.created_ids.extend(obj.pk for obj in created if obj.pk is not None)
+
+
 @transaction.atomic
 def prompts_import(
     *, project: Project, records: list[PromptRecord], source: str = ""
@@ -231,7 +273,9 @@ def prompts_import(
                 content_hash__in=hashes[start : start + BULK_BATCH],
             ).values_list("content_hash", flat=True)
         )
-    new = []
+    # Model instances are built and written a batch at a time (inside this transaction, so a
+    # later refusal still writes nothing): memory holds the records, not a second copy.
+    new: list[Prompt] = []
     for record in records:
         if record.external_id is not None:
             if record.external_id in existing:
@@ -248,6 +292,9 @@ def prompts_import(
             continue
         else:
             existing_hashes.add(record.content_hash)
+        if len(new) >= BULK_BATCH:
+            _bulk_create(Prompt, new, "Prompts", result)
+            new = []
         new.append(
             Prompt(
                 project=project,
@@ -259,16 +306,11 @@ def prompts_import(
                 source=source[:255],
             )
         )
-    try:
-        created = Prompt.objects.bulk_create(new, batch_size=BULK_BATCH)
-    except IntegrityError as exc:  # a concurrent import won the race: nothing of ours is kept
-        raise ServiceValidationError("Prompts changed during the import; run it again.") from exc
-    result.created = len(created)
-    result.created_ids = [p.pk for p in created if p.pk is not None]
+    _bulk_create(Prompt, new, "Prompts", result)
     return result
 
 
-@dataclass
+@dataclass(slots=True)
 class CandidateRecord:
     line: int
     prompt_ref: tuple[str, object]
@@ -357,6 +399,9 @@ def candidates_import(
             result.unchanged += 1
             continue
         existing.add((prompt_id, digest))
+        if len(new) >= BULK_BATCH:
+            _bulk_create(Candidate, new, "Candidates", result)
+            new = []
         new.append(
             Candidate(
                 prompt_id=prompt_id,
@@ -367,12 +412,7 @@ def candidates_import(
                 generation_params=record.params,
             )
         )
-    try:
-        created = Candidate.objects.bulk_create(new, batch_size=BULK_BATCH)
-    except IntegrityError as exc:
-        raise ServiceValidationError("Candidates changed during the import; run it again.") from exc
-    result.created = len(created)
-    result.created_ids = [c.pk for c in created if c.pk is not None]
+    _bulk_create(Candidate, new, "Candidates", result)
     return result
 
 

@@ -28,9 +28,12 @@ Decisions where SPEC is silent:
   give it a `required` as large as the team. Gold is served when one more keeps the
   labeler's gold share at or below `gold_rate`; when no regular work is left and the rate is
   above 0, remaining gold is served; at rate 0 gold is never served.
-- A correction (a second submit on a submitted assignment) is always allowed to its owner,
-  lease or not, and never changes the counts. A skipped assignment cannot be submitted.
-- An inactive project serves nothing: `assignment_next` answers None.
+- A correction (a second submit on a submitted assignment) is allowed to its owner, lease
+  or not, up to CORRECTIONS_MAX per assignment (then 409), and never changes the counts. A
+  skipped assignment cannot be submitted.
+- An inactive project serves nothing: `assignment_next` answers None, and submits (first
+  ones on earlier leases and corrections alike) are refused with 409; replaying a
+  client_token that was already stored still returns its annotation.
 """
 
 from __future__ import annotations
@@ -309,6 +312,11 @@ def _ranking_submit(
                     {"client_token": [str(token)]},
                 )
             return first, False
+    if not project.active:
+        raise ConflictError(
+            f"Project {project.slug!r} is not active; it accepts no submissions.",
+            {"project": [project.slug]},
+        )
     clean = submission_clean(
         candidate_ids=list(comparison.candidate_ids),
         **values,
@@ -326,6 +334,13 @@ def _ranking_submit(
             "Staff rejected this answer; the assignment can no longer be submitted."
         )
     if current.status == Assignment.Status.SUBMITTED:
+        corrections = Annotation.objects.filter(assignment=current).count() - 1
+        if corrections >= settings.CORRECTIONS_MAX:
+            raise ConflictError(
+                f"This assignment already has {corrections} corrections, the most allowed "
+                f"(CORRECTIONS_MAX = {settings.CORRECTIONS_MAX}); no more are accepted.",
+                {"assignment": [current.pk]},
+            )
         previous = (
             Annotation.objects.filter(assignment=current, superseded_by__isnull=True)
             .order_by("-id")

@@ -7,10 +7,10 @@ from django.contrib.auth.models import Group
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from rest_framework.authtoken.models import Token
 
 from annotation.errors import ServiceValidationError
 from annotation.models import Project, TaskType
+from annotation.services.tokens import api_token_exists, api_token_issue
 
 LABELERS_GROUP = "labelers"
 
@@ -96,11 +96,14 @@ def labeler_create(
     staff: bool = False,
     password: str | None = None,
     email: str = "",
-) -> tuple[object, Token]:
-    """Create (or update) a labeler, add them to projects, and return their API token.
+    new_token: bool = False,
+) -> tuple[object, str | None]:
+    """Create (or update) a labeler, add them to projects; returns (user, new API key or None).
 
-    Running it again for an existing user adds memberships and keeps the same token, so
-    onboarding scripts can be re-run safely.
+    A new user gets a new key. Running it again for an existing user adds memberships and
+    returns None -- the user's keys are stored hashed and cannot be shown again -- unless
+    `new_token` (which revokes the user's other tokens) or the user has no token yet.
+    Onboarding scripts can be re-run safely.
     """
     User = get_user_model()
     if not username or len(username) > 150:
@@ -134,5 +137,7 @@ def labeler_create(
     user.groups.add(labelers_group())
     for project in projects:
         project.members.add(user)
-    token, _ = Token.objects.get_or_create(user=user)
-    return user, token
+    key = None
+    if created or new_token or not api_token_exists(user):
+        key = api_token_issue(user, replace=True)
+    return user, key

@@ -1,14 +1,14 @@
 """create_project, create_labeler, import_candidates and build_comparisons through call_command."""
 
+import hashlib
 import io
 import json
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
-from rest_framework.authtoken.models import Token
 
-from annotation.models import Comparison, Project
+from annotation.models import ApiToken, Comparison, Project
 
 pytestmark = pytest.mark.django_db
 
@@ -71,17 +71,29 @@ def test_create_project_twice_fails():
 
 
 def test_create_labeler_prints_token_last_and_is_rerunnable(project):
+    # Changed by issue 14: tokens are stored hashed, so a re-run cannot print the old token;
+    # it says one exists, and --new-token replaces it with a fresh one (docs/api.md).
     out = run("create_labeler", "bob", "--project", "demo", "--password", "s3cret-pass-word")
     user = get_user_model().objects.get(username="bob")
     token = out.strip().splitlines()[-1]
-    assert Token.objects.get(user=user).key == token
+    (stored,) = ApiToken.objects.filter(user=user)
+    assert stored.digest == hashlib.sha256(token.encode()).hexdigest() != token
+    assert stored.prefix == token[:8] and len(token) == 40
     assert user.check_password("s3cret-pass-word")
     assert user.groups.filter(name="labelers").exists() and not user.is_staff
     assert list(project.members.all()) == [user]
     again = run("create_labeler", "bob", "--project", "demo", "--staff")
-    assert again.strip().splitlines()[-1] == token
+    assert token not in again
+    assert "already has an API token" in again.strip().splitlines()[-1]
+    assert "--new-token" in again
+    assert ApiToken.objects.get(user=user).pk == stored.pk  # kept, still valid
     user.refresh_from_db()
     assert user.is_staff
+    fresh = run("create_labeler", "bob", "--project", "demo", "--new-token").strip()
+    fresh = fresh.splitlines()[-1]
+    assert len(fresh) == 40 and fresh != token
+    (replaced,) = ApiToken.objects.filter(user=user)  # the old one is revoked
+    assert replaced.digest == hashlib.sha256(fresh.encode()).hexdigest()
 
 
 @pytest.mark.parametrize(

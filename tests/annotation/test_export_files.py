@@ -15,6 +15,7 @@ from annotation.datafiles.export import (
     MANIFEST_NAME,
     PAIR_FIELDS,
     RANKING_FIELDS,
+    TABLE_FIELDS,
     ComparisonBlock,
     ExportWriter,
 )
@@ -211,6 +212,21 @@ def test_hf_export_is_a_save_to_disk_folder(tmp_path):
     ds = datasets.load_from_disk(str(result.files["pairs"]))
     assert ds.to_list() == pairs
     assert datasets.load_from_disk(str(result.files["rankings"])).to_list() == rankings
+    assert result.manifest["files"]["pairs"]["sha256"] == sha256_tree(result.files["pairs"])
+
+
+@pytest.mark.parametrize("with_rankings", [False, True])
+def test_hf_export_with_no_pairs_is_a_valid_empty_dataset(tmp_path, with_rankings):
+    # Zero rows was a 500 (from_generator fails on an empty generator, and zero shards do
+    # not load back); an empty table is one empty shard that load_from_disk reads.
+    datasets = pytest.importorskip("datasets")
+    _, rankings = synthetic_rows(n_prompts=2, chat=False)
+    rankings = rankings if with_rankings else []
+    result = write_export(tmp_path / "out", pairs=[], rankings=rankings, fmt="hf")
+    pairs = datasets.load_from_disk(str(result.files["pairs"]))
+    assert len(pairs) == 0 and list(pairs.features) == list(TABLE_FIELDS["pairs"])
+    assert datasets.load_from_disk(str(result.files["rankings"])).to_list() == rankings
+    assert result.manifest["counts"]["pairs"] == 0
     assert result.manifest["files"]["pairs"]["sha256"] == sha256_tree(result.files["pairs"])
 
 

@@ -214,6 +214,29 @@ def test_min_agreement_drops_the_outlier(project, disputed, tmp_path, labelers):
     assert result.counts["excluded_low_agreement"] == 1
 
 
+@pytest.mark.parametrize(
+    ("threshold", "kept_labelers"),
+    [
+        # ann and bob agree with the consensus exactly 1.0, cat exactly 0.0. A share equal to
+        # the threshold is kept; only a share below it is dropped (docs/api.md, SPEC 5).
+        (1.0, {"ann", "bob"}),
+        (1.0 - 1e-9, {"ann", "bob"}),
+        (0.0, {"ann", "bob", "cat"}),
+        (1e-9, {"ann", "bob"}),
+    ],
+)
+def test_min_agreement_keeps_a_share_equal_to_the_threshold(
+    project, disputed, tmp_path, labelers, threshold, kept_labelers
+):
+    result = export(project, tmp_path, min_agreement=threshold)
+    kept = {r["annotation_id"] for r in read_jsonl(export_pairs_path(result))}
+    expected = set(
+        Annotation.objects.filter(labeler__username__in=kept_labelers).values_list("pk", flat=True)
+    )
+    assert kept == expected
+    assert result.counts["excluded_low_agreement"] == 3 - len(kept_labelers)
+
+
 def test_min_agreement_needs_others_to_measure_against(
     project, labelers, make_comparisons, tmp_path
 ):
@@ -406,6 +429,25 @@ def test_command_errors_are_one_line(project, tmp_path, args, message):
     with pytest.raises(CommandError, match=message):
         call_command("export_preferences", *args, stdout=StringIO())
     assert Export.objects.count() == 0
+
+
+def test_command_hf_export_with_no_pairs_is_a_valid_empty_dataset(project, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    out = StringIO()
+    call_command(
+        "export_preferences", "demo", "--out", str(tmp_path / "hf"), "--format", "hf", stdout=out
+    )
+    assert "0 pairs (0 train, 0 test), 0 rankings" in out.getvalue()
+    assert len(datasets.load_from_disk(str(tmp_path / "hf" / "pairs"))) == 0
+    assert Export.objects.get().rows == 0
+
+
+def test_command_refuses_a_non_empty_out_folder(project, ranked, tmp_path):
+    (tmp_path / "notes.txt").write_text("not part of any export")
+    with pytest.raises(CommandError, match=r"is not empty \(it holds 'notes.txt'\)"):
+        call_command("export_preferences", "demo", "--out", str(tmp_path), stdout=StringIO())
+    assert Export.objects.count() == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
 def test_command_refuses_an_existing_export(project, ranked, tmp_path):

@@ -184,3 +184,113 @@ def test_bulk_import_is_fast_enough_for_many_prompts(
     with django_assert_max_num_queries(100):
         result = prompts_import(project=project, records=records)
     assert result.created == 5000
+
+
+# --- bytes and values the database cannot hold: `file:line: reason`, nothing written ----------
+
+DEEP = "[" * 100_000 + "]" * 100_000  # RecursionError inside json.loads
+NESTED = "[" * 40 + "]" * 40  # parses, but deeper than MAX_DEPTH
+
+# (a line as raw bytes, the reason named). Each becomes line 2 of a prompts and a candidates file.
+BAD_BYTES = [
+    (b'{"text": "caf\xe9"}', "not valid UTF-8 (byte 0xe9 at column 14)"),
+    (b'{"text": "ok", "metadata": {"k": "a\\u0000b"}}', "'metadata'['k'] contains a NUL"),
+    (b'{"text": "ok", "metadata": {"k\\u0000": 1}}', "key 'metadata'["),
+    (b'{"text": "ok", "metadata": {"k": ["\\udc80"]}}', "not valid Unicode (lone surrogate)"),
+    (b'{"text": "ok", "external_id": "x\\ud800"}', "not valid Unicode (lone surrogate)"),
+    (('{"text": "ok", "metadata": {"k": ' + DEEP + "}}").encode(), "nested deeper than 32"),
+    (('{"text": "ok", "metadata": {"k": ' + NESTED + "}}").encode(), "nested deeper than 32"),
+    (b'{"text": "nul\x00"}', "invalid JSON"),
+]
+
+
+def _as_candidate(line: bytes) -> bytes:
+    return line.replace(b'{"text"', b'{"prompt_external_id": "a", "text"', 1).replace(
+        b'"external_id": "x', b'"model": "x'
+    )
+
+
+@pytest.mark.parametrize(("line", "reason"), BAD_BYTES)
+def test_import_prompts_command_names_file_line_and_reason(project, tmp_path, line, reason):
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(b'{"text": "fine"}\n' + line + b"\n")
+    with pytest.raises(CommandError) as info:
+        call_command("import_prompts", "demo", str(path))
+    message = str(info.value)
+    assert message.startswith(f"{path}:2: ") and reason in message, message
+    assert "\n" not in message and len(message) < 300
+    assert Prompt.objects.count() == 0
+
+
+@pytest.mark.parametrize(("line", "reason"), BAD_BYTES)
+def test_import_candidates_command_names_file_line_and_reason(project, tmp_path, line, reason):
+    prompts_import_file(
+        project=project, path=write_jsonl(tmp_path / "p.jsonl", [{"external_id": "a", "text": "q"}])
+    )
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(b'{"prompt_external_id": "a", "text": "fine"}\n' + _as_candidate(line) + b"\n")
+    with pytest.raises(CommandError) as info:
+        call_command("import_candidates", "demo", str(path))
+    message = str(info.value)
+    assert message.startswith(f"{path}:2: ") and reason.split(" (byte")[0] in message, message
+    assert "\n" not in message
+    assert Candidate.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (b"caf\xe9,", "not valid UTF-8 (byte 0xe9 at column 4)"),
+        (b'ok,"{""k"": ""a\\u0000""}"', "'metadata'['k'] contains a NUL"),
+        (b'ok,"{""k"": ""\\ud800""}"', "lone surrogate"),
+        (b'ok,"' + b"[" * 20_000 + b"]" * 20_000 + b'"', "the 'metadata' column must hold JSON"),
+        (b'ok,"{""k"": ' + b"[" * 40 + b"]" * 40 + b'}"', "nested deeper than 32"),
+        (b'"' + b"x" * 140_000 + b'",', "invalid CSV (field larger than field limit"),
+        (b'ok,"[1]"', "must hold a JSON object"),
+        (b"nul\x00,", "contains a NUL"),
+    ],
+)
+def test_csv_import_names_file_line_and_reason(project, tmp_path, line, reason):
+    path = tmp_path / "p.csv"
+    path.write_bytes(b"text,metadata\nfine,\n" + line + b"\n")
+    with pytest.raises(CommandError) as info:
+        call_command("import_prompts", "demo", str(path))
+    message = str(info.value)
+    assert message.startswith(f"{path}:3: ") and reason in message, message
+    assert Prompt.objects.count() == 0
+
+
+def test_jsonl_reading_streams_line_by_line(tmp_path):
+    # A 12 MB file is read a line at a time: the reader's peak memory is a few lines, not the
+    # file (the 114 MB import peaked at 657 MB). Only what the caller keeps stays in memory.
+    import tracemalloc
+
+    from annotation.datafiles.jsonl import iter_jsonl
+
+    path = tmp_path / "big.jsonl"
+    line = json.dumps({"text": "x" * 1000, "metadata": {"n": 1}}).encode() + b"\n"
+    path.write_bytes(line * 12_000)
+    tracemalloc.start()
+    try:
+        count = sum(1 for _ in iter_jsonl(path, storable=True))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert count == 12_000
+    assert peak < 1_000_000, peak
+
+
+def test_a_refusal_after_a_written_batch_still_writes_nothing(project, tmp_path, monkeypatch):
+    # Prompts are written a batch at a time inside one transaction; a conflict found after
+    # the first batch rolls every batch back.
+    from annotation.services import imports
+
+    monkeypatch.setattr(imports, "BULK_BATCH", 2)
+    prompts_import_file(
+        project=project, path=write_jsonl(tmp_path / "a.jsonl", [{"external_id": "z", "text": "x"}])
+    )
+    rows = [{"external_id": f"n{i}", "text": f"t{i}"} for i in range(5)]
+    rows.append({"external_id": "z", "text": "changed"})
+    with pytest.raises(ServiceValidationError, match="line 6: external_id 'z' already exists"):
+        prompts_import_file(project=project, path=write_jsonl(tmp_path / "b.jsonl", rows))
+    assert Prompt.objects.count() == 1

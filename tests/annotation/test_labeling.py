@@ -540,6 +540,39 @@ def test_a_second_submit_is_a_correction_that_supersedes(project, labeler, make_
     assert list(Annotation.objects.filter(superseded_by__isnull=True)) == [third]
 
 
+def test_corrections_are_capped_per_assignment(project, labeler, make_comparisons, settings):
+    # 300 corrections of one assignment were accepted; past CORRECTIONS_MAX they are a 409.
+    settings.CORRECTIONS_MAX = 3
+    (comparison,) = make_comparisons(project, 1)
+    ids = list(comparison.candidate_ids)
+    assignment = assignment_next(project=project, labeler=labeler, now=at(0))
+    submit(assignment, labeler, ranking=[[i] for i in ids])
+    for n in range(3):
+        submit(assignment, labeler, ranking=[[i] for i in ids[n:] + ids[:n]], now=at(10 + n))
+    with pytest.raises(ConflictError, match=r"already has 3 corrections.*CORRECTIONS_MAX = 3"):
+        submit(assignment, labeler, ranking=[[i] for i in reversed(ids)], now=at(20))
+    assert Annotation.objects.count() == 4
+    assert refresh(comparison).submitted_count == 1
+
+
+def test_an_inactive_project_refuses_submits_on_earlier_leases(project, labeler, make_comparisons):
+    first, second = make_comparisons(project, 2)
+    leased = assignment_next(project=project, labeler=labeler, now=at(0))
+    token = uuid.uuid4()
+    stored, _ = submit(leased, labeler, now=at(1), token=token)
+    again = assignment_next(project=project, labeler=labeler, now=at(2))
+    project.active = False
+    project.save()
+    with pytest.raises(ConflictError, match="'demo' is not active"):
+        submit(again, labeler, now=at(3))  # a lease taken before the project was paused
+    with pytest.raises(ConflictError, match="not active"):
+        submit(leased, labeler, ranking=list(reversed(strict(leased))), now=at(4))  # correction
+    assert submit(leased, labeler, now=at(5), token=token) == (stored, False)  # a replay
+    assert assignment_next(project=project, labeler=labeler, now=at(6)) is None
+    assert Annotation.objects.count() == 1
+    assert refresh(again).status == Assignment.Status.LEASED
+
+
 def test_a_skipped_assignment_cannot_be_submitted(project, labeler, make_comparisons):
     make_comparisons(project, 1)
     assignment = assignment_next(project=project, labeler=labeler, now=at(0))

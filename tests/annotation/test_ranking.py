@@ -57,6 +57,22 @@ def clean(**overrides):
         ({"time_spent_ms": 2**31}, "time_spent_ms", "from 0 to"),
         ({"time_spent_ms": 1.5}, "time_spent_ms", "from 0 to"),
         ({"all_bad": "yes"}, "all_bad", "true or false"),
+        # A partial tie is a preference with a tie in it; all_bad only excuses the one tier
+        # holding every candidate ("all bad"), never a tie in a longer ranking.
+        (
+            {"ranking": [[11, 12], [13]], "allow_ties": False, "all_bad": True},
+            "ranking",
+            "Tier 1 is a tie",
+        ),
+        (
+            {"ranking": [[11], [12, 13]], "allow_ties": False, "all_bad": True},
+            "ranking",
+            "Tier 2 is a tie",
+        ),
+        # Keys past Python's int() digit limit (4,300) were a ValueError, a 500.
+        ({"flags": {"1" * 5000: ["harmful"]}}, "flags", "(5000 characters) is not a candidate"),
+        ({"ratings": {"9" * 4301: 2}, "rating_scale": 7}, "ratings", "is not a candidate"),
+        ({"flags": {"1" * 20: ["harmful"]}}, "flags", "is not a candidate"),
     ],
 )
 def test_submission_clean_names_what_is_wrong(overrides, field, message):
@@ -89,6 +105,11 @@ def test_submission_clean_normalizes_keys():
     assert result.ratings == {"13": 4, "12": 1}
     assert result.rationale == "ok"
     assert result.all_bad is False
+
+
+def test_all_bad_single_tier_is_accepted_without_ties():
+    result = clean(ranking=[[11, 12, 13]], allow_ties=False, all_bad=True)
+    assert result.all_bad is True and result.ranking == [[11, 12, 13]]
 
 
 def test_tier_of_maps_candidates_to_tiers_and_refuses_repeats():

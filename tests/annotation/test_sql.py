@@ -44,8 +44,8 @@ def test_a_renamed_column_renames_the_sql(monkeypatch):
 
 def test_the_token_lookup_names_only_real_columns():
     sql = authentication._user_by_token_sql()
-    assert sql.startswith("SELECT u.id, u.password") and "JOIN authtoken_token t" in sql
-    assert "t.user_id = u.id WHERE t.key = %s" in sql
+    assert sql.startswith("SELECT t.id, t.last_used, u.id, u.password")
+    assert "JOIN annotation_apitoken t ON t.user_id = u.id WHERE t.digest = %s" in sql
 
 
 def _no_extras(instance) -> None:

@@ -6,8 +6,9 @@ import tempfile
 
 import pytest
 from hypothesis.configuration import set_hypothesis_home_dir
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
+
+from annotation.services.tokens import api_token_issue
 
 # Hypothesis caches constants and Unicode tables in ./.hypothesis; keep the repository clean.
 set_hypothesis_home_dir(tempfile.mkdtemp(prefix="hypothesis-"))
@@ -16,8 +17,7 @@ set_hypothesis_home_dir(tempfile.mkdtemp(prefix="hypothesis-"))
 def token_client(user) -> APIClient:
     """An APIClient that authenticates like an external program: `Authorization: Token <key>`."""
     client = APIClient()
-    token, _ = Token.objects.get_or_create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token_issue(user)}")
     return client
 
 

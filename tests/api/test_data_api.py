@@ -7,6 +7,7 @@ import io
 import json
 import uuid
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -284,6 +285,74 @@ def test_export_download_of_manifest_rankings_and_all(staff, annotated):
     bad = staff.get(base + "?file=../../etc/passwd")
     assert bad.status_code == 400
     assert "file" in bad.json()["errors"]
+
+
+def test_hf_export_with_no_pairs_is_a_valid_empty_dataset(staff, comparisons):
+    # No annotations, so no pairs: this was a 500 for format=hf (jsonl and parquet were fine).
+    datasets = pytest.importorskip("datasets")
+    response = post(staff, url("demo", "exports"), {"format": "hf"})
+    assert response.status_code == 201, response.content
+    assert response.json()["rows"] == 0
+    export = Export.objects.get()
+    assert len(datasets.load_from_disk(str(Path(export.path) / "pairs"))) == 0
+    archive = staff.get(f"/api/v1/exports/{export.pk}/download/?file=all")
+    assert archive.status_code == 200
+    names = zipfile.ZipFile(io.BytesIO(b"".join(archive.streaming_content))).namelist()
+    assert "manifest.json" in names and any(n.startswith("pairs/") for n in names)
+
+
+def test_export_download_all_zips_only_what_the_manifest_lists(staff, annotated):
+    export_id = post(staff, url("demo", "exports"), {}).json()["id"]
+    folder = Path(Export.objects.get().path)
+    (folder / "secrets.env").write_text("TOKEN=planted later")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "more.txt").write_text("x")
+    response = staff.get(f"/api/v1/exports/{export_id}/download/?file=all")
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
+    assert sorted(archive.namelist()) == ["manifest.json", "pairs.jsonl", "rankings.jsonl"]
+
+
+@pytest.mark.parametrize("edited", ["pairs.jsonl", "rankings.jsonl"])
+@pytest.mark.parametrize("which", ["pairs", "rankings", "all"])
+def test_export_download_refuses_edited_bytes(staff, annotated, edited, which):
+    export_id = post(staff, url("demo", "exports"), {}).json()["id"]
+    path = Path(Export.objects.get().path) / edited
+    path.write_bytes(path.read_bytes().replace(b"train", b"tra1n", 1) + b"\n")
+    response = staff.get(f"/api/v1/exports/{export_id}/download/?file={which}")
+    if which != "all" and not edited.startswith(which):
+        assert response.status_code == 200  # the other table is untouched
+        return
+    assert response.status_code == 409, response.content
+    detail = response.json()["detail"]
+    assert f"{edited} was modified after the export" in detail and "refusing" in detail
+
+
+def test_export_download_refuses_an_edited_manifest(staff, annotated):
+    export_id = post(staff, url("demo", "exports"), {}).json()["id"]
+    folder = Path(Export.objects.get().path)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"]["pairs"]["sha256"] = "0" * 64
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    for which in ("manifest", "pairs", "all"):
+        response = staff.get(f"/api/v1/exports/{export_id}/download/?file={which}")
+        assert response.status_code == 409
+        assert "manifest.json no longer matches" in response.json()["detail"]
+    (folder / "manifest.json").write_text("{not json")
+    response = staff.get(f"/api/v1/exports/{export_id}/download/?file=manifest")
+    assert response.status_code == 409 and "manifest.json was modified" in response.json()["detail"]
+
+
+def test_export_download_refuses_an_edited_hf_folder(staff, annotated):
+    pytest.importorskip("datasets")
+    export_id = post(staff, url("demo", "exports"), {"format": "hf"}).json()["id"]
+    folder = Path(Export.objects.get().path)
+    ok = staff.get(f"/api/v1/exports/{export_id}/download/?file=pairs")
+    assert ok.status_code == 200
+    names = zipfile.ZipFile(io.BytesIO(b"".join(ok.streaming_content))).namelist()
+    assert "state.json" in names
+    (folder / "pairs" / "extra.arrow").write_bytes(b"planted")
+    response = staff.get(f"/api/v1/exports/{export_id}/download/?file=pairs")
+    assert response.status_code == 409 and "pairs was modified" in response.json()["detail"]
 
 
 def test_export_options_are_validated(staff, annotated):

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from annotation.models import Annotation, Assignment, Comparison, Prompt
+from annotation.models import Annotation, Assignment, Comparison, Project, Prompt
 from tests.api.conftest import strict, token_client
 
 pytestmark = pytest.mark.django_db
@@ -323,6 +323,8 @@ def _ids(payload: dict) -> list[int]:
             "unknown flag code 'rude'",
         ),
         (lambda ids: {"flags": {"999999": ["harmful"]}}, "flags", "not a candidate"),
+        # 4,300+ digits is past Python's int() limit: a 400, not a 500, and not echoed back.
+        (lambda ids: {"flags": {"7" * 4400: ["harmful"]}}, "flags", "(4400 characters)"),
         (lambda ids: {"ratings": {str(ids[0]): 3}}, "ratings", "does not collect ratings"),
     ],
 )
@@ -497,3 +499,22 @@ def test_next_and_submit_over_the_api_take_few_queries(alice, comparisons):
         if not q["sql"].startswith(("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE"))
     ]
     assert len(statements) <= (17 if connection.vendor == "postgresql" else 16), statements
+
+
+def test_submit_to_a_paused_project_and_corrections_past_the_cap_are_409(
+    alice, comparisons, settings
+):
+    settings.CORRECTIONS_MAX = 1
+    first = lease(alice)
+    assert submit(alice, first).status_code == 201
+    assert submit(alice, first).status_code == 201  # the one correction allowed
+    capped = submit(alice, first)
+    assert capped.status_code == 409
+    assert "CORRECTIONS_MAX = 1" in capped.json()["detail"]
+    second = lease(alice)
+    Project.objects.filter(slug="demo").update(active=False)
+    paused = submit(alice, second)
+    assert paused.status_code == 409
+    assert paused.json()["detail"] == "Project 'demo' is not active; it accepts no submissions."
+    assert alice.post(next_url("demo")).status_code == 204
+    assert Annotation.objects.count() == 2

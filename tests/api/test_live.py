@@ -34,7 +34,7 @@ def drained_project(transactional_db, make_comparisons):
     project = project_create(slug="live", num_candidates=3, overlap=OVERLAP)
     make_comparisons(project, PROMPTS)
     tokens = [
-        labeler_create(username=f"labeler{i}", projects=[project])[1].key for i in range(LABELERS)
+        labeler_create(username=f"labeler{i}", projects=[project])[1] for i in range(LABELERS)
     ]
     return project, tokens
 

@@ -3,6 +3,7 @@ tokens, session auth with CSRF, throttling, and the error shape for hostile inpu
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 
@@ -11,8 +12,9 @@ from django.core.cache import cache
 from rest_framework.test import APIClient
 from rest_framework.throttling import ScopedRateThrottle
 
-from annotation.models import Annotation, Assignment, Export, Prompt
+from annotation.models import Annotation, ApiToken, Assignment, Export, Prompt
 from annotation.services.projects import labeler_create
+from annotation.services.tokens import api_token_issue
 from tests.api.conftest import token_client
 
 pytestmark = pytest.mark.django_db
@@ -117,8 +119,23 @@ def test_an_inactive_user_token_is_refused(labeler, comparisons):
 
 def test_a_deleted_token_is_revoked(labeler, alice):
     assert alice.get("/api/v1/projects/").status_code == 200
-    labeler.auth_token.delete()
+    labeler.api_tokens.all().delete()
     assert alice.get("/api/v1/projects/").status_code == 401
+
+
+def test_tokens_are_stored_hashed_and_last_use_is_recorded(labeler):
+    key = api_token_issue(labeler)
+    token = ApiToken.objects.get(user=labeler, digest=hashlib.sha256(key.encode()).hexdigest())
+    assert token.prefix == key[:8] and token.last_used is None
+    stored = [v for v in ApiToken.objects.filter(pk=token.pk).values_list()[0] if v is not None]
+    assert not any(key in str(v) for v in stored)  # the key itself is nowhere in the row
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    assert client.get("/api/v1/projects/").status_code == 200
+    token.refresh_from_db()
+    assert token.last_used is not None
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.digest}")  # the digest is no key
+    assert client.get("/api/v1/projects/").status_code == 401
 
 
 # ---------------------------------------------------------------------------------------
@@ -160,15 +177,23 @@ TOKEN = "/api/v1/auth/token/"
 @pytest.fixture
 def bob_token(db):
     _user, token = labeler_create(username="bob", password="bob-pass-123")
-    return token.key
+    return token
 
 
-def test_token_endpoint_returns_the_users_one_token(anon, bob_token):
+def test_token_endpoint_issues_a_new_token_each_time(anon, bob_token):
+    # Changed by issue 14: keys are stored hashed, so the endpoint cannot hand back the one
+    # create_labeler printed; it issues a new one per call, and earlier ones stay valid.
     response = anon.post(TOKEN, {"username": "bob", "password": "bob-pass-123"}, format="json")
     assert response.status_code == 200
-    assert response.json() == {"token": bob_token}
+    first = response.json()["token"]
     form = anon.post(TOKEN, {"username": "bob", "password": "bob-pass-123"})  # form-encoded
-    assert form.json() == {"token": bob_token}
+    second = form.json()["token"]
+    assert len({bob_token, first, second}) == 3
+    assert ApiToken.objects.filter(user__username="bob").count() == 3
+    for key in (bob_token, first, second):
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+        assert client.get("/api/v1/projects/").status_code == 200
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,9 @@ from urllib.parse import urlsplit
 
 import pytest
 from django.test import Client
-from rest_framework.authtoken.models import Token
 
 from annotation.models import Annotation
+from annotation.services.tokens import api_token_issue
 from simulation.backends import HttpBackend, LabelerClient, Served
 from simulation.labelers import simulated_labelers
 from simulation.run import play
@@ -116,7 +116,7 @@ def test_in_process_and_http_backends_give_the_judge_the_same_and_agree(
     tokens = []
     for i in range(2):
         user = make_labeler(f"h{i}", projects=[remote])
-        tokens.append(Token.objects.get_or_create(user=user)[0].key)
+        tokens.append(api_token_issue(user))
     players = []
     for labeler, token in zip(
         simulated_labelers(["h0", "h1"], noise=0.0, tie_epsilon=0.0), tokens, strict=True

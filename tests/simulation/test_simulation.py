@@ -413,7 +413,7 @@ def test_http_mode_drains_a_project_through_a_live_server(live_server, tmp_path,
 
     project = project_create(slug="live-sim", num_candidates=4, overlap=2, allow_ties=False)
     make_comparisons(project, 5, texts=TEXTS)
-    tokens = [labeler_create(username=f"h{i}", projects=[project])[1].key for i in range(3)]
+    tokens = [labeler_create(username=f"h{i}", projects=[project])[1] for i in range(3)]
     token_file = tmp_path / "tokens.txt"
     token_file.write_text("# one per line\n" + "\n".join(tokens) + "\n")
     # An in-memory SQLite test database is one connection that the live server's threads

@@ -5,7 +5,11 @@ from annotation.services.projects import labeler_create
 
 
 class Command(BaseCommand):
-    help = "Create a labeler (or add an existing one to a project); the last line printed is the API token."
+    help = (
+        "Create a labeler (or add an existing one to a project). For a new user the last line "
+        "printed is the API token, shown this once (it is stored hashed); an existing user's "
+        "token cannot be shown again: --new-token replaces it with a fresh one."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("username")
@@ -15,6 +19,11 @@ class Command(BaseCommand):
         parser.add_argument("--staff", action="store_true", help="also give admin-site access")
         parser.add_argument("--password", help="password for browser login")
         parser.add_argument("--email", default="")
+        parser.add_argument(
+            "--new-token",
+            action="store_true",
+            help="issue a fresh API token (revoking the user's others) and print it",
+        )
 
     def handle(self, *args, **opts):
         projects = [get_project(slug) for slug in opts["project"]]
@@ -25,7 +34,14 @@ class Command(BaseCommand):
                 staff=opts["staff"],
                 password=opts["password"],
                 email=opts["email"],
+                new_token=opts["new_token"],
             )
         role = "staff labeler" if user.is_staff else "labeler"
         self.stdout.write(f"{role} {user.username} in {', '.join(p.slug for p in projects)}")
-        self.stdout.write(token.key)
+        if token is None:
+            self.stdout.write(
+                f"{user.username} already has an API token (shown once, when it was issued; "
+                "stored hashed); run again with --new-token to replace it with a fresh one"
+            )
+        else:
+            self.stdout.write(token)

@@ -95,4 +95,10 @@ class Command(BaseCommand):
                 opts["password"]
             )
         )
-        self.stdout.write(f"  API token of 'labeler': {token.key}")
+        if token is not None:
+            self.stdout.write(f"  API token of 'labeler' (shown once): {token}")
+        else:
+            self.stdout.write(
+                "  'labeler' already has an API token (stored hashed); "
+                "`manage.py create_labeler labeler --project demo --new-token` prints a fresh one"
+            )
