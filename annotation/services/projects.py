@@ -10,7 +10,7 @@ from django.db import transaction
 
 from annotation.errors import ServiceValidationError
 from annotation.models import Project, TaskType
-from annotation.services.tokens import api_token_exists, api_token_issue
+from annotation.services.tokens import api_token_issue
 
 LABELERS_GROUP = "labelers"
 
@@ -97,13 +97,13 @@ def labeler_create(
     password: str | None = None,
     email: str = "",
     new_token: bool = False,
-) -> tuple[object, str | None]:
-    """Create (or update) a labeler, add them to projects; returns (user, new API key or None).
+) -> tuple[object, str]:
+    """Create (or update) a labeler, add them to projects; returns (user, a new API key).
 
-    A new user gets a new key. Running it again for an existing user adds memberships and
-    returns None -- the user's keys are stored hashed and cannot be shown again -- unless
-    `new_token` (which revokes the user's other tokens) or the user has no token yet.
-    Onboarding scripts can be re-run safely.
+    Every call issues a key and returns it: the only time it is shown, since keys are stored
+    hashed. Running it again for an existing user adds memberships and an additional key
+    (earlier ones stay valid) unless `new_token`, which revokes the others. Onboarding
+    scripts can be re-run safely.
     """
     User = get_user_model()
     if not username or len(username) > 150:
@@ -137,7 +137,8 @@ def labeler_create(
     user.groups.add(labelers_group())
     for project in projects:
         project.members.add(user)
-    key = None
-    if created or new_token or not api_token_exists(user):
-        key = api_token_issue(user, replace=True)
+    # Keys are stored hashed, so an existing key cannot be shown again: a re-run issues an
+    # additional one (SPEC section 4: the last line printed is always a usable token), and
+    # `new_token` revokes the others.
+    key = api_token_issue(user, replace=new_token or created)
     return user, key

@@ -24,7 +24,3 @@ def api_token_issue(user, *, replace: bool = False) -> str:
             user=user, digest=ApiToken.digest_of(key), prefix=key[: ApiToken.PREFIX_LENGTH]
         )
     return key
-
-
-def api_token_exists(user) -> bool:
-    return ApiToken.objects.filter(user=user).exists()

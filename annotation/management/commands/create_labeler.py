@@ -6,9 +6,9 @@ from annotation.services.projects import labeler_create
 
 class Command(BaseCommand):
     help = (
-        "Create a labeler (or add an existing one to a project). For a new user the last line "
-        "printed is the API token, shown this once (it is stored hashed); an existing user's "
-        "token cannot be shown again: --new-token replaces it with a fresh one."
+        "Create a labeler (or add an existing one to a project). The last line printed is a "
+        "new API token, shown this once (tokens are stored hashed); for an existing user it is "
+        "an additional token, earlier ones stay valid unless --new-token revokes them."
     )
 
     def add_arguments(self, parser):
@@ -22,7 +22,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--new-token",
             action="store_true",
-            help="issue a fresh API token (revoking the user's others) and print it",
+            help="revoke the user's other API tokens (the printed one is the only valid one)",
         )
 
     def handle(self, *args, **opts):
@@ -38,10 +38,4 @@ class Command(BaseCommand):
             )
         role = "staff labeler" if user.is_staff else "labeler"
         self.stdout.write(f"{role} {user.username} in {', '.join(p.slug for p in projects)}")
-        if token is None:
-            self.stdout.write(
-                f"{user.username} already has an API token (shown once, when it was issued; "
-                "stored hashed); run again with --new-token to replace it with a fresh one"
-            )
-        else:
-            self.stdout.write(token)
+        self.stdout.write(token)

@@ -95,10 +95,4 @@ class Command(BaseCommand):
                 opts["password"]
             )
         )
-        if token is not None:
-            self.stdout.write(f"  API token of 'labeler' (shown once): {token}")
-        else:
-            self.stdout.write(
-                "  'labeler' already has an API token (stored hashed); "
-                "`manage.py create_labeler labeler --project demo --new-token` prints a fresh one"
-            )
+        self.stdout.write(f"  API token of 'labeler' (shown once): {token}")
