@@ -49,10 +49,12 @@ def test_nan_and_infinite_metrics_are_saved_and_the_run_succeeds(db):
 
 
 def test_an_exception_in_the_body_marks_the_run_failed_with_its_error(db):
-    with pytest.raises(RuntimeError, match="out of memory"):
-        with training_run(kind=TrainingRun.Kind.REWARD, config={}) as run:
-            run.log({"step": 1, "loss": math.nan})
-            raise RuntimeError("out of memory")
+    with (
+        pytest.raises(RuntimeError, match="out of memory"),
+        training_run(kind=TrainingRun.Kind.REWARD, config={}) as run,
+    ):
+        run.log({"step": 1, "loss": math.nan})
+        raise RuntimeError("out of memory")
     saved = TrainingRun.objects.get(pk=run.run.pk)
     assert saved.status == TrainingRun.Status.FAILED
     assert saved.error == "RuntimeError: out of memory"
@@ -69,9 +71,11 @@ def test_an_exception_while_saving_the_finished_run_marks_it_failed(db, monkeypa
         return real_save(self, *args, **kwargs)
 
     monkeypatch.setattr(TrainingRun, "save", refuse_success)
-    with pytest.raises(DatabaseError, match="could not write metrics"):
-        with training_run(kind=TrainingRun.Kind.PPO, config={}) as run:
-            run.log({"step": 1})
+    with (
+        pytest.raises(DatabaseError, match="could not write metrics"),
+        training_run(kind=TrainingRun.Kind.PPO, config={}) as run,
+    ):
+        run.log({"step": 1})
     saved = TrainingRun.objects.get(pk=run.run.pk)
     assert saved.status == TrainingRun.Status.FAILED
     assert "DatabaseError: could not write metrics" in saved.error
@@ -82,10 +86,12 @@ def test_a_failure_whose_save_fails_too_still_records_status_and_error(db, monke
     def always_refuse(self, *args, **kwargs):
         raise DatabaseError("metrics refused")
 
-    with pytest.raises(ValueError, match="boom"):
-        with training_run(kind=TrainingRun.Kind.PPO, config={}) as run:
-            monkeypatch.setattr(TrainingRun, "save", always_refuse)
-            raise ValueError("boom")
+    with (
+        pytest.raises(ValueError, match="boom"),
+        training_run(kind=TrainingRun.Kind.PPO, config={}) as run,
+    ):
+        monkeypatch.setattr(TrainingRun, "save", always_refuse)
+        raise ValueError("boom")
     saved = TrainingRun.objects.get(pk=run.run.pk)
     assert saved.status == TrainingRun.Status.FAILED
     assert saved.error.startswith("ValueError: boom (and saving the run failed: DatabaseError")
