@@ -507,6 +507,12 @@ def test_lora_reward_model_saves_its_head_and_reloads_identically(export_dir, ba
     out = result.output_dir
     assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
     assert json.loads((out / "adapter_config.json").read_text())["task_type"] == "SEQ_CLS"
+    # What train_ppo checks before it registers anything: an adapter folder is a reward model.
+    from training.modeling import ModelLoadError, check_model_reference
+
+    check_model_reference(out)
+    with pytest.raises(ModelLoadError, match="no config.json"):
+        check_model_reference(out, causal_lm=True)
     prompts, responses = reference_inputs(export_dir)
     raw = torch.tensor(load_reward_model(out).score(prompts, responses, normalize=False))
     # mean and std equal to the in-memory figures: the trained score head came back too
