@@ -624,9 +624,11 @@ def test_a_modified_export_writes_nothing_and_allowed_records_the_new_hash(tmp_p
         export, base_model, out, fast(max_steps=1, eval_each_epoch=False), allow_modified=True
     )
     run = json.loads((out / "training_config.json").read_text())
-    assert run["data_sha256"] == result.data_sha256 == hashlib.sha256(
-        (export / "pairs.jsonl").read_bytes()
-    ).hexdigest()
+    assert (
+        run["data_sha256"]
+        == result.data_sha256
+        == hashlib.sha256((export / "pairs.jsonl").read_bytes()).hexdigest()
+    )
     assert [m["sha256"] for m in run["data_modified"]] == [result.data_sha256]
 
 
