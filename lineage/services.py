@@ -7,26 +7,65 @@ recorder's `log`. A run's project and export are linked by `annotation.services.
 from __future__ import annotations
 
 import contextlib
+import math
 import traceback
 from collections.abc import Iterator
 from dataclasses import asdict, is_dataclass
 
+from django.db import transaction
 from django.utils import timezone
 
 from lineage.models import ModelVersion, TrainingRun
 
 
-def jsonable(value):
-    """Config dataclasses and paths as plain JSON values."""
-    if is_dataclass(value):
+def jsonable(value, non_finite: list[str] | None = None, _path: str = ""):
+    """Config dataclasses, paths and metrics as plain JSON values that every database stores.
+
+    NaN and +-Infinity (an fp16 `grad_norm`, a reward of 1e30 summed) are not JSON: PostgreSQL
+    refuses them, so they become None and their dotted key is appended to `non_finite`. NUL
+    characters, which PostgreSQL's jsonb refuses too, become U+FFFD.
+    """
+    if is_dataclass(value) and not isinstance(value, type):
         value = asdict(value)
     if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return {
+            str(k): jsonable(v, non_finite, f"{_path}.{k}" if _path else str(k))
+            for k, v in value.items()
+        }
     if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
+        return [
+            jsonable(v, non_finite, f"{_path}.{i}" if _path else str(i))
+            for i, v in enumerate(value)
+        ]
+    if _is_scalar(value):
+        value = value.item()  # numpy / torch 0-d numbers: a Python bool, int or float
+    if value is None or isinstance(value, bool):
         return value
-    return str(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        number = float(value)
+        if math.isfinite(number):
+            return number
+        if non_finite is not None:
+            non_finite.append(_path or "value")
+        return None
+    text = value if isinstance(value, str) else str(value)
+    return text.replace("\x00", "\ufffd")
+
+
+def _is_scalar(value) -> bool:
+    """numpy / torch 0-d numbers (which are not float subclasses) without importing either."""
+    return type(value).__module__ in ("numpy", "torch") and getattr(value, "ndim", None) == 0
+
+
+def jsonable_metrics(metrics: dict) -> dict:
+    """`jsonable` for a metrics dict: non-finite figures stored as None and listed in `non_finite`."""
+    bad: list[str] = []
+    clean = jsonable(dict(metrics), bad)
+    if bad:
+        clean["non_finite"] = sorted(set(clean.get("non_finite") or []) | set(bad))
+    return clean
 
 
 class RunRecorder:
@@ -38,17 +77,49 @@ class RunRecorder:
         self._pending = 0
 
     def log(self, metrics: dict) -> None:
-        self.run.metrics_history.append(jsonable(metrics))
+        self.run.metrics_history.append(jsonable_metrics(metrics))
         self._pending += 1
         if self._pending >= self.flush_every:
             self.flush()
 
     def flush(self) -> None:
-        self.run.save(update_fields=["metrics_history"])
+        _save(self.run, ["metrics", "metrics_history"])
         self._pending = 0
 
     def append_log(self, line: str) -> None:
         self.run.log = (self.run.log + line.rstrip() + "\n")[-100_000:]
+
+
+def _save(run: TrainingRun, fields: list[str] | None = None) -> None:
+    """Save the run with its JSON fields made JSON-safe (the training code may assign any dict)."""
+    run.metrics = jsonable_metrics(run.metrics or {})
+    run.metrics_history = [
+        jsonable_metrics(r) if isinstance(r, dict) else jsonable(r)
+        for r in (run.metrics_history or [])
+    ]
+    run.config = jsonable(run.config)
+    # A savepoint: a failed save inside an outer transaction leaves it usable for the
+    # failure record below (PostgreSQL aborts the whole transaction otherwise).
+    with transaction.atomic():
+        run.save(update_fields=fields)
+
+
+def _mark_failed(run: TrainingRun, exc: BaseException, trace: str) -> None:
+    """Record the failure; if the full save fails too, at least status, error and time."""
+    run.status = TrainingRun.Status.FAILED
+    run.error = f"{type(exc).__name__}: {exc}"[:10_000]
+    run.log = (run.log + trace.rstrip() + "\n")[-100_000:]
+    run.finished_at = timezone.now()
+    try:
+        _save(run)
+    except Exception as save_error:  # e.g. the database refused the metrics: keep the verdict
+        with transaction.atomic():
+            TrainingRun.objects.filter(pk=run.pk).update(
+                status=run.status,
+                error=f"{run.error} (and saving the run failed: {type(save_error).__name__}: "
+                f"{save_error})"[:10_000],
+                finished_at=run.finished_at,
+            )
 
 
 @contextlib.contextmanager
@@ -61,7 +132,8 @@ def training_run(
 ) -> Iterator[RunRecorder]:
     """Record a run: RUNNING on entry, SUCCEEDED or FAILED (with the error) on exit.
 
-    The exception is re-raised after the failure is saved, so callers still see it.
+    Any exception, in the training code or in saving the run, marks the run FAILED with its
+    error and is re-raised after the failure is saved, so callers still see it.
     """
     run = TrainingRun.objects.create(
         kind=kind,
@@ -75,16 +147,12 @@ def training_run(
     recorder = RunRecorder(run)
     try:
         yield recorder
-    except BaseException as exc:
-        run.status = TrainingRun.Status.FAILED
-        run.error = f"{type(exc).__name__}: {exc}"
-        recorder.append_log(traceback.format_exc())
+        run.status = TrainingRun.Status.SUCCEEDED
         run.finished_at = timezone.now()
-        run.save()
+        _save(run)  # inside the try: a run whose final save fails is failed, not "running"
+    except BaseException as exc:
+        _mark_failed(run, exc, traceback.format_exc())
         raise
-    run.status = TrainingRun.Status.SUCCEEDED
-    run.finished_at = timezone.now()
-    run.save()
 
 
 def model_version_register(

@@ -134,6 +134,48 @@ def _check_local_dir(path: Path, *, need_weights: bool) -> None:
         raise ModelLoadError(f"Directory {str(path)!r} has a config.json but no model weights.")
 
 
+def check_model_reference(path: str | Path, *, causal_lm: bool = False) -> None:
+    """Raise `ModelLoadError` unless `path` names a loadable model, without loading weights.
+
+    Commands call it before they write anything (SPEC section 4): a local directory needs a
+    readable config.json and weights; a hub id needs its config (from the cache when offline).
+    With `causal_lm`, the config must also be one AutoModelForCausalLM generates with;
+    otherwise a peft adapter folder (a LoRA reward model) passes when its base model does.
+    """
+    import json
+
+    from transformers import AutoConfig
+
+    ref = str(path)
+    local = _is_local_reference(ref)
+    if local:
+        local_path = Path(ref).expanduser()
+        adapter = local_path / "adapter_config.json"
+        if not causal_lm and adapter.is_file():
+            try:
+                base = json.loads(adapter.read_text(encoding="utf-8"))["base_model_name_or_path"]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ModelLoadError(
+                    f"The adapter_config.json in {ref!r} could not be read ({_first_line(exc)})."
+                ) from exc
+            if not any(p.name.endswith(WEIGHT_SUFFIXES) for p in local_path.iterdir()):
+                raise ModelLoadError(f"Directory {ref!r} has an adapter config but no weights.")
+            check_model_reference(base)
+            return
+        _check_local_dir(local_path, need_weights=True)
+        ref = str(local_path)
+    try:
+        config = AutoConfig.from_pretrained(ref)
+    except (OSError, ValueError, KeyError) as exc:
+        if not local:
+            raise _hub_error(ref, exc) from exc
+        raise ModelLoadError(
+            f"The config.json in {ref!r} could not be read ({_first_line(exc)})."
+        ) from exc
+    if causal_lm:
+        _check_causal_config(ref, config)
+
+
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     """Load a tokenizer with left padding and a pad token distinct from EOS.
 

@@ -1,11 +1,59 @@
 """train_reward_model and train_ppo: bad input is one clear line, recorded runs fail loudly."""
 
+import json
+from io import StringIO
+from pathlib import Path
+
 import pytest
 from django.core.management import CommandError, call_command
 
+from annotation.datafiles.digest import sha256_file
 from lineage.models import ModelVersion, TrainingRun
 
 pytestmark = pytest.mark.django_db
+
+
+def write_manifest(folder: Path) -> None:
+    """The manifest export_preferences writes: each table's file and sha256."""
+    files = {
+        table: {"path": p.name, "sha256": sha256_file(p)}
+        for table in ("pairs",)
+        if (p := folder / f"{table}.jsonl").is_file()
+    }
+    (folder / "manifest.json").write_text(json.dumps({"schema_version": 1, "files": files}))
+
+
+def write_export(folder: Path, n: int = 8) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [
+        {"prompt": f"question {i}", "chosen": "a kind answer", "rejected": "no", "split": "train"}
+        for i in range(n)
+    ]
+    (folder / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_manifest(folder)
+    return folder
+
+
+def reward_command(export: str, base_model, out, *extra, **kwargs) -> None:
+    call_command(
+        "train_reward_model",
+        "--export",
+        export,
+        "--base-model",
+        str(base_model),
+        "--out",
+        str(out),
+        *extra,
+        **kwargs,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory) -> Path:
+    from training.tiny import build_tiny_causal_lm
+
+    texts = [f"question {i} a kind answer no" for i in range(50)]
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny") / "lm", texts, vocab_size=200)
 
 
 def test_reward_unknown_export_id(tmp_path):
@@ -35,44 +83,105 @@ def test_reward_missing_export_path(tmp_path):
         )
 
 
-@pytest.mark.ml
-def test_reward_bad_export_is_recorded_as_failed(tmp_path):
+def test_reward_bad_export_writes_nothing(tmp_path, project):
+    """Validation comes first (SPEC section 4): no TrainingRun for an export that cannot train."""
+    from annotation.models import Export, RunSource
+
     bad = tmp_path / "pairs.jsonl"
     bad.write_text('{"prompt": "p", "chosen": "a"}\n')
-    with pytest.raises(CommandError) as info:
-        call_command(
-            "train_reward_model",
-            "--export",
-            str(bad),
-            "--base-model",
-            str(tmp_path / "m"),
-            "--out",
-            str(tmp_path / "o"),
-        )
-    assert "\n" not in str(info.value)
-    run = TrainingRun.objects.get(kind="reward")
-    assert run.status == "failed" and run.error
-    assert not ModelVersion.objects.filter(kind="reward").exists()
+    export = Export.objects.create(project=project, path=str(tmp_path.resolve()), sha256="0" * 64)
+    for value in (str(bad), str(export.pk)):
+        with pytest.raises(CommandError, match="missing column") as info:
+            reward_command(value, tmp_path / "m", tmp_path / "o")
+        assert "\n" not in str(info.value)
+    assert not TrainingRun.objects.exists()
+    assert not RunSource.objects.exists()
+    assert not ModelVersion.objects.exists()
+    assert not (tmp_path / "o").exists()
+
+
+def test_reward_bad_base_model_writes_nothing(tmp_path):
+    write_export(tmp_path / "export")
+    with pytest.raises(CommandError, match="does not exist"):
+        reward_command(str(tmp_path / "export"), tmp_path / "no-model", tmp_path / "o")
+    assert not TrainingRun.objects.exists() and not ModelVersion.objects.exists()
+
+
+def test_reward_refuses_an_export_modified_after_the_fact(tmp_path, project):
+    from annotation.models import Export
+
+    folder = write_export(tmp_path / "export")
+    digest = sha256_file(folder / "pairs.jsonl")
+    export = Export.objects.create(project=project, path=str(folder.resolve()), sha256=digest)
+    with (folder / "pairs.jsonl").open("a") as f:
+        f.write(json.dumps({"prompt": "p", "chosen": "planted", "rejected": "x"}) + "\n")
+    for value in (str(export.pk), str(folder), str(folder / "pairs.jsonl")):
+        with pytest.raises(CommandError, match="modified after export") as info:
+            reward_command(value, tmp_path / "m", tmp_path / "o")
+        assert str(folder / "pairs.jsonl") in str(info.value) and "\n" not in str(info.value)
+    # A manifest edited to match the edited file does not fool the Export row.
+    write_manifest(folder)
+    with pytest.raises(CommandError, match=f"Export {export.pk} recorded {digest[:12]}"):
+        reward_command(str(export.pk), tmp_path / "m", tmp_path / "o")
+    assert not TrainingRun.objects.exists() and not ModelVersion.objects.exists()
 
 
 @pytest.mark.ml
-def test_reward_run_records_its_export_and_project_even_when_it_fails(tmp_path, project):
+def test_reward_allow_modified_trains_and_records_the_new_hash(tmp_path, project, tiny_lm):
     from annotation.models import Export
 
-    (tmp_path / "pairs.jsonl").write_text('{"prompt": "p", "chosen": "a"}\n')
-    export = Export.objects.create(project=project, path=str(tmp_path.resolve()), sha256="0" * 64)
-    with pytest.raises(CommandError):
-        call_command(
-            "train_reward_model",
-            "--export",
-            str(export.pk),
-            "--base-model",
-            str(tmp_path / "m"),
-            "--out",
-            str(tmp_path / "o"),
-        )
+    folder = write_export(tmp_path / "export")
+    export = Export.objects.create(
+        project=project, path=str(folder.resolve()), sha256=sha256_file(folder / "pairs.jsonl")
+    )
+    with (folder / "pairs.jsonl").open("a") as f:
+        f.write(json.dumps({"prompt": "p", "chosen": "planted", "rejected": "x"}) + "\n")
+    new = sha256_file(folder / "pairs.jsonl")
+    out = StringIO()
+    reward_command(
+        str(export.pk),
+        tiny_lm,
+        tmp_path / "o",
+        "--allow-modified",
+        "--max-steps",
+        "1",
+        "--max-length",
+        "100000",
+        stdout=out,
+    )
+    assert "modified after export" in out.getvalue()
+    assert "exceeds the 256 positions" in out.getvalue()
     run = TrainingRun.objects.get(kind="reward")
-    assert run.status == "failed"
+    assert run.status == "succeeded"
+    assert run.config["data_sha256"] == run.metrics["data_sha256"] == new
+    assert run.config["max_length"] == 256
+    assert {(m["sha256"], m["by"]) for m in run.config["data_modified"]} == {
+        (new, "manifest.json"),
+        (new, f"Export {export.pk}"),
+    }
+    assert run.source.export == export
+    assert ModelVersion.objects.get(kind="reward").produced_by == run
+
+
+@pytest.mark.ml
+def test_reward_run_records_its_export_and_project_even_when_it_fails(
+    tmp_path, project, tiny_lm, monkeypatch
+):
+    from annotation.models import Export
+
+    folder = write_export(tmp_path / "export")
+    export = Export.objects.create(
+        project=project, path=str(folder.resolve()), sha256=sha256_file(folder / "pairs.jsonl")
+    )
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr("training.reward.train_reward_model", out_of_memory)
+    with pytest.raises(RuntimeError):
+        reward_command(str(export.pk), tiny_lm, tmp_path / "o")
+    run = TrainingRun.objects.get(kind="reward")
+    assert run.status == "failed" and run.error == "RuntimeError: CUDA out of memory"
     assert run.source.export == export and run.source.project == project
 
 
@@ -131,3 +240,42 @@ def test_ppo_bad_callable_and_missing_reward_dir(tmp_path, project, make_compari
             str(tmp_path),
         )
     assert not TrainingRun.objects.exists()
+
+
+def test_ppo_bad_policy_or_reward_model_writes_no_rows(tmp_path, project, make_comparisons):
+    """No ModelVersion rows for paths that do not hold a model (they used to be registered)."""
+    make_comparisons(project, n=1)
+    empty = tmp_path / "empty-rm"
+    empty.mkdir()
+    cases = [
+        (str(tmp_path / "no-policy"), "training.demo_world.judge:judge", "does not exist"),
+        (str(empty), "training.demo_world.judge:judge", "no config.json"),
+    ]
+    for policy, reward, message in cases:
+        with pytest.raises(CommandError, match=message):
+            ppo_command(policy, reward, tmp_path / "out")
+    assert not ModelVersion.objects.exists() and not TrainingRun.objects.exists()
+
+
+@pytest.mark.ml
+def test_ppo_bad_reward_model_folder_writes_no_rows(tmp_path, project, make_comparisons, tiny_lm):
+    make_comparisons(project, n=1)
+    empty = tmp_path / "empty-rm"
+    empty.mkdir()
+    with pytest.raises(CommandError, match="no config.json"):
+        ppo_command(str(tiny_lm), str(empty), tmp_path / "out")
+    assert not ModelVersion.objects.exists() and not TrainingRun.objects.exists()
+
+
+def ppo_command(policy: str, reward: str, out) -> None:
+    call_command(
+        "train_ppo",
+        "--policy",
+        policy,
+        "--reward-model",
+        reward,
+        "--prompts",
+        "demo",
+        "--out",
+        str(out),
+    )

@@ -633,3 +633,102 @@ def test_reward_model_with_another_tokenizer_scores_re_tokenized_text(tiny_lm, t
     )
     assert [s["score_raw"] for s in first] == pytest.approx(expected, abs=1e-5)
     assert math.isfinite(result.metrics["score_raw"])
+
+
+class _Planted:
+    """Unpickling this runs code: it touches the marker file (what a planted file could do)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.ml
+def test_resume_loads_nothing_from_a_checkpoint_with_planted_or_modified_files(tiny_lm, tmp_path):
+    from training.ppo.checkpoint import MANIFEST_FILE, CheckpointError, write_manifest
+
+    config = tiny_config(
+        total_episodes=8 * 2, batch_size=8, mini_batches=1, ppo_epochs=1, save_every=1
+    )
+    out = tmp_path / "out"
+    train_ppo(tiny_lm, count_a, PROMPTS, out, config)
+    ckpt = out / "checkpoints" / "step-1"
+    manifest = json.loads((ckpt / MANIFEST_FILE).read_text())["files"]
+    # Everything we resume from is ours: JSON, safetensors, and accelerate's tensor pickles.
+    assert {"scheduler.json", "trainer_state.json", "model.safetensors", "optimizer.bin"} <= set(
+        manifest
+    )
+    assert not any(name.startswith("custom_checkpoint") for name in manifest)
+    marker = tmp_path / "code-ran"
+
+    # 1. A pickle planted where accelerate loads custom state with weights_only=False.
+    torch.save(_Planted(marker), ckpt / "custom_checkpoint_0.pkl")
+    with pytest.raises(CheckpointError, match="custom_checkpoint_0.pkl is not a file train_ppo"):
+        train_ppo(tiny_lm, count_a, PROMPTS, out, config)
+    (ckpt / "custom_checkpoint_0.pkl").unlink()
+
+    # 2. A file of ours replaced after the fact.
+    original = (ckpt / "optimizer.bin").read_bytes()
+    torch.save(_Planted(marker), ckpt / "optimizer.bin")
+    with pytest.raises(CheckpointError, match="optimizer.bin was modified"):
+        train_ppo(tiny_lm, count_a, PROMPTS, out, config)
+
+    # 3. Even a forged manifest does not get code run: tensors are loaded with weights_only.
+    write_manifest(ckpt)
+    with pytest.raises(Exception, match="(?i)weights.only"):
+        train_ppo(tiny_lm, count_a, PROMPTS, out, config)
+    assert not marker.exists()
+
+    # 4. A checkpoint folder without a manifest (older version, or planted) is refused too.
+    (ckpt / "optimizer.bin").write_bytes(original)
+    (ckpt / MANIFEST_FILE).unlink()
+    with pytest.raises(CheckpointError, match="has no checkpoint_manifest.json"):
+        train_ppo(tiny_lm, count_a, PROMPTS, out, config)
+    write_manifest(ckpt)
+    assert train_ppo(tiny_lm, count_a, PROMPTS, out, config).resumed_from == 1
+    assert not marker.exists()
+
+
+@pytest.mark.ml
+def test_logged_kl_is_the_policy_to_reference_estimate(behaviour_runs):
+    """The KL in the reward is log pi - log pi_ref: its mean agrees with k3 and is non-negative.
+
+    With the direction flipped (log pi_ref - log pi) the k1 figure goes negative while k3,
+    computed separately, stays positive.
+    """
+    history = behaviour_runs["normal"].history[1:]  # step 1: policy == reference, both 0
+    k1 = sum(r["kl"] for r in history) / len(history)
+    k3 = sum(r["kl_k3"] for r in history) / len(history)
+    assert k1 > 0 and k3 > 0
+    assert k1 == pytest.approx(k3, rel=0.5), (k1, k3)
+
+
+@pytest.mark.ml
+def test_kl_and_advantages_handed_to_the_update(tiny_lm, tmp_path, monkeypatch):
+    """Per step: the KL in the rewards is k1 in the policy -> reference direction, and the
+    advantages the update gets are whitened (mean 0, std 1 over valid tokens)."""
+    from training.ppo import train as ppo_train
+
+    seen = []
+    real_update = ppo_train.ppo_update
+
+    def spy(accelerator, model, trainable, optimizer, batch, shaped, *args, **kwargs):
+        seen.append((batch, shaped))
+        return real_update(accelerator, model, trainable, optimizer, batch, shaped, *args, **kwargs)
+
+    monkeypatch.setattr(ppo_train, "ppo_update", spy)
+    config = tiny_config(total_episodes=8 * 3, batch_size=8, mini_batches=1, ppo_epochs=2)
+    history = train_ppo(tiny_lm, count_a, PROMPTS, tmp_path / "out", config).history
+    assert len(seen) == 3
+    for (batch, shaped), row in zip(seen, history, strict=True):
+        mask = batch.mask
+        k1 = kl_k1(batch.logprobs, batch.ref_logprobs).masked_fill(~mask, 0.0)
+        torch.testing.assert_close(shaped.kl, k1)
+        assert row["kl"] == pytest.approx(k1.sum(1).mean().item(), abs=1e-5)
+        valid = shaped.advantages[mask]
+        assert valid.mean().item() == pytest.approx(0.0, abs=1e-5)
+        assert valid.std().item() == pytest.approx(1.0, abs=1e-3)  # Bessel-corrected, as whitened
+        assert (shaped.advantages[~mask] == 0).all()
+    assert history[-1]["kl"] > 0  # the policy moved: the check above was not of zeros only

@@ -507,6 +507,12 @@ def test_lora_reward_model_saves_its_head_and_reloads_identically(export_dir, ba
     out = result.output_dir
     assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
     assert json.loads((out / "adapter_config.json").read_text())["task_type"] == "SEQ_CLS"
+    # What train_ppo checks before it registers anything: an adapter folder is a reward model.
+    from training.modeling import ModelLoadError, check_model_reference
+
+    check_model_reference(out)
+    with pytest.raises(ModelLoadError, match="no config.json"):
+        check_model_reference(out, causal_lm=True)
     prompts, responses = reference_inputs(export_dir)
     raw = torch.tensor(load_reward_model(out).score(prompts, responses, normalize=False))
     # mean and std equal to the in-memory figures: the trained score head came back too
@@ -561,3 +567,87 @@ def test_resume_continues_from_the_checkpoint(export_dir, base_model, tmp_path):
 
     with pytest.raises(ValueError, match="different run"):
         train_reward_model(export_dir, base_model, out, RewardConfig(loss="kwise", save_steps=6))
+
+
+# --------------------------------------------------------------------------- integrity, limits
+
+
+def manifest_with_digests(directory: Path) -> None:
+    """The manifest an export writes: each table's file name and sha256."""
+    files = {
+        table: {"path": f"{table}.jsonl", "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+        for table in ("pairs", "rankings")
+        if (p := directory / f"{table}.jsonl").is_file()
+    }
+    (directory / "manifest.json").write_text(json.dumps({"schema_version": 1, "files": files}))
+
+
+def test_a_table_modified_after_export_is_refused_unless_allowed(tmp_path):
+    from training.reward.data import ExportModifiedError
+
+    export = write_export(tmp_path / "export", n=8)
+    manifest_with_digests(export)
+    assert load_preferences(export).modified == []  # untouched: trains as before
+    pairs = export / "pairs.jsonl"
+    original = hashlib.sha256(pairs.read_bytes()).hexdigest()
+    lines = pairs.read_text().splitlines()
+    pairs.write_text("\n".join(lines[:-1]) + "\n")  # a row removed after the fact
+    with pytest.raises(ExportModifiedError) as info:
+        load_preferences(export)
+    message = str(info.value)
+    assert "\n" not in message and str(pairs) in message and "modified after export" in message
+    assert "--allow-modified" in message and original[:12] in message
+    # The K-wise table is checked against its own digest, and is untouched.
+    assert load_preferences(export, loss="kwise").modified == []
+
+    allowed = load_preferences(export, allow_modified=True)
+    new = hashlib.sha256(pairs.read_bytes()).hexdigest()
+    assert allowed.sha256 == new
+    assert allowed.modified == [
+        {"file": str(pairs), "sha256": new, "recorded": original, "by": "manifest.json"}
+    ]
+
+
+@pytest.mark.ml
+def test_a_modified_export_writes_nothing_and_allowed_records_the_new_hash(tmp_path, base_model):
+    from training.reward.data import ExportModifiedError
+
+    export = write_export(tmp_path / "export", n=8)
+    manifest_with_digests(export)
+    with (export / "pairs.jsonl").open("a") as f:
+        f.write(json.dumps({"prompt": "p", "chosen": "planted", "rejected": "x"}) + "\n")
+    out = tmp_path / "out"
+    with pytest.raises(ExportModifiedError):
+        train_reward_model(export, base_model, out, fast(max_steps=1))
+    assert not out.exists()
+    result = train_reward_model(
+        export, base_model, out, fast(max_steps=1, eval_each_epoch=False), allow_modified=True
+    )
+    run = json.loads((out / "training_config.json").read_text())
+    assert (
+        run["data_sha256"]
+        == result.data_sha256
+        == hashlib.sha256((export / "pairs.jsonl").read_bytes()).hexdigest()
+    )
+    assert [m["sha256"] for m in run["data_modified"]] == [result.data_sha256]
+
+
+@pytest.mark.ml
+def test_max_length_beyond_the_model_context_is_clamped_with_a_note(tmp_path, caplog):
+    """A 32-position model and --max-length 512: long responses used to raise an IndexError."""
+    texts = [" ".join(WORDS)] * 5
+    short = build_tiny_causal_lm(tmp_path / "short", texts, max_positions=32, vocab_size=200)
+    long_answer = " ".join(WORDS * 6)  # about 80 tokens: past the 32 positions
+    rows = [
+        {"prompt": f"question {i}:", "chosen": long_answer, "rejected": "apple"} for i in range(4)
+    ]
+    write_jsonl(tmp_path / "pairs.jsonl", rows)
+    config = fast(max_length=512, max_steps=1, batch_size=4, eval_each_epoch=False)
+    with caplog.at_level("WARNING", logger="training.reward.train"):
+        result = train_reward_model(tmp_path / "pairs.jsonl", short, tmp_path / "out", config)
+    assert "max_length 512 exceeds" in caplog.text and "using 32" in caplog.text
+    assert result.truncated_count > 0
+    run = json.loads((tmp_path / "out" / "training_config.json").read_text())
+    assert run["config"]["max_length"] == 32 and run["max_length_requested"] == 512
+    norm = json.loads((tmp_path / "out" / "reward_normalization.json").read_text())
+    assert norm["max_length"] == 32  # PPO scores with the clamped length too

@@ -1,8 +1,15 @@
 """Checkpoints and exact resumption: what is saved, when a checkpoint may be resumed, and how.
 
-A checkpoint is accelerate's state (models, optimizer, scheduler, every RNG) plus the config
-and `trainer_state.json` (step, KL coefficient), written last so its presence marks a
-complete checkpoint. Resuming restores all of it and drops log rows past the checkpoint.
+A checkpoint is accelerate's state (models as safetensors; optimizer and every RNG, which
+accelerate reads back with `weights_only=True`) plus our own JSON: the LR schedule, the
+config and `trainer_state.json` (step, KL coefficient). Last comes `checkpoint_manifest.json`,
+the sha256 of every file: its presence marks a complete checkpoint, and resuming loads
+nothing from a folder whose files differ from it (a planted or edited file is refused, so
+it is never unpickled). Resuming restores all of it and drops log rows past the checkpoint.
+
+The scheduler is not registered with accelerate: accelerate would pickle it to
+`custom_checkpoint_0.pkl` and load that with `weights_only=False`, which runs any code a
+file planted there holds.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from annotation.datafiles.digest import sha256_file
 from training.ppo.config import PPOConfig
 from training.ppo.math import AdaptiveKLController
 from training.ppo.metrics import METRICS_FILE, SAMPLES_FILE
@@ -20,6 +28,15 @@ from training.ppo.metrics import METRICS_FILE, SAMPLES_FILE
 CHECKPOINT_PREFIX = "step-"
 # Not config.json: out_dir is a transformers model directory whose config.json is the model's.
 CONFIG_FILE = "training_config.json"
+STATE_FILE = "trainer_state.json"
+SCHEDULER_FILE = "scheduler.json"
+MANIFEST_FILE = "checkpoint_manifest.json"
+MANIFEST_FORMAT = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder holds files train_ppo did not write (or they changed): not loaded."""
+
 
 # Fields that may change between a run and its resumption without changing the maths.
 RESUME_FREE_FIELDS = {
@@ -33,15 +50,64 @@ RESUME_FREE_FIELDS = {
 }
 
 
-def checkpoints(out_dir: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints (trainer_state.json is written last) sorted by step."""
+def _step_folders(out_dir: Path) -> list[tuple[int, Path]]:
     root = out_dir / "checkpoints"
     found = []
     if root.is_dir():
         for path in root.iterdir():
-            if path.name.startswith(CHECKPOINT_PREFIX) and (path / "trainer_state.json").is_file():
-                found.append((int(path.name[len(CHECKPOINT_PREFIX) :]), path))
+            number = path.name[len(CHECKPOINT_PREFIX) :]
+            if path.name.startswith(CHECKPOINT_PREFIX) and number.isdigit() and path.is_dir():
+                found.append((int(number), path))
     return sorted(found)
+
+
+def checkpoints(out_dir: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints (the manifest is written last) sorted by step."""
+    return [(n, p) for n, p in _step_folders(out_dir) if (p / MANIFEST_FILE).is_file()]
+
+
+def write_manifest(ckpt: Path) -> None:
+    """Record the sha256 of every file of a checkpoint; written last, it marks it complete."""
+    files = {
+        p.relative_to(ckpt).as_posix(): sha256_file(p)
+        for p in sorted(ckpt.rglob("*"))
+        if p.is_file() and p.name != MANIFEST_FILE
+    }
+    tmp = ckpt / f"{MANIFEST_FILE}.tmp"
+    tmp.write_text(json.dumps({"format": MANIFEST_FORMAT, "files": files}, indent=1) + "\n")
+    tmp.replace(ckpt / MANIFEST_FILE)
+
+
+def verify_checkpoint(ckpt: Path) -> None:
+    """Refuse a checkpoint unless its files are exactly the ones its manifest lists, unchanged."""
+    advice = "delete that checkpoint folder, or start over with resume=False"
+    try:
+        manifest = json.loads((ckpt / MANIFEST_FILE).read_text())
+        listed = manifest["files"]
+        if not isinstance(listed, dict):
+            raise TypeError
+    except (OSError, ValueError, KeyError, TypeError):
+        raise CheckpointError(
+            f"cannot resume from {ckpt}: {MANIFEST_FILE} is missing or unreadable; {advice}"
+        ) from None
+    present = {
+        p.relative_to(ckpt).as_posix(): p
+        for p in sorted(ckpt.rglob("*"))
+        if not p.is_dir() and p.name != MANIFEST_FILE
+    }
+    if planted := sorted(set(present) - set(listed)):
+        raise CheckpointError(
+            f"cannot resume from {ckpt}: {planted[0]} is not a file train_ppo wrote there "
+            f"(not in {MANIFEST_FILE}), so nothing is loaded; {advice}"
+        )
+    if missing := sorted(set(listed) - set(present)):
+        raise CheckpointError(f"cannot resume from {ckpt}: {missing[0]} is missing; {advice}")
+    for name, digest in listed.items():
+        if present[name].is_symlink() or sha256_file(present[name]) != digest:
+            raise CheckpointError(
+                f"cannot resume from {ckpt}: {name} was modified after it was saved "
+                f"(its sha256 differs from {MANIFEST_FILE}), so nothing is loaded; {advice}"
+            )
 
 
 def check_resumable(ckpt: Path, config: PPOConfig) -> None:
@@ -61,17 +127,20 @@ def check_resumable(ckpt: Path, config: PPOConfig) -> None:
 
 
 def save_checkpoint(
-    accelerator: Any, out: Path, step: int, kl_coef: float, config: PPOConfig
+    accelerator: Any, out: Path, step: int, kl_coef: float, config: PPOConfig, scheduler: Any
 ) -> None:
-    """Save models, optimizer, scheduler and every RNG (accelerate), then our own counters."""
+    """Save models, optimizer and every RNG (accelerate), our own JSON state, then the manifest."""
     path = out / "checkpoints" / f"{CHECKPOINT_PREFIX}{step}"
+    if accelerator.is_main_process and path.exists():
+        shutil.rmtree(path)  # a stale or partial folder: none of its files may be kept
+    accelerator.wait_for_everyone()
     accelerator.save_state(str(path))
+    accelerator.wait_for_everyone()  # every process's random_states_<i>.pkl is on disk
     if accelerator.is_main_process:
+        (path / SCHEDULER_FILE).write_text(json.dumps(scheduler.state_dict()) + "\n")
         (path / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-        # Written last: its presence marks the checkpoint complete.
-        (path / "trainer_state.json").write_text(
-            json.dumps({"step": step, "kl_coef": kl_coef}) + "\n"
-        )
+        (path / STATE_FILE).write_text(json.dumps({"step": step, "kl_coef": kl_coef}) + "\n")
+        write_manifest(path)  # last: its presence marks the checkpoint complete
         for _, old in checkpoints(out)[: -config.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
@@ -97,20 +166,37 @@ class Start:
 
 
 def resume_or_start(
-    accelerator: Any, out: Path, config: PPOConfig, kl_ctl: AdaptiveKLController
+    accelerator: Any,
+    out: Path,
+    config: PPOConfig,
+    kl_ctl: AdaptiveKLController,
+    scheduler: Any,
 ) -> Start:
     """Restore the latest checkpoint (config.resume) or clear out_dir's logs to start over."""
     metrics_path, samples_path = out / METRICS_FILE, out / SAMPLES_FILE
     start = Start()
     found = checkpoints(out) if config.resume else []
+    if config.resume:
+        # The newest folder that claims to be a checkpoint but has no manifest: an older
+        # version's, one interrupted between its last two files, or planted. Never loaded.
+        claimed = [(n, p) for n, p in _step_folders(out) if (p / STATE_FILE).is_file()]
+        if claimed and (not found or claimed[-1][0] > found[-1][0]):
+            raise CheckpointError(
+                f"cannot resume from {claimed[-1][1]}: it has no {MANIFEST_FILE} (written by an "
+                "older version, interrupted, or not by train_ppo), so nothing is loaded; delete "
+                "that checkpoint folder, or start over with resume=False"
+            )
     if not config.resume and accelerator.is_main_process:
         # Starting over: a stale checkpoint must never be picked up by a later resume.
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
     if found:
         start.resumed_from, ckpt = found[-1]
+        verify_checkpoint(ckpt)  # before anything in the folder is read
         check_resumable(ckpt, config)
-        accelerator.load_state(str(ckpt))
-        state = json.loads((ckpt / "trainer_state.json").read_text())
+        # Tensors only: weights_only=True refuses any pickled object that is not plain data.
+        accelerator.load_state(str(ckpt), load_kwargs={"weights_only": True})
+        scheduler.load_state_dict(json.loads((ckpt / SCHEDULER_FILE).read_text()))
+        state = json.loads((ckpt / STATE_FILE).read_text())
         start.step, kl_ctl.value = state["step"], state["kl_coef"]
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:

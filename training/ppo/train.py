@@ -109,9 +109,9 @@ def train_ppo(
     optimizer = adamw(trainable, config)
     num_steps = config.num_steps
     scheduler = linear_schedule(optimizer, config)
-    # The scheduler is not prepared: accelerate would step it once per process per call.
+    # The scheduler is not prepared: accelerate would step it once per process per call. Nor
+    # registered for checkpointing: accelerate pickles such objects (see checkpoint.py).
     model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
     unwrapped: PolicyAndValue = accelerator.unwrap_model(model)
     kl_ctl = AdaptiveKLController(config.kl_coef, config.target_kl or 1.0, config.horizon)
 
@@ -131,7 +131,7 @@ def train_ppo(
     )
 
     # ----------------------------------------------------------------------- resume
-    start = resume_or_start(accelerator, out, config, kl_ctl)
+    start = resume_or_start(accelerator, out, config, kl_ctl, scheduler)
     start_step, history = start.step, start.history
     if accelerator.is_main_process:
         run_info = {
@@ -239,7 +239,7 @@ def train_ppo(
         if config.eval_every and (done % config.eval_every == 0 or done == num_steps):
             write_eval_samples(done)
         if config.save_every and done % config.save_every == 0 and done < num_steps:
-            save_checkpoint(accelerator, out, done, kl_ctl.value, config)
+            save_checkpoint(accelerator, out, done, kl_ctl.value, config, scheduler)
         if on_metrics is not None and accelerator.is_main_process:
             on_metrics(dict(row))
     bar.close()

@@ -34,6 +34,10 @@ class RewardDataError(ValueError):
     """A preference export cannot be used for training; the message names the file and problem."""
 
 
+class ExportModifiedError(RewardDataError):
+    """An export table's sha256 differs from the one its manifest (or Export row) recorded."""
+
+
 @dataclass
 class PreferencePair:
     """One comparison: `chosen` beat `rejected` by `margin` tiers."""
@@ -75,6 +79,22 @@ class PreferenceData:
     rankings: list[Ranking] = field(default_factory=list)
     manifest: dict[str, Any] | None = None
     skipped_ties: int = 0  # rows that are only a tie (margin 0, or one tier): nothing to learn
+    # Digests that disagreed with a record of the export, kept when allow_modified: each
+    # {"file", "sha256" (now), "recorded" (then), "by" ("manifest.json" or "Export N")}.
+    modified: list[dict[str, str]] = field(default_factory=list)
+
+    def check_digest(
+        self, file: Path, actual: str, recorded: str, *, by: str, allow_modified: bool
+    ) -> None:
+        """Refuse a table whose bytes differ from what `by` recorded at export time."""
+        if actual == recorded:
+            return
+        if not allow_modified:
+            raise ExportModifiedError(
+                f"{file}: modified after export (sha256 {actual[:12]}..., {by} recorded "
+                f"{recorded[:12]}...); re-export it, or pass --allow-modified to train on it anyway"
+            )
+        self.modified.append({"file": str(file), "sha256": actual, "recorded": recorded, "by": by})
 
     def split_pairs(self, split: str) -> list[PreferencePair]:
         """Pairs of one split, derived from the rankings when the data is K-wise."""
@@ -111,7 +131,7 @@ def pairs_from_ranking(ranking: Ranking) -> list[PreferencePair]:
 # --------------------------------------------------------------------------- locating files
 
 
-def _find_table(directory: Path, stem: str) -> Path | None:
+def find_table(directory: Path, stem: str) -> Path | None:
     """The `stem` table in an export directory: stem.jsonl, stem.parquet or a stem/ datasets folder."""
     for suffix in FILE_SUFFIXES:
         if (candidate := directory / f"{stem}{suffix}").is_file():
@@ -136,7 +156,7 @@ def resolve_table(data: str | Path, *, loss: str) -> Path:
     if not path.exists():
         raise RewardDataError(f"{path}: no such file or directory")
     if path.is_dir() and not _is_datasets_folder(path):
-        pairs, rankings = _find_table(path, "pairs"), _find_table(path, "rankings")
+        pairs, rankings = find_table(path, "pairs"), find_table(path, "rankings")
         chosen = (pairs or rankings) if loss == "pairwise" else rankings
         if chosen is None:
             wanted = "rankings" if loss == "kwise" else "pairs or rankings"
@@ -149,7 +169,7 @@ def resolve_table(data: str | Path, *, loss: str) -> Path:
             f"{path}: unknown format {path.suffix or '(no suffix)'!r}; use .jsonl, .parquet or a datasets folder"
         )
     if loss == "kwise" and path.stem != "rankings" and "completions" not in _column_names(path):
-        beside = _find_table(path.parent, "rankings")
+        beside = find_table(path.parent, "rankings")
         if beside is None:
             raise RewardDataError(
                 f"{path}: the K-wise loss needs the rankings file; none found beside it in {path.parent}"
@@ -324,8 +344,26 @@ def parse_ranking(row: dict[str, Any], where: str) -> Ranking:
     )
 
 
-def load_preferences(data: str | Path, *, loss: str = "pairwise") -> PreferenceData:
-    """Load and validate the table `loss` trains on; raise `RewardDataError` on any problem."""
+def manifest_digest(manifest: dict[str, Any] | None, file: Path) -> str | None:
+    """The sha256 an export manifest recorded for `file` (a table beside it), if it lists one."""
+    files = (manifest or {}).get("files")
+    if not isinstance(files, dict):
+        return None
+    for entry in files.values():
+        if isinstance(entry, dict) and entry.get("path") == file.name:
+            digest = entry.get("sha256")
+            return digest if isinstance(digest, str) else None
+    return None
+
+
+def load_preferences(
+    data: str | Path, *, loss: str = "pairwise", allow_modified: bool = False
+) -> PreferenceData:
+    """Load and validate the table `loss` trains on; raise `RewardDataError` on any problem.
+
+    A table whose sha256 differs from the one in the export's manifest.json is refused
+    (`ExportModifiedError`) unless `allow_modified`, which records the mismatch instead.
+    """
     if loss not in ("pairwise", "kwise"):
         raise ValueError(f"unknown loss {loss!r}: use 'pairwise' or 'kwise'")
     path = resolve_table(data, loss=loss)
@@ -337,6 +375,11 @@ def load_preferences(data: str | Path, *, loss: str = "pairwise") -> PreferenceD
             result.manifest = json.loads(manifest.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise RewardDataError(f"{manifest}: invalid JSON ({exc.msg})") from None
+        recorded = manifest_digest(result.manifest, path)
+        if recorded is not None:
+            result.check_digest(
+                path, result.sha256, recorded, by=manifest.name, allow_modified=allow_modified
+            )
     rankings_table = None
     for where, row in _iter_rows(path):
         if rankings_table is None:

@@ -7,6 +7,7 @@ and a `README.md` model card; checkpoints under `checkpoints/` resume exactly.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -28,7 +29,7 @@ from training.reward.config import (
     RewardConfig,
     RewardResult,
 )
-from training.reward.data import load_preferences
+from training.reward.data import PreferenceData, load_preferences
 from training.reward.dataset import Renderer, apply_eval_fraction, build_dataset
 from training.reward.kwise import KwiseRewardTrainer
 from training.reward.pairwise import PairwiseRewardTrainer
@@ -42,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 # Fields that define what a run trains; a checkpoint of another run must not be resumed.
 RUN_IDENTITY = ("base_model", "data_sha256", "loss", "lora")
+# Config fields that bound a model's input length, by architecture family.
+MAX_POSITION_FIELDS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length")
 
 
 class MetricsCallback(TrainerCallback):
@@ -169,15 +172,32 @@ Hyperparameters are in `{CONFIG_FILE}`, the training log in `{METRICS_FILE}`.
     (out_dir / "README.md").write_text(text, encoding="utf-8")
 
 
+def model_max_positions(base_model: str | Path) -> int | None:
+    """The longest input the base model's position embeddings allow, when its config says."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(base_model))
+    for name in MAX_POSITION_FIELDS:
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def train_reward_model(
-    data: str | Path,
+    data: str | Path | PreferenceData,
     base_model: str,
     out_dir: str | Path,
     config: RewardConfig | None = None,
     *,
     on_metrics: Callable[[dict[str, Any]], None] | None = None,
+    allow_modified: bool = False,
 ) -> RewardResult:
-    """Fit a reward model on an export (directory or pairs/rankings file) and save it to out_dir."""
+    """Fit a reward model on an export (directory or pairs/rankings file) and save it to out_dir.
+
+    `data` may also be what `load_preferences` returned (a command validates before it records
+    a run). A table whose sha256 differs from its manifest's is refused unless `allow_modified`.
+    """
     from peft import LoraConfig
     from transformers import set_seed
 
@@ -185,9 +205,24 @@ def train_reward_model(
     out_dir = Path(out_dir).expanduser()
 
     # Validate everything before writing anything.
-    prefs = load_preferences(data, loss=config.loss)
+    if isinstance(data, PreferenceData):
+        prefs = data
+    else:
+        prefs = load_preferences(data, loss=config.loss, allow_modified=allow_modified)
     apply_eval_fraction(prefs, config.eval_fraction)
     tokenizer = load_tokenizer(base_model)
+    requested_length = config.max_length
+    limit = model_max_positions(base_model)
+    if limit is not None and config.max_length > limit:
+        # Longer inputs would index past the position embeddings (an IndexError mid-training).
+        logger.warning(
+            "max_length %d exceeds %s's %d positions: using %d",
+            config.max_length,
+            base_model,
+            limit,
+            limit,
+        )
+        config = dataclasses.replace(config, max_length=limit)
     tokenizer.padding_side = "right"  # what the collators do; saved with the model
     render = Renderer(tokenizer, config.max_length)
     train_dataset = build_dataset(prefs, "train", config, render)
@@ -206,9 +241,11 @@ def train_reward_model(
         "base_model": str(base_model),
         "data": str(prefs.source),
         "data_sha256": prefs.sha256,
+        "data_modified": prefs.modified,  # digests that disagreed, trained on by allow_modified
         "loss": config.loss,
         "lora": config.lora,
         "config": config.to_dict(),
+        "max_length_requested": requested_length,
         "manifest": prefs.manifest,
         "num_train_pairs": len(train_pairs),
         "num_eval_pairs": len(eval_pairs),

@@ -51,9 +51,11 @@ class Command(BaseCommand):
         add_config_arguments(parser.add_argument_group("PPO hyperparameters"), PPOConfig)
 
     def handle(self, *args, **opts):
-        from training.modeling import ModelLoadError
+        from training.modeling import ModelLoadError, check_model_reference
         from training.ppo import CallableLoadError, load_callable, train_ppo
 
+        # Validate everything before writing anything (SPEC section 4): no ModelVersion or
+        # TrainingRun rows for a policy or reward that cannot be loaded.
         prompts, project = load_prompts(opts["prompts"])
         try:
             config = PPOConfig.from_options(opts)
@@ -67,6 +69,12 @@ class Command(BaseCommand):
             raise CommandError(
                 f"{reward_spec}: no reward model folder there (or give module:function)."
             )
+        try:
+            check_model_reference(opts["policy"], causal_lm=True)
+            if not is_callable:
+                check_model_reference(reward_spec)
+        except ModelLoadError as exc:
+            raise CommandError(str(exc).splitlines()[0]) from None
 
         parent = model_version_register(path=opts["policy"], kind=ModelVersion.Kind.POLICY)
         inputs = [parent]

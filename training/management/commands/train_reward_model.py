@@ -1,3 +1,4 @@
+import dataclasses
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
@@ -24,6 +25,24 @@ def resolve_export(value: str) -> tuple[str, Export | None]:
     return str(path), Export.objects.filter(path=str(folder.resolve())).order_by("-id").first()
 
 
+def check_export_row(export: Export, prefs, *, allow_modified: bool) -> None:
+    """Compare the export's pairs table with the sha256 its Export row recorded at export time.
+
+    The manifest sits beside the files and can be edited with them; the row cannot.
+    """
+    from annotation.datafiles.digest import sha256_path
+    from training.reward.data import find_table
+
+    pairs = find_table(Path(export.path), "pairs")
+    if pairs is None or not export.sha256:
+        return
+    same = Path(prefs.source).resolve() == pairs.resolve()
+    actual = prefs.sha256 if same else sha256_path(pairs)
+    prefs.check_digest(
+        pairs, actual, export.sha256, by=f"Export {export.pk}", allow_modified=allow_modified
+    )
+
+
 class Command(BaseCommand):
     help = "Fit a reward model on an export written by export_preferences; registers a reward ModelVersion."
 
@@ -36,34 +55,75 @@ class Command(BaseCommand):
         )
         parser.add_argument("--out", required=True, type=Path)
         parser.add_argument("--name", help="model version name (default: from --out)")
+        parser.add_argument(
+            "--allow-modified",
+            action="store_true",
+            help="train on an export whose files changed since it was written (the run records "
+            "the new sha256); refused otherwise",
+        )
         # Every RewardConfig field, typed and documented from the dataclass.
         add_config_arguments(
             parser.add_argument_group("reward-model hyperparameters"), RewardConfig
         )
 
     def handle(self, *args, **opts):
-        from training.modeling import ModelLoadError
+        from training.modeling import ModelLoadError, check_model_reference
         from training.reward import train_reward_model
-        from training.reward.data import RewardDataError
+        from training.reward.data import RewardDataError, load_preferences
+        from training.reward.train import model_max_positions
 
+        # Validate everything before writing anything (SPEC section 4): a bad or modified
+        # export, or a base model that cannot load, leaves no TrainingRun behind.
         data, export = resolve_export(opts["export"])
         try:
             config = RewardConfig.from_options(opts)
         except (TypeError, ValueError) as exc:
             raise CommandError(str(exc)) from None
+        allow_modified = opts["allow_modified"]
+        try:
+            prefs = load_preferences(data, loss=config.loss, allow_modified=allow_modified)
+            if export is not None:
+                check_export_row(export, prefs, allow_modified=allow_modified)
+            check_model_reference(opts["base_model"])
+            limit = model_max_positions(opts["base_model"])
+        except (RewardDataError, ModelLoadError) as exc:
+            raise CommandError(str(exc).splitlines()[0]) from None
+        notes = []
+        if limit is not None and config.max_length > limit:
+            notes.append(
+                f"note: --max-length {config.max_length} exceeds the {limit} positions of "
+                f"{opts['base_model']}: using {limit}"
+            )
+            config = dataclasses.replace(config, max_length=limit)
+        for item in prefs.modified:
+            notes.append(
+                f"note: training on {item['file']} although it was modified after export "
+                f"(sha256 {item['sha256']}, {item['by']} recorded {item['recorded']})"
+            )
+        for note in notes:
+            self.stdout.write(note)
+
         base = ModelVersion.objects.filter(path=opts["base_model"]).order_by("-id").first()
         try:
             with training_run(
                 kind=TrainingRun.Kind.REWARD,
-                config={**config.to_dict(), "export": data, "base_model": opts["base_model"]},
+                config={
+                    **config.to_dict(),
+                    "export": data,
+                    "base_model": opts["base_model"],
+                    "data_sha256": prefs.sha256,
+                    "data_modified": prefs.modified,
+                },
                 input_models=[base] if base else [],
                 output_dir=opts["out"],
             ) as run:
+                for note in notes:
+                    run.append_log(note)
                 run_source_record(
                     run=run.run, project=export.project if export else None, export=export
                 )
                 result = train_reward_model(
-                    data, opts["base_model"], opts["out"], config, on_metrics=run.log
+                    prefs, opts["base_model"], opts["out"], config, on_metrics=run.log
                 )
                 run.run.metrics = {
                     "accuracy": result.accuracy,
@@ -73,6 +133,7 @@ class Command(BaseCommand):
                     "truncated": result.truncated_count,
                     "train_pairs": result.num_train_pairs,
                     "eval_pairs": result.num_eval_pairs,
+                    "data_sha256": prefs.sha256,
                 }
                 run.flush()
                 version = model_version_register(

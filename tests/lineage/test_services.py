@@ -1,0 +1,97 @@
+"""The training-run recorder: JSON-safe metrics on every database, and failures always recorded."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from django.db import DatabaseError
+
+from lineage.models import TrainingRun
+from lineage.services import jsonable, jsonable_metrics, training_run
+
+
+def test_jsonable_turns_non_finite_numbers_into_null_and_names_them():
+    bad: list[str] = []
+    out = jsonable({"a": math.nan, "b": [1.0, math.inf], "c": {"d": -math.inf}, "e": 2}, bad)
+    assert out == {"a": None, "b": [1.0, None], "c": {"d": None}, "e": 2}
+    assert bad == ["a", "b.1", "c.d"]
+    assert jsonable_metrics({"loss": 0.5, "grad_norm": math.inf}) == {
+        "loss": 0.5,
+        "grad_norm": None,
+        "non_finite": ["grad_norm"],
+    }
+    assert jsonable("a\x00b") == "a\ufffdb"  # PostgreSQL's jsonb refuses NUL
+
+
+def test_nan_and_infinite_metrics_are_saved_and_the_run_succeeds(db):
+    with training_run(kind=TrainingRun.Kind.PPO, config={"lr": math.nan}) as run:
+        for step in range(12):  # past flush_every: the history is saved mid-run too
+            run.log({"step": step, "grad_norm": math.inf, "score": 1e30 * 1e300 - 1e30 * 1e300})
+        run.run.metrics = {"score": math.nan, "kl": 0.25, "by_gap": {"1": -math.inf}}
+        run.flush()
+    saved = TrainingRun.objects.get(pk=run.run.pk)
+    assert saved.status == TrainingRun.Status.SUCCEEDED, saved.error
+    assert saved.metrics == {
+        "score": None,
+        "kl": 0.25,
+        "by_gap": {"1": None},
+        "non_finite": ["by_gap.1", "score"],
+    }
+    assert len(saved.metrics_history) == 12
+    assert saved.metrics_history[0] == {
+        "step": 0,
+        "grad_norm": None,
+        "score": None,
+        "non_finite": ["grad_norm", "score"],
+    }
+    assert saved.config == {"lr": None}
+
+
+def test_an_exception_in_the_body_marks_the_run_failed_with_its_error(db):
+    with (
+        pytest.raises(RuntimeError, match="out of memory"),
+        training_run(kind=TrainingRun.Kind.REWARD, config={}) as run,
+    ):
+        run.log({"step": 1, "loss": math.nan})
+        raise RuntimeError("out of memory")
+    saved = TrainingRun.objects.get(pk=run.run.pk)
+    assert saved.status == TrainingRun.Status.FAILED
+    assert saved.error == "RuntimeError: out of memory"
+    assert saved.finished_at is not None
+    assert "RuntimeError: out of memory" in saved.log
+
+
+def test_an_exception_while_saving_the_finished_run_marks_it_failed(db, monkeypatch):
+    real_save = TrainingRun.save
+
+    def refuse_success(self, *args, **kwargs):
+        if self.status == TrainingRun.Status.SUCCEEDED:
+            raise DatabaseError("could not write metrics")
+        return real_save(self, *args, **kwargs)
+
+    monkeypatch.setattr(TrainingRun, "save", refuse_success)
+    with (
+        pytest.raises(DatabaseError, match="could not write metrics"),
+        training_run(kind=TrainingRun.Kind.PPO, config={}) as run,
+    ):
+        run.log({"step": 1})
+    saved = TrainingRun.objects.get(pk=run.run.pk)
+    assert saved.status == TrainingRun.Status.FAILED
+    assert "DatabaseError: could not write metrics" in saved.error
+    assert saved.finished_at is not None
+
+
+def test_a_failure_whose_save_fails_too_still_records_status_and_error(db, monkeypatch):
+    def always_refuse(self, *args, **kwargs):
+        raise DatabaseError("metrics refused")
+
+    with (
+        pytest.raises(ValueError, match="boom"),
+        training_run(kind=TrainingRun.Kind.PPO, config={}) as run,
+    ):
+        monkeypatch.setattr(TrainingRun, "save", always_refuse)
+        raise ValueError("boom")
+    saved = TrainingRun.objects.get(pk=run.run.pk)
+    assert saved.status == TrainingRun.Status.FAILED
+    assert saved.error.startswith("ValueError: boom (and saving the run failed: DatabaseError")
