@@ -274,6 +274,10 @@ class Assignment(models.Model):
         # the labeler is not served the comparison again nor may correct it.
         REJECTED = "rejected", "Rejected"
 
+    # The states that keep a comparison away from its labeler for good (SPEC section 11: an
+    # expired lease does not; an open lease does while it lasts).
+    DONE_STATUSES = (Status.SUBMITTED, Status.SKIPPED, Status.REJECTED)
+
     comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="assignments")
     labeler = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments"

@@ -60,7 +60,8 @@ JOIN {p} ON {p.id} = {c.prompt}
 WHERE {c.project} = %s AND {c.status} = %s AND {c.is_gold} = %s
   AND NOT EXISTS (
     SELECT 1 FROM {seen} WHERE {seen.comparison} = {c.id} AND {seen.labeler} = %s
-      AND ({seen.status} IN (%s, %s) OR {open_lease_sql("seen")})
+      AND ({seen.status} IN ({", ".join(["%s"] * len(Assignment.DONE_STATUSES))})
+           OR {open_lease_sql("seen")})
   )
   AND {c.submitted_count} + (
     SELECT COUNT(*) FROM {lease} WHERE {lease.comparison} = {c.id} AND {open_lease_sql("lease")}
@@ -88,8 +89,7 @@ def queue_head_sql(
         Comparison.Status.OPEN.value,
         gold,
         labeler.pk,
-        Assignment.Status.SUBMITTED.value,
-        Assignment.Status.SKIPPED.value,
+        *(status.value for status in Assignment.DONE_STATUSES),
         *open_lease_params(now),
         *open_lease_params(now),
         *exclude,
