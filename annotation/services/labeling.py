@@ -374,14 +374,19 @@ def _ranking_submit(
         current.status = Assignment.Status.SUBMITTED
         current.submitted_at = now
         current.save(update_fields=["status", "submitted_at"])
-        comparison.submitted_count += 1
-        fields = ["submitted_count"]
-        if comparison.submitted_count >= comparison.required:
-            comparison.status = Comparison.Status.COMPLETE
-            comparison.completed_at = now
-            fields += ["status", "completed_at"]
-        comparison.save(update_fields=fields)
+        comparison_count_submission(comparison=comparison, now=now)
     return annotation, True
+
+
+def comparison_count_submission(*, comparison: Comparison, now) -> None:
+    """One more submitted annotation on a row-locked comparison; complete once it is full."""
+    comparison.submitted_count += 1
+    fields = ["submitted_count"]
+    if comparison.submitted_count >= comparison.required:
+        comparison.status = Comparison.Status.COMPLETE
+        comparison.completed_at = now
+        fields += ["status", "completed_at"]
+    comparison.save(update_fields=fields)
 
 
 def assignment_skip(*, assignment: Assignment, labeler, now: datetime | None = None) -> Assignment:

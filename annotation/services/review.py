@@ -28,6 +28,7 @@ from django.utils import timezone
 from annotation.errors import ConflictError, ServiceValidationError
 from annotation.models import Annotation, Assignment, Comparison, Project
 from annotation.selectors.queue import comparison_has_room
+from annotation.services.labeling import comparison_count_submission
 
 REASON_MAX_LENGTH = 2000
 
@@ -132,13 +133,7 @@ def annotation_restore(*, annotation: Annotation, now: datetime | None = None) -
                 )
             assignment.status = Assignment.Status.SUBMITTED
             assignment.save(update_fields=["status"])
-            comparison.submitted_count += 1
-            fields = ["submitted_count"]
-            if comparison.submitted_count >= comparison.required:
-                comparison.status = Comparison.Status.COMPLETE
-                comparison.completed_at = now
-                fields += ["status", "completed_at"]
-            comparison.save(update_fields=fields)
+            comparison_count_submission(comparison=comparison, now=now)
         current.rejected_at = None
         current.rejected_by = None
         current.rejection_reason = ""
