@@ -144,8 +144,6 @@ def check_model_reference(path: str | Path, *, causal_lm: bool = False) -> None:
     """
     import json
 
-    from transformers import AutoConfig
-
     ref = str(path)
     local = _is_local_reference(ref)
     if local:
@@ -164,16 +162,23 @@ def check_model_reference(path: str | Path, *, causal_lm: bool = False) -> None:
             return
         _check_local_dir(local_path, need_weights=True)
         ref = str(local_path)
+    config = _load_config(ref, local=local)
+    if causal_lm:
+        _check_causal_config(ref, config)
+
+
+def _load_config(ref: str, *, local: bool):
+    """The model's config, or a ModelLoadError that says whether the hub or the folder failed."""
+    from transformers import AutoConfig
+
     try:
-        config = AutoConfig.from_pretrained(ref)
+        return AutoConfig.from_pretrained(ref)
     except (OSError, ValueError, KeyError) as exc:
         if not local:
             raise _hub_error(ref, exc) from exc
         raise ModelLoadError(
             f"The config.json in {ref!r} could not be read ({_first_line(exc)})."
         ) from exc
-    if causal_lm:
-        _check_causal_config(ref, config)
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
@@ -254,7 +259,7 @@ def load_causal_lm(
     dtype: str | torch.dtype | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM and its tokenizer (left padding, distinct pad) in eval mode on `device`."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
     ref = str(path)
     local = _is_local_reference(ref)
@@ -264,14 +269,7 @@ def load_causal_lm(
         ref = str(local_path)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(torch_device, dtype)
-    try:
-        config = AutoConfig.from_pretrained(ref)
-    except (OSError, ValueError, KeyError) as exc:
-        if not local:
-            raise _hub_error(ref, exc) from exc
-        raise ModelLoadError(
-            f"The config.json in {ref!r} could not be read ({_first_line(exc)})."
-        ) from exc
+    config = _load_config(ref, local=local)
     _check_causal_config(ref, config)
     tokenizer = load_tokenizer(ref)
     try:
