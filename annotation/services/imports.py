@@ -44,6 +44,7 @@ class PromptRecord:
     is_chat: bool
     metadata: dict
     content_hash: str
+    source: str | None = None  # the row's `source` (or metadata.source): the --max-per-source key
 
 
 def check_storable(text: str, what: str) -> None:
@@ -118,6 +119,12 @@ def prompt_record(raw, *, line: int) -> PromptRecord:
     metadata = raw.get("metadata") or {}
     if not isinstance(metadata, dict):
         raise ValueError("'metadata' must be an object")
+    source = raw.get("source", metadata.get("source"))
+    if source is not None:
+        if not isinstance(source, str) or len(source) > 255:
+            raise ValueError("'source' must be text of at most 255 characters")
+        if "source" in raw:
+            metadata = {**metadata, "source": source}
     return PromptRecord(
         line=line,
         external_id=external_id,
@@ -125,6 +132,7 @@ def prompt_record(raw, *, line: int) -> PromptRecord:
         is_chat=is_chat,
         metadata=metadata,
         content_hash=messages_sha256(messages),
+        source=source,
     )
 
 

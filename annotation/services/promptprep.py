@@ -1,0 +1,133 @@
+"""Filter parsed prompt records before they are imported (rules in annotation/rules/promptprep.py).
+
+`prompts_prepare` reads the project (which prompts are stored already) and writes nothing;
+the caller imports the kept records and may write the removed ones to a side file for review.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from annotation.models import Project, Prompt, messages_sha256
+from annotation.rules.promptprep import FILTERS, PrepOptions, PromptFilter
+from annotation.services.imports import BULK_BATCH, PromptRecord
+
+
+@dataclass(frozen=True, slots=True)
+class RemovedPrompt:
+    record: PromptRecord
+    filter: str
+    detail: str
+
+    def as_row(self) -> dict:
+        return {
+            "line": self.record.line,
+            "filter": self.filter,
+            "detail": self.detail,
+            "external_id": self.record.external_id,
+            "messages": self.record.messages,
+            "metadata": self.record.metadata,
+        }
+
+
+@dataclass
+class PrepResult:
+    kept: list[PromptRecord]
+    removed: list[RemovedPrompt]
+    read: int
+    redacted_rows: int = 0
+    redacted: Counter = field(default_factory=Counter)
+
+    def removed_by(self) -> Counter:
+        return Counter(r.filter for r in self.removed)
+
+    def table(self) -> list[tuple[str, int]]:
+        """(filter, rows removed) in the order the filters run, then the totals."""
+        counts = self.removed_by()
+        rows = [("read", self.read)]
+        rows += [(f"removed: {name}", counts[name]) for name in FILTERS]
+        if self.redacted_rows:
+            kinds = ", ".join(f"{k} x{n}" for k, n in sorted(self.redacted.items()))
+            rows.append((f"redacted ({kinds})", self.redacted_rows))
+        rows.append(("kept", len(self.kept)))
+        return rows
+
+
+def _stored_hashes(project: Project, hashes: list[str]) -> set[str]:
+    stored = set()
+    for start in range(0, len(hashes), BULK_BATCH):
+        stored.update(
+            Prompt.objects.filter(
+                project=project, content_hash__in=hashes[start : start + BULK_BATCH]
+            ).values_list("content_hash", flat=True)
+        )
+    return stored
+
+
+def prompts_prepare(
+    *, project: Project, records: list[PromptRecord], options: PrepOptions
+) -> PrepResult:
+    """Run the filters over `records` in file order (deterministic); writes nothing."""
+    stored_count = Prompt.objects.filter(project=project).count() if options.dedup == "near" else 0
+    rules = PromptFilter(options, expected_rows=len(records) + stored_count)
+    removed: list[RemovedPrompt] = []
+    cleaned: list[PromptRecord] = []
+    for record in records:
+        decision = rules.clean(record.messages)
+        if not decision.keep:
+            removed.append(RemovedPrompt(record, decision.filter, decision.detail))
+            continue
+        if decision.redacted:
+            record = replace(
+                record,
+                messages=decision.messages,
+                content_hash=messages_sha256(decision.messages),
+                metadata={
+                    **record.metadata,
+                    "pii_redacted": dict(sorted(decision.redacted.items())),
+                },
+            )
+        cleaned.append(record)
+
+    stored = _stored_hashes(project, [r.content_hash for r in cleaned])
+    if options.dedup == "near":
+        for messages in (
+            Prompt.objects.filter(project=project).values_list("messages", flat=True).iterator(2000)
+        ):
+            rules.add_stored(messages)
+    kept: list[PromptRecord] = []
+    for record in cleaned:
+        decision = rules.dedupe(
+            record.messages,
+            source=record.source,
+            has_external_id=record.external_id is not None,
+            stored=record.content_hash in stored,
+        )
+        if decision.keep:
+            kept.append(record)
+        else:
+            removed.append(RemovedPrompt(record, decision.filter, decision.detail))
+    removed.sort(key=lambda r: r.record.line)
+    return PrepResult(
+        kept=kept,
+        removed=removed,
+        read=len(records),
+        redacted_rows=rules.redacted_rows,
+        redacted=rules.redacted,
+    )
+
+
+def removed_file_stage(removed: list[RemovedPrompt], path: Path) -> Path:
+    """Write the removed rows as JSONL to a temporary file beside `path`; the caller moves it
+    into place (os.replace) once the import has succeeded, or deletes it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        for row in removed:
+            out.write(json.dumps(row.as_row(), ensure_ascii=False) + "\n")
+    return Path(tmp)
