@@ -36,9 +36,9 @@ from annotation.datafiles.export import (
     ExportWriter,
     table_filename,
 )
-from annotation.datafiles.rows import CandidateText
+from annotation.datafiles.rows import CandidateText, completion_value
 from annotation.errors import ConflictError, ServiceValidationError
-from annotation.models import Annotation, Comparison, Export, Project, Prompt
+from annotation.models import Annotation, Comparison, Export, Project, Prompt, TaskType
 from annotation.rules.agreement import agreement_with_consensus
 from annotation.rules.consensus import consensus_ranking
 from annotation.rules.pairs import PAIRINGS
@@ -57,12 +57,16 @@ COUNT_KEYS = (
     "excluded_agreement_unmeasured",
     "rankings_without_preference",
     "consensus_annotations",
+    "edited_annotations",
+    "edited_pairs",
 )
 
 # values_list columns of one annotation row, in this order. What belongs to the comparison
 # (prompt, candidates, gold) comes once per comparison from the chunk's comparison query.
-_ROW_FIELDS = ("id", "comparison_id", "labeler_id", "ranking", "flags")
-_ID, _COMPARISON, _LABELER, _RANKING, _FLAGS = range(5)
+_ROW_FIELDS = ("id", "comparison_id", "labeler_id", "ranking", "flags", "edited_text")
+_ID, _COMPARISON, _LABELER, _RANKING, _FLAGS, _EDITED = range(6)
+# chosen_model of the pairs an edited best answer wins (allow_edit projects).
+EDITED_MODEL = "labeler-edit"
 
 
 class _ComparisonInfo(NamedTuple):
@@ -204,6 +208,46 @@ def _is_flagged(flags: Any) -> bool:
     return isinstance(flags, dict) and any(codes for codes in flags.values())
 
 
+def edited_pairs(
+    block: ComparisonBlock,
+    *,
+    edited_text: str,
+    tiers: list[list[int]],
+    annotation_id: int,
+    labeler: str,
+    chat: bool,
+) -> list[dict]:
+    """Pairs `edited > each candidate` of one annotation's rewrite of the best answer.
+
+    The edit stands one tier above the labeler's best tier: margin = 1 + the candidate's tier
+    index (Llama 3.1's edited > chosen > rejected). The edit counts once, like an annotation:
+    its pairs' weights sum to 1. A candidate with the same text as the edit is no preference
+    and is left out.
+    """
+    position = {c: i for i, tier in enumerate(tiers) for c in tier}
+    rivals = [c for c in block.order if block.candidates[c].text != edited_text]
+    if not rivals:
+        return []
+    chosen = completion_value(edited_text, chat=chat)
+    weight = 1.0 / len(rivals)
+    return [
+        {
+            "prompt": block.prompt,
+            "chosen": chosen,
+            "rejected": completion_value(block.candidates[c].text, chat=chat),
+            "margin": float(1 + position.get(c, 0)),
+            "weight": weight,
+            "split": block.split,
+            "comparison_id": block.comparison_id,
+            "annotation_id": annotation_id,
+            "labeler": labeler,
+            "chosen_model": EDITED_MODEL,
+            "rejected_model": block.candidates[c].model,
+        }
+        for c in rivals
+    ]
+
+
 def export_rows(
     *,
     project: Project,
@@ -292,6 +336,25 @@ def export_rows(
                 # One tier (all tied, or "all bad"): states no preference, nothing to learn.
                 counts["rankings_without_preference"] += 1
 
+        for r in kept:
+            if r[_EDITED]:
+                labeler = pseudonyms.get(r[_LABELER]) or labeler_pseudonym(
+                    project_id=project.pk, labeler_id=r[_LABELER]
+                )
+                edited = edited_pairs(
+                    block,
+                    edited_text=r[_EDITED],
+                    tiers=r[_RANKING],
+                    annotation_id=r[_ID],
+                    labeler=labeler,
+                    chat=chat,
+                )
+                if edited:
+                    writer.write_pairs(edited)
+                    state.pairs += len(edited)
+                    counts["edited_pairs"] += len(edited)
+                    counts["edited_annotations"] += 1
+
         if progress is not None and state.annotations >= next_report:
             progress(state)
             next_report = state.annotations + PROGRESS_EVERY
@@ -314,6 +377,12 @@ def export_create(
     written, and the files are removed again if the Export row cannot be stored.
     """
     options.validate()
+    if project.task_type == TaskType.DEMONSTRATION:
+        message = (
+            f"Project {project.slug!r} collects demonstrations, not preferences: export it "
+            "with export_demonstrations."
+        )
+        raise ServiceValidationError(message, {"project": [message]})
     folder = Path(out_dir) if out_dir is not None else default_export_dir(project)
     try:
         return _export_into(

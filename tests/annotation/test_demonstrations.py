@@ -344,3 +344,52 @@ def test_export_demonstrations_refuses_a_used_folder(demo_project, tmp_path):
     assert not Export.objects.exists()
     with pytest.raises(CommandError, match="No project"):
         call_command("export_demonstrations", "nope", "--out", str(tmp_path / "x"))
+
+
+# -- preference export of edited answers ---------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_preference_export_adds_edited_over_each_candidate(
+    make_project, make_labeler, make_comparisons, tmp_path
+):
+    from annotation.services.exports import EDITED_MODEL, ExportOptions, export_create
+
+    project = make_project("edits", num_candidates=3, allow_edit=True)
+    comparison = make_comparisons(project, n=1)[0]
+    alice = make_labeler("alice", projects=[project])
+    assignment = assignment_next(project=project, labeler=alice)
+    a, b, c = comparison.candidate_ids
+    ranking_submit(
+        assignment=assignment,
+        labeler=alice,
+        ranking=[[a], [b], [c]],
+        edited_text="The best answer, rewritten.",
+        client_token=uuid.uuid4(),
+    )
+    export = export_create(project=project, options=ExportOptions(), out_dir=tmp_path / "x")
+    rows = read_lines(tmp_path / "x" / "pairs.jsonl")
+    edited = [r for r in rows if r["chosen_model"] == EDITED_MODEL]
+    plain = [r for r in rows if r["chosen_model"] != EDITED_MODEL]
+    assert len(plain) == 3  # C(3, 2) from the ranking, as before
+    assert len(edited) == 3  # edited > each candidate
+    texts = {cand.pk: cand.text for cand in comparison.candidates.all()}
+    assert sorted((r["rejected"], r["margin"]) for r in edited) == sorted(
+        [(texts[a], 1.0), (texts[b], 2.0), (texts[c], 3.0)]
+    )
+    assert all(r["chosen"] == "The best answer, rewritten." for r in edited)
+    assert sum(r["weight"] for r in edited) == pytest.approx(1.0)
+    assert export.rows == 6
+    assert export.counts["edited_pairs"] == 3
+    assert export.counts["edited_annotations"] == 1
+    manifest = json.loads((tmp_path / "x" / "manifest.json").read_text())
+    assert manifest["counts"]["edited_pairs"] == 3
+    assert manifest["counts"]["pairs"] == 6
+
+
+@pytest.mark.django_db
+def test_preference_export_of_a_demonstration_project_is_refused(demo_project, tmp_path):
+    add_prompts(demo_project, n=1)
+    with pytest.raises(CommandError, match="export_demonstrations"):
+        call_command("export_preferences", "demos", "--out", str(tmp_path / "p"))
+    assert not (tmp_path / "p").exists()
