@@ -66,6 +66,7 @@ class ProjectAdmin(admin.ModelAdmin):
                     "num_candidates",
                     "overlap",
                     "allow_ties",
+                    "allow_edit",
                     "flags",
                     "rating_scale",
                     "lease_seconds",

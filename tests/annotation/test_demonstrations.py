@@ -393,3 +393,15 @@ def test_preference_export_of_a_demonstration_project_is_refused(demo_project, t
     with pytest.raises(CommandError, match="export_demonstrations"):
         call_command("export_preferences", "demos", "--out", str(tmp_path / "p"))
     assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.django_db
+def test_create_project_takes_demonstration_and_allow_edit():
+    from annotation.models import Project
+
+    call_command("create_project", "w", "--task-type", "demonstration", stdout=StringIO())
+    call_command("create_project", "e", "--allow-edit", stdout=StringIO())
+    assert Project.objects.get(slug="w").task_type == "demonstration"
+    assert Project.objects.get(slug="e").allow_edit is True
+    with pytest.raises(CommandError, match="allow_edit"):
+        call_command("create_project", "x", "--task-type", "demonstration", "--allow-edit")
