@@ -405,3 +405,70 @@ def test_create_project_takes_demonstration_and_allow_edit():
     assert Project.objects.get(slug="e").allow_edit is True
     with pytest.raises(CommandError, match="allow_edit"):
         call_command("create_project", "x", "--task-type", "demonstration", "--allow-edit")
+
+
+# -- the labeling page -----------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_page_writes_a_demonstration_with_javascript_off(client, demo_project, make_labeler):
+    from django.urls import reverse
+
+    add_prompts(demo_project, n=1, candidates_for=[0])
+    from annotation.models import Candidate
+
+    Candidate.objects.filter(prompt__project=demo_project).update(text="<script>x()</script>")
+    alice = make_labeler("alice", projects=[demo_project])
+    client.force_login(alice)
+    page = client.get(reverse("label", kwargs={"slug": "demos"}))
+    html = page.content.decode()
+    assert 'name="demonstration"' in html
+    assert "Reference 1" in html and "Reference 2" in html
+    assert "<script>x()</script>" not in html  # model output is escaped
+    assert 'name="rank_' not in html
+    assignment = page.context["assignment"]
+    url = reverse("assignment-submit", kwargs={"assignment_id": assignment.pk})
+    empty = client.post(url, {"client_token": str(uuid.uuid4()), "demonstration": "  "})
+    assert empty.status_code == 400
+    assert "must not be empty" in empty.content.decode()
+    sent = client.post(url, {"client_token": str(uuid.uuid4()), "demonstration": "Mine."})
+    assert sent.status_code == 302
+    assert Annotation.objects.get().demonstration == "Mine."
+    # Corrections reopen the stored text.
+    edit = client.get(reverse("assignment-edit", kwargs={"assignment_id": assignment.pk}))
+    assert ">Mine.</textarea>" in edit.content.decode()
+
+
+@pytest.mark.django_db
+def test_the_ranking_page_offers_the_rewrite_only_with_allow_edit(
+    client, make_project, make_labeler, make_comparisons
+):
+    from django.urls import reverse
+
+    project = make_project("edits", num_candidates=2, allow_edit=True)
+    make_comparisons(project, n=1)
+    alice = make_labeler("alice", projects=[project])
+    client.force_login(alice)
+    page = client.get(reverse("label", kwargs={"slug": "edits"}))
+    assert 'name="edited_text"' in page.content.decode()
+    assignment = page.context["assignment"]
+    a, b = assignment.display_order
+    sent = client.post(
+        reverse("assignment-submit", kwargs={"assignment_id": assignment.pk}),
+        {
+            "client_token": str(uuid.uuid4()),
+            f"rank_{a}": "1",
+            f"rank_{b}": "2",
+            "edited_text": "Rewritten.",
+        },
+    )
+    assert sent.status_code == 302
+    assert Annotation.objects.get().edited_text == "Rewritten."
+
+    plain = make_project("plain", num_candidates=2)
+    make_comparisons(plain, n=1, prefix="x")
+    plain.members.add(alice)
+    assert (
+        'name="edited_text"'
+        not in client.get(reverse("label", kwargs={"slug": "plain"})).content.decode()
+    )
