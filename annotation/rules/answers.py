@@ -3,7 +3,7 @@
 Pure rules, no Django: `demonstration_clean` checks a submission on a `demonstration` project
 (the written answer; `submission_clean(ranked=False)` checks the rest), `edited_text_clean` the optional `edited_text` of a
 ranking submission (only where the project has `allow_edit`). Both return the text stripped of
-surrounding whitespace, and raise ServiceValidationError naming the field otherwise.
+surrounding whitespace and with LF line breaks, and raise ServiceValidationError naming the field otherwise.
 """
 
 from __future__ import annotations
@@ -26,6 +26,11 @@ def _text_errors(field: str, value: Any, *, max_length: int, required: bool) -> 
     return []
 
 
+def _normalized(text: str) -> str:
+    # HTML forms send line breaks as CRLF: training data gets plain LF, as an API client sends.
+    return text.replace("\r\n", "\n").replace("\r", "\n").strip()
+
+
 def demonstration_clean(*, demonstration: Any, max_length: int) -> str:
     """The answer written on a demonstration project, stripped; empty is an error."""
     messages = _text_errors("demonstration", demonstration, max_length=max_length, required=True)
@@ -33,7 +38,7 @@ def demonstration_clean(*, demonstration: Any, max_length: int) -> str:
         raise ServiceValidationError(
             f"Invalid submission: {messages[0]}", {"demonstration": messages}
         )
-    return demonstration.strip()
+    return _normalized(demonstration)
 
 
 def edited_text_clean(*, edited_text: Any, allow_edit: bool, max_length: int) -> str:
@@ -47,4 +52,4 @@ def edited_text_clean(*, edited_text: Any, allow_edit: bool, max_length: int) ->
         raise ServiceValidationError(
             f"Invalid submission: {messages[0]}", {"edited_text": messages}
         )
-    return edited_text.strip()
+    return _normalized(edited_text)

@@ -472,3 +472,11 @@ def test_the_ranking_page_offers_the_rewrite_only_with_allow_edit(
         'name="edited_text"'
         not in client.get(reverse("label", kwargs={"slug": "plain"})).content.decode()
     )
+
+
+def test_answers_are_stripped_with_lf_line_breaks():
+    from annotation.rules.answers import demonstration_clean, edited_text_clean
+
+    assert demonstration_clean(demonstration=" a\r\nb\rc \n", max_length=50) == "a\nb\nc"
+    assert edited_text_clean(edited_text="x\r\ny", allow_edit=True, max_length=50) == "x\ny"
+    assert edited_text_clean(edited_text="", allow_edit=False, max_length=50) == ""
