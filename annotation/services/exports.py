@@ -37,6 +37,7 @@ from annotation.datafiles.export import (
     table_filename,
 )
 from annotation.datafiles.rows import CandidateText, completion_value
+from annotation.datafiles.sft import SFT_FILENAME, SFT_MANIFEST_NAME
 from annotation.errors import ConflictError, ServiceValidationError
 from annotation.models import Annotation, Comparison, Export, Project, Prompt, TaskType
 from annotation.rules.agreement import agreement_with_consensus
@@ -484,6 +485,8 @@ def export_files_verified(export: Export, which: str) -> list[tuple[Path, str]]:
     raises ConflictError: edited bytes are not served as the recorded export. Names are
     relative to the export folder ("pairs/data-00000-of-00001.arrow" for an `hf` folder).
     """
+    if export.kind == Export.Kind.SFT:
+        return _sft_files_verified(export, which)
     root = Path(export.path)
     manifest_path = root / MANIFEST_NAME
     if not manifest_path.is_file():
@@ -532,4 +535,31 @@ def export_files_verified(export: Export, which: str) -> list[tuple[Path, str]]:
             )
         else:
             files.append((target, name))
+    return files
+
+
+def _sft_files_verified(export: Export, which: str) -> list[tuple[Path, str]]:
+    """`export_files_verified` for an SFT export: `pairs` (the default) means its sft.jsonl,
+    checked against the manifest and the Export row; it has no rankings."""
+    root = Path(export.path)
+    manifest_path, data_path = root / SFT_MANIFEST_NAME, root / SFT_FILENAME
+    if which == "rankings":
+        raise ExportFilesMissing(f"export {export.pk} holds SFT data: it has no rankings")
+    for path in (manifest_path, data_path):
+        if not path.is_file():
+            raise ExportFilesMissing(f"{path.name} of export {export.pk} is missing")
+    try:
+        recorded = json.loads(manifest_path.read_text(encoding="utf-8"))["sha256"]
+    except (ValueError, KeyError, TypeError):
+        recorded = None
+    actual = sha256_path(data_path)
+    if recorded != export.sha256 or actual != export.sha256:
+        raise ConflictError(
+            f"Export {export.pk}: {SFT_FILENAME} or {SFT_MANIFEST_NAME} was modified after the "
+            "export; refusing to serve it.",
+            {"file": [SFT_FILENAME]},
+        )
+    files = [(manifest_path, SFT_MANIFEST_NAME)] if which in ("all", "manifest") else []
+    if which in ("all", "pairs"):
+        files.append((data_path, SFT_FILENAME))
     return files

@@ -434,6 +434,8 @@ def test_the_page_writes_a_demonstration_with_javascript_off(client, demo_projec
     sent = client.post(url, {"client_token": str(uuid.uuid4()), "demonstration": "Mine."})
     assert sent.status_code == 302
     assert Annotation.objects.get().demonstration == "Mine."
+    history = client.get(reverse("history")).content.decode()
+    assert "Your answer:" in history and "Mine." in history
     # Corrections reopen the stored text.
     edit = client.get(reverse("assignment-edit", kwargs={"assignment_id": assignment.pk}))
     assert ">Mine.</textarea>" in edit.content.decode()
@@ -480,3 +482,21 @@ def test_answers_are_stripped_with_lf_line_breaks():
     assert demonstration_clean(demonstration=" a\r\nb\rc \n", max_length=50) == "a\nb\nc"
     assert edited_text_clean(edited_text="x\r\ny", allow_edit=True, max_length=50) == "x\ny"
     assert edited_text_clean(edited_text="", allow_edit=False, max_length=50) == ""
+
+
+@pytest.mark.django_db
+def test_an_sft_export_downloads_verified(demo_project, make_labeler, staff_user, tmp_path):
+    from tests.api.conftest import token_client
+
+    add_prompts(demo_project, n=1)
+    write(demo_project, make_labeler("alice", projects=[demo_project]), "An answer.")
+    export = demonstrations_export(project=demo_project, out_dir=tmp_path / "s")
+    client = token_client(staff_user)
+    url = f"/api/v1/exports/{export.pk}/download/"
+    response = client.get(url)
+    assert response.status_code == 200
+    assert b"".join(response.streaming_content) == (tmp_path / "s" / "sft.jsonl").read_bytes()
+    assert client.get(url + "?file=manifest").status_code == 200
+    assert client.get(url + "?file=rankings").status_code == 404
+    (tmp_path / "s" / "sft.jsonl").write_text('{"messages": []}\n')
+    assert client.get(url).status_code == 409
