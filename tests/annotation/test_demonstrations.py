@@ -500,3 +500,22 @@ def test_an_sft_export_downloads_verified(demo_project, make_labeler, staff_user
     assert client.get(url + "?file=rankings").status_code == 404
     (tmp_path / "s" / "sft.jsonl").write_text('{"messages": []}\n')
     assert client.get(url).status_code == 409
+
+
+@pytest.mark.django_db
+def test_sft_file_loads_unchanged_with_datasets(demo_project, make_labeler, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    add_prompts(demo_project, n=2, chat=True)
+    alice = make_labeler("alice", projects=[demo_project])
+    write(demo_project, alice, "One.")
+    write(demo_project, alice, "Two.")
+    demonstrations_export(project=demo_project, out_dir=tmp_path / "s")
+    loaded = datasets.load_dataset(
+        "json",
+        data_files=str(tmp_path / "s" / "sft.jsonl"),
+        split="train",
+        cache_dir=str(tmp_path / "c"),
+    )
+    assert loaded.column_names == ["messages"]
+    assert sorted(row["messages"][-1]["content"] for row in loaded) == ["One.", "Two."]
+    assert all(row["messages"][-1]["role"] == "assistant" for row in loaded)
