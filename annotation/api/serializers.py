@@ -63,6 +63,9 @@ class ProjectOutput(serializers.Serializer):
     task_type = serializers.ChoiceField(source="project.task_type", choices=TaskType.choices)
     num_candidates = serializers.IntegerField(source="project.num_candidates")
     allow_ties = serializers.BooleanField(source="project.allow_ties")
+    allow_edit = serializers.BooleanField(
+        source="project.allow_edit", help_text="Submits may carry `edited_text`."
+    )
     flags = serializers.ListField(child=serializers.CharField(), source="project.flags")
     rating_scale = serializers.IntegerField(source="project.rating_scale", help_text="0 = off.")
     lease_seconds = serializers.IntegerField(source="project.lease_seconds")

@@ -80,6 +80,7 @@ def test_projects_lists_own_projects_with_progress(alice, bob, comparisons):
         "task_type": "ranking",
         "num_candidates": 4,
         "allow_ties": True,
+        "allow_edit": False,
         "flags": ["unhelpful", "untruthful", "harmful"],
         "rating_scale": 0,
         "lease_seconds": 600,
