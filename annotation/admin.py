@@ -66,6 +66,7 @@ class ProjectAdmin(admin.ModelAdmin):
                     "num_candidates",
                     "overlap",
                     "allow_ties",
+                    "allow_edit",
                     "flags",
                     "rating_scale",
                     "lease_seconds",
@@ -744,8 +745,17 @@ def candidate_texts_of(annotation: Annotation) -> dict[int, str]:
 
 @admin.register(Export)
 class ExportAdmin(ReadOnlyAdmin):
-    list_display = ("id", "project", "format", "rows", "short_sha256", "created_by", "created_at")
-    list_filter = ("project", "format")
+    list_display = (
+        "id",
+        "project",
+        "kind",
+        "format",
+        "rows",
+        "short_sha256",
+        "created_by",
+        "created_at",
+    )
+    list_filter = ("project", "kind", "format")
     search_fields = ("sha256",)
 
     @admin.display(description="sha256", ordering="sha256")

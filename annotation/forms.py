@@ -67,8 +67,18 @@ class SubmissionForm(forms.Form):
         ]
         if project.task_type == TaskType.PAIRWISE:
             self.fields["choice"] = forms.ChoiceField(choices=PAIRWISE_CHOICES)
+        if project.task_type == TaskType.DEMONSTRATION:
+            # Required-ness and trimming are the service's (annotation.rules.answers).
+            self.fields["demonstration"] = forms.CharField(
+                required=False, strip=False, max_length=settings.ANSWER_MAX_LENGTH
+            )
+        elif project.allow_edit:
+            self.fields["edited_text"] = forms.CharField(
+                required=False, strip=False, max_length=settings.ANSWER_MAX_LENGTH
+            )
+        written = project.task_type == TaskType.DEMONSTRATION
         for cid in self.display_order:
-            if project.task_type != TaskType.PAIRWISE:
+            if project.task_type != TaskType.PAIRWISE and not written:
                 self.fields[f"rank_{cid}"] = forms.TypedChoiceField(
                     choices=[("", "-")] + [(str(i), ordinal(i)) for i in range(1, k + 1)],
                     coerce=int,
@@ -87,6 +97,8 @@ class SubmissionForm(forms.Form):
         data = super().clean()
         if self.project.task_type == TaskType.PAIRWISE:
             self._clean_pairwise(data)
+        elif self.project.task_type == TaskType.DEMONSTRATION:
+            data["ranking"] = []  # nothing ranked: the candidates were references
         else:
             self._clean_ranking(data)
         return data
@@ -137,4 +149,6 @@ class SubmissionForm(forms.Form):
             # A tampered or skewed start time must not turn into a 500 or a negative value.
             "time_spent_ms": min(max(spent, 0), TIME_SPENT_MAX_MS),
             "client_token": data["client_token"],
+            "demonstration": data.get("demonstration") or "",
+            "edited_text": data.get("edited_text") or "",
         }

@@ -38,6 +38,8 @@ def messages_sha256(messages: list[dict]) -> str:
 class TaskType(models.TextChoices):
     RANKING = "ranking", "Ranking of K candidates"
     PAIRWISE = "pairwise", "Pairwise (A or B)"
+    # The labeler writes the answer; the comparison's candidates (0..K) are references only.
+    DEMONSTRATION = "demonstration", "Demonstration (write the answer)"
 
 
 class Project(models.Model):
@@ -52,6 +54,10 @@ class Project(models.Model):
         default=1, validators=[MinValueValidator(1)], help_text="Annotations wanted per comparison."
     )
     allow_ties = models.BooleanField(default=True)
+    allow_edit = models.BooleanField(
+        default=False,
+        help_text="Ranking projects: the labeler may rewrite the best answer (edited_text).",
+    )
     flags = models.JSONField(default=default_flags, blank=True)
     rating_scale = models.PositiveSmallIntegerField(
         default=0, validators=[MaxValueValidator(10)], help_text="0 = off, else a 1..N score."
@@ -77,6 +83,10 @@ class Project(models.Model):
                 condition=~Q(task_type=TaskType.PAIRWISE) | Q(num_candidates=2),
                 name="project_pairwise_means_k2",
             ),
+            models.CheckConstraint(
+                condition=~Q(task_type=TaskType.DEMONSTRATION) | Q(allow_edit=False),
+                name="project_allow_edit_not_on_demonstrations",
+            ),
             models.CheckConstraint(condition=Q(overlap__gte=1), name="project_overlap_at_least_1"),
             models.CheckConstraint(
                 condition=Q(gold_rate__gte=0.0, gold_rate__lte=1.0), name="project_gold_rate_0_to_1"
@@ -95,6 +105,10 @@ class Project(models.Model):
     def clean(self) -> None:
         if self.task_type == TaskType.PAIRWISE and self.num_candidates != 2:
             raise ValidationError({"num_candidates": "A pairwise project compares exactly 2."})
+        if self.task_type == TaskType.DEMONSTRATION and self.allow_edit:
+            raise ValidationError(
+                {"allow_edit": "allow_edit is for ranking projects; a demonstration is written."}
+            )
         if not isinstance(self.flags, list) or not all(
             isinstance(f, str) and f.strip() for f in self.flags
         ):
@@ -104,7 +118,7 @@ class Project(models.Model):
         self.clean_locked_settings()
 
     # Settings that shape stored rankings (SPEC section 11): fixed once comparisons exist.
-    LOCKED_SETTINGS = ("task_type", "num_candidates", "allow_ties", "rating_scale")
+    LOCKED_SETTINGS = ("task_type", "num_candidates", "allow_ties", "allow_edit", "rating_scale")
 
     def clean_locked_settings(self) -> None:
         """Refuse changes to the settings that shape stored rankings once comparisons exist.
@@ -347,7 +361,14 @@ class Annotation(models.Model):
     labeler = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="annotations"
     )
-    ranking = models.JSONField(help_text="Tiers best first: list of lists of candidate ids.")
+    ranking = models.JSONField(
+        help_text="Tiers best first: list of lists of candidate ids ([] for a demonstration)."
+    )
+    # Demonstration projects: the answer the labeler wrote (the next assistant turn).
+    demonstration = models.TextField(blank=True)
+    # Ranking projects with allow_edit: the labeler's rewrite of the best answer; exports add
+    # pairs edited > each candidate.
+    edited_text = models.TextField(blank=True)
     ratings = models.JSONField(default=dict, blank=True)
     flags = models.JSONField(default=dict, blank=True)
     all_bad = models.BooleanField(default=False)
@@ -391,7 +412,12 @@ class Annotation(models.Model):
 
 
 class Export(models.Model):
-    """An immutable snapshot of preference data written by `export_preferences`."""
+    """An immutable snapshot of labeled data: preference pairs written by
+    `export_preferences`, or SFT conversations written by `export_demonstrations`."""
+
+    class Kind(models.TextChoices):
+        PREFERENCES = "preferences", "Preference pairs and rankings"
+        SFT = "sft", "SFT conversations (sft.jsonl)"
 
     class Format(models.TextChoices):
         JSONL = "jsonl", "JSON Lines"
@@ -399,10 +425,11 @@ class Export(models.Model):
         HF = "hf", "datasets save_to_disk folder"
 
     project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="exports")
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.PREFERENCES)
     options = models.JSONField(default=dict)
     format = models.CharField(max_length=16, choices=Format.choices, default=Format.JSONL)
     path = models.CharField(max_length=1024, help_text="Folder holding pairs, rankings, manifest.")
-    rows = models.PositiveIntegerField(default=0, help_text="Number of pairs.")
+    rows = models.PositiveIntegerField(default=0, help_text="Number of pairs (SFT: of rows).")
     counts = models.JSONField(default=dict, blank=True)
     sha256 = models.CharField(max_length=64)
     created_by = models.ForeignKey(

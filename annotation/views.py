@@ -209,12 +209,21 @@ def _label_page(
         "rationale": values.get("rationale", "") if values is not None else "",
         "all_bad": bool(values.get("all_bad")) if values is not None else False,
         "rationale_max_length": settings.RATIONALE_MAX_LENGTH,
+        "demonstration": values.get("demonstration", "") if values is not None else "",
+        "edited_text": values.get("edited_text", "") if values is not None else "",
+        "answer_max_length": settings.ANSWER_MAX_LENGTH,
         "editing": editing,
         "slot_lost": slot_lost,
         "choice": values.get("choice", "") if values is not None else "",
         "config": config,
     }
-    return render(request, "annotation/label.html", context, status=status)
+    # A demonstration is written, not ranked: its own page (a plain form, no ranking script).
+    template = (
+        "annotation/label_demonstration.html"
+        if project.task_type == TaskType.DEMONSTRATION
+        else "annotation/label.html"
+    )
+    return render(request, template, context, status=status)
 
 
 @login_required
@@ -285,6 +294,8 @@ def _stored_values(assignment: Assignment, annotation) -> QueryDict:
     for cid, rating in (annotation.ratings or {}).items():
         values[f"rating_{cid}"] = str(rating)
     values["rationale"] = annotation.rationale
+    values["demonstration"] = annotation.demonstration
+    values["edited_text"] = annotation.edited_text
     if annotation.all_bad:
         values["all_bad"] = "on"
     if assignment.comparison.project.task_type == TaskType.PAIRWISE:

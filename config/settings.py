@@ -191,6 +191,8 @@ SPECTACULAR_SETTINGS = {
 
 # Limits on untrusted input.
 RATIONALE_MAX_LENGTH = int(os.environ.get("RATIONALE_MAX_LENGTH", "5000"))
+# A written demonstration or an edited best answer (characters).
+ANSWER_MAX_LENGTH = int(os.environ.get("ANSWER_MAX_LENGTH", "20000"))
 BULK_IMPORT_MAX_ITEMS = int(os.environ.get("BULK_IMPORT_MAX_ITEMS", "10000"))
 # Corrections (re-submits of a submitted assignment) accepted per assignment; past it, 409.
 CORRECTIONS_MAX = int(os.environ.get("CORRECTIONS_MAX", "20"))

@@ -63,6 +63,9 @@ class ProjectOutput(serializers.Serializer):
     task_type = serializers.ChoiceField(source="project.task_type", choices=TaskType.choices)
     num_candidates = serializers.IntegerField(source="project.num_candidates")
     allow_ties = serializers.BooleanField(source="project.allow_ties")
+    allow_edit = serializers.BooleanField(
+        source="project.allow_edit", help_text="Submits may carry `edited_text`."
+    )
     flags = serializers.ListField(child=serializers.CharField(), source="project.flags")
     rating_scale = serializers.IntegerField(source="project.rating_scale", help_text="0 = off.")
     lease_seconds = serializers.IntegerField(source="project.lease_seconds")
@@ -111,10 +114,20 @@ class ComparisonOutput(serializers.Serializer):
 
 class AssignmentOutput(serializers.ModelSerializer):
     comparison = serializers.SerializerMethodField()
+    task_type = serializers.ChoiceField(
+        source="comparison.project.task_type",
+        choices=TaskType.choices,
+        help_text="`demonstration`: write the answer in `demonstration` (the candidates are "
+        "references); else rank the candidates.",
+    )
+    allow_edit = serializers.BooleanField(
+        source="comparison.project.allow_edit",
+        help_text="Ranking projects: `edited_text` may rewrite the best answer.",
+    )
 
     class Meta:
         model = Assignment
-        fields = ["id", "expires_at", "comparison"]
+        fields = ["id", "expires_at", "task_type", "allow_edit", "comparison"]
 
     @extend_schema_field(ComparisonOutput)
     def get_comparison(self, assignment: Assignment) -> dict:
@@ -129,18 +142,21 @@ class AssignmentNextOutput(serializers.Serializer):
 _DATETIME = serializers.DateTimeField()
 
 
-def assignment_payload(assignment: Assignment) -> dict:
+def assignment_payload(assignment: Assignment, project=None) -> dict:
     """`AssignmentOutput(assignment).data`, built by hand for the labeling hot path.
 
     Nested DRF serializers cost more than the database work of a lease; this renders the
     same JSON (a test holds the two equal) with one plain query for the candidates' texts.
     """
     comparison = assignment.comparison
+    project = project or comparison.project  # the caller's copy saves a query
     prompt = comparison.prompt
     texts = candidate_texts(comparison.candidate_ids)
     return {
         "id": assignment.pk,
         "expires_at": _DATETIME.to_representation(assignment.expires_at),
+        "task_type": project.task_type,
+        "allow_edit": project.allow_edit,
         "comparison": {
             "id": comparison.pk,
             "prompt": {
@@ -165,15 +181,34 @@ class TextField(serializers.CharField):
 
 
 class SubmitInput(serializers.Serializer):
-    """A ranking as tiers, best first; ids are candidate ids of the comparison."""
+    """A ranking as tiers, best first (ids are candidate ids of the comparison), or on a
+    demonstration project the written answer."""
 
     ranking = serializers.ListField(
         child=serializers.ListField(
             child=serializers.IntegerField(), allow_empty=False, max_length=MAX_CANDIDATES
         ),
-        allow_empty=False,
+        required=False,
+        default=list,
+        allow_empty=True,
         max_length=MAX_CANDIDATES,
-        help_text="Tiers best first, e.g. [[12], [14, 13], [11]]; a tier of several ids is a tie.",
+        help_text="Tiers best first, e.g. [[12], [14, 13], [11]]; a tier of several ids is a tie. "
+        "Required on ranking and pairwise projects; [] or absent on demonstration projects.",
+    )
+    demonstration = TextField(
+        required=False,
+        allow_blank=True,
+        default="",
+        trim_whitespace=False,
+        help_text="Demonstration projects: the answer you wrote (the next assistant turn). "
+        "Required there, refused elsewhere.",
+    )
+    edited_text = TextField(
+        required=False,
+        allow_blank=True,
+        default="",
+        trim_whitespace=False,
+        help_text="Ranking projects with allow_edit: your rewrite of the best answer (optional).",
     )
     flags = serializers.DictField(
         child=serializers.ListField(
@@ -205,6 +240,9 @@ class SubmitInput(serializers.Serializer):
         self.fields["rationale"].validators.append(
             MaxLengthValidator(settings.RATIONALE_MAX_LENGTH)
         )
+        for name in ("demonstration", "edited_text"):
+            self.fields[name].max_length = settings.ANSWER_MAX_LENGTH
+            self.fields[name].validators.append(MaxLengthValidator(settings.ANSWER_MAX_LENGTH))
 
 
 class SubmitOutput(serializers.Serializer):

@@ -154,11 +154,12 @@ class AssignmentNextApi(APIView):
         assignment = assignment_next(project=project, labeler=request.user)
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        return Response({"assignment": s.assignment_payload(assignment)})
+        return Response({"assignment": s.assignment_payload(assignment, project)})
 
 
 class AssignmentSubmitApi(APIView):
-    """Submit a ranking for your assignment; replaying a client_token returns the same id."""
+    """Submit a ranking (or a demonstration) for your assignment; replaying a client_token
+    returns the same id."""
 
     permission_classes = [IsAuthenticated]
 

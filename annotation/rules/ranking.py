@@ -119,8 +119,14 @@ def submission_clean(
     flag_codes: list[str],
     rating_scale: int,
     rationale_max_length: int,
+    ranked: bool = True,
 ) -> CleanSubmission:
-    """Check a submission against a comparison's candidates and its project's settings."""
+    """Check a submission against a comparison's candidates and its project's settings.
+
+    `ranked=False` is a demonstration project's submission: nothing is ranked (the ranking
+    must be empty or absent, and is stored as []); the written answer is checked by
+    `annotation.rules.answers`.
+    """
     errors: dict[str, list[str]] = {}
 
     def add(field: str, messages: list[str]) -> None:
@@ -130,7 +136,22 @@ def submission_clean(
     if not isinstance(all_bad, bool):
         add("all_bad", ["all_bad must be true or false."])
         all_bad = False
-    add("ranking", _clean_ranking(ranking, candidate_ids, allow_ties=allow_ties, all_bad=all_bad))
+    if ranked:
+        add(
+            "ranking",
+            _clean_ranking(ranking, candidate_ids, allow_ties=allow_ties, all_bad=all_bad),
+        )
+    elif ranking not in (None, []):
+        add(
+            "ranking",
+            [
+                "A demonstration project takes a written answer, not a ranking; send ranking [] "
+                "or leave it out."
+            ],
+        )
+        ranking = []
+    else:
+        ranking = []
 
     clean_flags: dict[str, list[str]] = {}
     if flags is None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
-from annotation.models import Candidate, Comparison, Project
+from annotation.models import Candidate, Comparison, Project, Prompt, TaskType
 
 BULK_BATCH = 2000
 
@@ -45,6 +45,8 @@ def comparisons_build(*, project: Project, models: list[str] | None = None) -> B
     `models` restricts the pool to candidates of those model versions / model names.
     Never builds the same candidate set twice for a prompt (a constraint backs this).
     """
+    if project.task_type == TaskType.DEMONSTRATION:
+        return _demonstration_tasks_build(project=project, models=models)
     k = project.num_candidates
     pool = Candidate.objects.filter(prompt__project=project, comparisons__isnull=True)
     if models:
@@ -89,4 +91,60 @@ def comparisons_build(*, project: Project, models: list[str] | None = None) -> B
     ]
     through.objects.bulk_create(links, batch_size=BULK_BATCH)
     result.created = len(created)
+    return result
+
+
+def _demonstration_tasks_build(*, project: Project, models: list[str] | None) -> BuildResult:
+    """One comparison per prompt that has none: the task of writing its answer.
+
+    A prompt needs no candidates here; up to K of its candidates (models mixed, as for
+    rankings) go with it as references for the labeler. The candidate set may be empty, and
+    the unique (prompt, candidate set) constraint then still holds one task per prompt.
+    """
+    from django.db.models import Q
+
+    k = project.num_candidates
+    result = BuildResult()
+    todo = list(
+        Prompt.objects.filter(project=project, comparisons__isnull=True)
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
+    for start in range(0, len(todo), BULK_BATCH):
+        prompt_ids = todo[start : start + BULK_BATCH]
+        pool = Candidate.objects.filter(prompt_id__in=prompt_ids)
+        if models:
+            pool = pool.filter(Q(model_version__name__in=models) | Q(model_name__in=models))
+        by_prompt: dict[int, list[tuple[int, str]]] = defaultdict(list)
+        for candidate_id, prompt_id, version_name, model_name in pool.values_list(
+            "id", "prompt_id", "model_version__name", "model_name"
+        ):
+            by_prompt[prompt_id].append((candidate_id, version_name or model_name or ""))
+        new = []
+        for prompt_id in prompt_ids:
+            candidates = by_prompt.get(prompt_id, [])
+            # Round-robin over models, then the first K: references from as many models as
+            # the pool offers.
+            references = group_round_robin(candidates, 1)
+            group = [g[0] for g in references][:k]
+            new.append(
+                Comparison(
+                    project=project,
+                    prompt_id=prompt_id,
+                    candidate_ids=group,
+                    candidate_key=Comparison.key_for(group),
+                    required=project.overlap,
+                )
+            )
+        created = Comparison.objects.bulk_create(new, batch_size=BULK_BATCH)
+        through = Comparison.candidates.through
+        through.objects.bulk_create(
+            [
+                through(comparison_id=c.pk, candidate_id=cid)
+                for c in created
+                for cid in c.candidate_ids
+            ],
+            batch_size=BULK_BATCH,
+        )
+        result.created += len(created)
     return result

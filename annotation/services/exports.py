@@ -36,9 +36,10 @@ from annotation.datafiles.export import (
     ExportWriter,
     table_filename,
 )
-from annotation.datafiles.rows import CandidateText
+from annotation.datafiles.rows import CandidateText, completion_value
+from annotation.datafiles.sft import SFT_FILENAME, SFT_MANIFEST_NAME
 from annotation.errors import ConflictError, ServiceValidationError
-from annotation.models import Annotation, Comparison, Export, Project, Prompt
+from annotation.models import Annotation, Comparison, Export, Project, Prompt, TaskType
 from annotation.rules.agreement import agreement_with_consensus
 from annotation.rules.consensus import consensus_ranking
 from annotation.rules.pairs import PAIRINGS
@@ -57,12 +58,16 @@ COUNT_KEYS = (
     "excluded_agreement_unmeasured",
     "rankings_without_preference",
     "consensus_annotations",
+    "edited_annotations",
+    "edited_pairs",
 )
 
 # values_list columns of one annotation row, in this order. What belongs to the comparison
 # (prompt, candidates, gold) comes once per comparison from the chunk's comparison query.
-_ROW_FIELDS = ("id", "comparison_id", "labeler_id", "ranking", "flags")
-_ID, _COMPARISON, _LABELER, _RANKING, _FLAGS = range(5)
+_ROW_FIELDS = ("id", "comparison_id", "labeler_id", "ranking", "flags", "edited_text")
+_ID, _COMPARISON, _LABELER, _RANKING, _FLAGS, _EDITED = range(6)
+# chosen_model of the pairs an edited best answer wins (allow_edit projects).
+EDITED_MODEL = "labeler-edit"
 
 
 class _ComparisonInfo(NamedTuple):
@@ -204,6 +209,46 @@ def _is_flagged(flags: Any) -> bool:
     return isinstance(flags, dict) and any(codes for codes in flags.values())
 
 
+def edited_pairs(
+    block: ComparisonBlock,
+    *,
+    edited_text: str,
+    tiers: list[list[int]],
+    annotation_id: int,
+    labeler: str,
+    chat: bool,
+) -> list[dict]:
+    """Pairs `edited > each candidate` of one annotation's rewrite of the best answer.
+
+    The edit stands one tier above the labeler's best tier: margin = 1 + the candidate's tier
+    index (Llama 3.1's edited > chosen > rejected). The edit counts once, like an annotation:
+    its pairs' weights sum to 1. A candidate with the same text as the edit is no preference
+    and is left out.
+    """
+    position = {c: i for i, tier in enumerate(tiers) for c in tier}
+    rivals = [c for c in block.order if block.candidates[c].text != edited_text]
+    if not rivals:
+        return []
+    chosen = completion_value(edited_text, chat=chat)
+    weight = 1.0 / len(rivals)
+    return [
+        {
+            "prompt": block.prompt,
+            "chosen": chosen,
+            "rejected": completion_value(block.candidates[c].text, chat=chat),
+            "margin": float(1 + position.get(c, 0)),
+            "weight": weight,
+            "split": block.split,
+            "comparison_id": block.comparison_id,
+            "annotation_id": annotation_id,
+            "labeler": labeler,
+            "chosen_model": EDITED_MODEL,
+            "rejected_model": block.candidates[c].model,
+        }
+        for c in rivals
+    ]
+
+
 def export_rows(
     *,
     project: Project,
@@ -292,6 +337,25 @@ def export_rows(
                 # One tier (all tied, or "all bad"): states no preference, nothing to learn.
                 counts["rankings_without_preference"] += 1
 
+        for r in kept:
+            if r[_EDITED]:
+                labeler = pseudonyms.get(r[_LABELER]) or labeler_pseudonym(
+                    project_id=project.pk, labeler_id=r[_LABELER]
+                )
+                edited = edited_pairs(
+                    block,
+                    edited_text=r[_EDITED],
+                    tiers=r[_RANKING],
+                    annotation_id=r[_ID],
+                    labeler=labeler,
+                    chat=chat,
+                )
+                if edited:
+                    writer.write_pairs(edited)
+                    state.pairs += len(edited)
+                    counts["edited_pairs"] += len(edited)
+                    counts["edited_annotations"] += 1
+
         if progress is not None and state.annotations >= next_report:
             progress(state)
             next_report = state.annotations + PROGRESS_EVERY
@@ -314,6 +378,12 @@ def export_create(
     written, and the files are removed again if the Export row cannot be stored.
     """
     options.validate()
+    if project.task_type == TaskType.DEMONSTRATION:
+        message = (
+            f"Project {project.slug!r} collects demonstrations, not preferences: export it "
+            "with export_demonstrations."
+        )
+        raise ServiceValidationError(message, {"project": [message]})
     folder = Path(out_dir) if out_dir is not None else default_export_dir(project)
     try:
         return _export_into(
@@ -415,6 +485,8 @@ def export_files_verified(export: Export, which: str) -> list[tuple[Path, str]]:
     raises ConflictError: edited bytes are not served as the recorded export. Names are
     relative to the export folder ("pairs/data-00000-of-00001.arrow" for an `hf` folder).
     """
+    if export.kind == Export.Kind.SFT:
+        return _sft_files_verified(export, which)
     root = Path(export.path)
     manifest_path = root / MANIFEST_NAME
     if not manifest_path.is_file():
@@ -463,4 +535,31 @@ def export_files_verified(export: Export, which: str) -> list[tuple[Path, str]]:
             )
         else:
             files.append((target, name))
+    return files
+
+
+def _sft_files_verified(export: Export, which: str) -> list[tuple[Path, str]]:
+    """`export_files_verified` for an SFT export: `pairs` (the default) means its sft.jsonl,
+    checked against the manifest and the Export row; it has no rankings."""
+    root = Path(export.path)
+    manifest_path, data_path = root / SFT_MANIFEST_NAME, root / SFT_FILENAME
+    if which == "rankings":
+        raise ExportFilesMissing(f"export {export.pk} holds SFT data: it has no rankings")
+    for path in (manifest_path, data_path):
+        if not path.is_file():
+            raise ExportFilesMissing(f"{path.name} of export {export.pk} is missing")
+    try:
+        recorded = json.loads(manifest_path.read_text(encoding="utf-8"))["sha256"]
+    except (ValueError, KeyError, TypeError):
+        recorded = None
+    actual = sha256_path(data_path)
+    if recorded != export.sha256 or actual != export.sha256:
+        raise ConflictError(
+            f"Export {export.pk}: {SFT_FILENAME} or {SFT_MANIFEST_NAME} was modified after the "
+            "export; refusing to serve it.",
+            {"file": [SFT_FILENAME]},
+        )
+    files = [(manifest_path, SFT_MANIFEST_NAME)] if which in ("all", "manifest") else []
+    if which in ("all", "pairs"):
+        files.append((data_path, SFT_FILENAME))
     return files

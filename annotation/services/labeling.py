@@ -48,7 +48,15 @@ from django.utils import timezone
 
 from annotation.errors import ConflictError, NotAllowedError, ServiceValidationError
 from annotation.leases import lapsed_lease_q, lease_is_open
-from annotation.models import Annotation, Assignment, Comparison, LabelerQueue, Project
+from annotation.models import (
+    Annotation,
+    Assignment,
+    Comparison,
+    LabelerQueue,
+    Project,
+    TaskType,
+)
+from annotation.rules.answers import demonstration_clean, edited_text_clean
 from annotation.rules.ranking import submission_clean
 from annotation.selectors.queue import (
     QueueHead,
@@ -235,7 +243,9 @@ def ranking_submit(
     *,
     assignment: Assignment,
     labeler,
-    ranking: list[list[int]],
+    ranking: list[list[int]] | None = None,
+    demonstration: str = "",
+    edited_text: str = "",
     flags: dict | None = None,
     ratings: dict | None = None,
     all_bad: bool = False,
@@ -250,6 +260,10 @@ def ranking_submit(
     ran out is still accepted while its slot is free, else ConflictError and nothing is
     stored. Submitting again on a submitted assignment (new token) stores a correction
     that supersedes the previous annotation without counting twice.
+
+    On a `demonstration` project the submission is the written `demonstration` (required;
+    nothing is ranked, the candidates were references); on a ranking project with
+    `allow_edit`, `edited_text` optionally rewrites the best answer.
     """
     now = now or timezone.now()
     token = _as_uuid(client_token)
@@ -263,6 +277,8 @@ def ranking_submit(
             now=now,
             values={
                 "ranking": ranking,
+                "demonstration": demonstration,
+                "edited_text": edited_text,
                 "flags": flags,
                 "ratings": ratings,
                 "all_bad": all_bad,
@@ -317,14 +333,39 @@ def _ranking_submit(
             f"Project {project.slug!r} is not active; it accepts no submissions.",
             {"project": [project.slug]},
         )
+    answer = dict(values)
+    demonstration, edited_text = answer.pop("demonstration"), answer.pop("edited_text")
+    written = project.task_type == TaskType.DEMONSTRATION
     clean = submission_clean(
         candidate_ids=list(comparison.candidate_ids),
-        **values,
+        **answer,
         allow_ties=project.allow_ties,
         flag_codes=list(project.flags or []),
         rating_scale=project.rating_scale,
         rationale_max_length=settings.RATIONALE_MAX_LENGTH,
+        ranked=not written,
     )
+    if written:
+        demonstration = demonstration_clean(
+            demonstration=demonstration, max_length=settings.ANSWER_MAX_LENGTH
+        )
+        if edited_text:
+            raise ServiceValidationError(
+                "Invalid submission: a demonstration project takes `demonstration`, "
+                "not `edited_text`.",
+                {"edited_text": ["Write the answer in `demonstration`."]},
+            )
+    else:
+        if demonstration:
+            raise ServiceValidationError(
+                "Invalid submission: only demonstration projects take `demonstration`.",
+                {"demonstration": [f"Project {project.slug!r} is a {project.task_type} project."]},
+            )
+        edited_text = edited_text_clean(
+            edited_text=edited_text,
+            allow_edit=project.allow_edit,
+            max_length=settings.ANSWER_MAX_LENGTH,
+        )
     previous = None
     if current.status == Assignment.Status.SKIPPED:
         raise ConflictError("This assignment was skipped; it can no longer be submitted.")
@@ -362,6 +403,8 @@ def _ranking_submit(
         comparison=comparison,
         labeler=labeler,
         ranking=clean.ranking,
+        demonstration=demonstration,
+        edited_text=edited_text,
         ratings=clean.ratings,
         flags=clean.flags,
         all_bad=clean.all_bad,

@@ -57,16 +57,14 @@ def test_without_comparisons_everything_may_change(project):
     assert (updated.num_candidates, updated.allow_ties, updated.rating_scale) == (3, False, 5)
 
 
-def test_the_admin_refuses_a_locked_change(client, project, make_comparisons):
-    make_comparisons(project, 1)
-    root = get_user_model().objects.create_superuser("root", "r@example.com", "pw-root-123")
-    client.force_login(root)
-    url = reverse("admin:annotation_project_change", args=[project.pk])
-    page = client.get(url)
+def _admin_form_data(page) -> dict:
+    """The change form's current values as a POST body."""
     form = page.context["adminform"].form
     data = {}
     for name, field in form.fields.items():
         value = form.initial.get(name, field.initial)
+        if callable(value):  # a model default such as default_flags (add form)
+            value = value()
         if value is None:
             continue
         if isinstance(value, bool):
@@ -77,6 +75,15 @@ def test_the_admin_refuses_a_locked_change(client, project, make_comparisons):
             data[name] = [getattr(v, "pk", v) for v in value]
             continue
         data[name] = field.prepare_value(value) if hasattr(field, "prepare_value") else value
+    return data
+
+
+def test_the_admin_refuses_a_locked_change(client, project, make_comparisons):
+    make_comparisons(project, 1)
+    root = get_user_model().objects.create_superuser("root", "r@example.com", "pw-root-123")
+    client.force_login(root)
+    url = reverse("admin:annotation_project_change", args=[project.pk])
+    data = _admin_form_data(client.get(url))
     data["num_candidates"] = "3"
     response = client.post(url, data)
     assert response.status_code == 200  # the form again, with the error
@@ -97,3 +104,33 @@ def test_the_page_draws_ranks_from_the_comparison_not_the_project(
     client.force_login(alice)
     html = client.get(reverse("label", kwargs={"slug": project.slug})).content.decode()
     assert "3rd" in html and "4th" not in html.split('<template id="card-template">')[0]
+
+
+def test_the_admin_sets_task_type_and_allow_edit_then_locks_them(client, make_comparisons):
+    root = get_user_model().objects.create_superuser("root", "r@example.com", "pw-root-123")
+    client.force_login(root)
+    add = reverse("admin:annotation_project_add")
+    data = _admin_form_data(client.get(add))
+    data.update(slug="edits", name="Edits", allow_edit="on", num_candidates="2")
+    data["task_type"] = "ranking"
+    response = client.post(add, data)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    project = Project.objects.get(slug="edits")
+    assert project.allow_edit is True
+    # A demonstration project cannot take allow_edit.
+    data.update(slug="demos", task_type="demonstration")
+    refused = client.post(add, data)
+    assert refused.status_code == 200
+    assert "allow_edit is for ranking projects" in refused.content.decode()
+    data.pop("allow_edit")
+    assert client.post(add, data).status_code == 302
+    assert Project.objects.get(slug="demos").task_type == "demonstration"
+
+    make_comparisons(project, 1)
+    url = reverse("admin:annotation_project_change", args=[project.pk])
+    data = _admin_form_data(client.get(url))
+    data.pop("allow_edit")
+    response = client.post(url, data)
+    assert response.status_code == 200
+    assert "allow_edit cannot change once the project has comparisons" in response.content.decode()
+    assert Project.objects.get(pk=project.pk).allow_edit is True

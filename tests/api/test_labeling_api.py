@@ -80,6 +80,7 @@ def test_projects_lists_own_projects_with_progress(alice, bob, comparisons):
         "task_type": "ranking",
         "num_candidates": 4,
         "allow_ties": True,
+        "allow_edit": False,
         "flags": ["unhelpful", "untruthful", "harmful"],
         "rating_scale": 0,
         "lease_seconds": 600,
@@ -123,7 +124,8 @@ def test_next_returns_the_comparison_in_this_labelers_display_order(alice, compa
     body = response.json()
     assert set(body) == {"assignment"}
     assignment = body["assignment"]
-    assert set(assignment) == {"id", "expires_at", "comparison"}
+    assert set(assignment) == {"id", "expires_at", "task_type", "allow_edit", "comparison"}
+    assert (assignment["task_type"], assignment["allow_edit"]) == ("ranking", False)
     stored = Assignment.objects.get(pk=assignment["id"])
     assert stored.labeler.username == "alice"
     assert stored.comparison_id == comparisons[0].pk
@@ -278,8 +280,6 @@ DROP = object()
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"ranking": DROP}, "ranking"),
-        ({"ranking": []}, "ranking"),
         ({"ranking": "first"}, "ranking"),
         ({"ranking": [["x"]]}, "ranking"),
         ({"ranking": [[]]}, "ranking"),
@@ -304,6 +304,19 @@ def test_submit_refuses_malformed_fields(alice, comparisons, body, field):
     assert set(response.json()) == {"detail", "errors"}
     assert field in response.json()["errors"]
     assert response.json()["detail"].startswith(field)
+    assert Annotation.objects.count() == 0
+
+
+@pytest.mark.parametrize("body", [{"ranking": DROP}, {"ranking": []}])
+def test_submit_without_a_ranking_is_400_on_a_ranking_project(alice, comparisons, body):
+    # The serializer lets an empty ranking through (a demonstration project sends none); the
+    # service refuses it where a ranking is due.
+    payload = lease(alice)
+    data = {"client_token": str(uuid.uuid4()), **body}
+    data = {k: v for k, v in data.items() if v is not DROP}
+    response = alice.post(submit_url(payload["assignment"]["id"]), data, format="json")
+    assert response.status_code == 400, response.content
+    assert "non-empty list of tiers" in response.json()["errors"]["ranking"][0]
     assert Annotation.objects.count() == 0
 
 

@@ -110,7 +110,13 @@ def test_labeler_shapes_match_the_spec(schema):
     nxt = ops[("post", "/api/v1/projects/{slug}/assignments/next/")]
     assert set(nxt["responses"]) >= {"200", "204", "404"}
     assignment = resolve(schema, body_schema(schema, nxt, "200")["properties"]["assignment"])
-    assert set(assignment["properties"]) == {"id", "expires_at", "comparison"}
+    assert set(assignment["properties"]) == {
+        "id",
+        "expires_at",
+        "task_type",
+        "allow_edit",
+        "comparison",
+    }
     comparison = resolve(schema, assignment["properties"]["comparison"])
     assert set(comparison["properties"]) == {"id", "prompt", "candidates"}
     prompt = resolve(schema, comparison["properties"]["prompt"])
@@ -129,8 +135,11 @@ def test_labeler_shapes_match_the_spec(schema):
         "rationale",
         "time_spent_ms",
         "client_token",
+        "demonstration",
+        "edited_text",
     }
-    assert set(request["required"]) == {"ranking", "client_token"}
+    # ranking is required by the service on ranking projects only (demonstrations send none).
+    assert set(request["required"]) == {"client_token"}
     assert request["properties"]["ranking"]["items"]["items"]["type"] == "integer"
     assert request["properties"]["client_token"]["format"] == "uuid"
     assert set(submit["responses"]) >= {"200", "201", "400", "404", "409"}

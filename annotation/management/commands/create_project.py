@@ -14,10 +14,19 @@ class Command(BaseCommand):
         parser.add_argument("slug")
         parser.add_argument("--name")
         parser.add_argument("--task-type", choices=TaskType.values, default=TaskType.RANKING)
-        parser.add_argument("--num-candidates", type=int, help="K, 2..9 (pairwise: 2)")
+        parser.add_argument(
+            "--num-candidates",
+            type=int,
+            help="K, 2..9 (pairwise: 2; demonstration: references shown, at most K)",
+        )
         parser.add_argument("--overlap", type=int, default=1, help="annotations per comparison")
         parser.add_argument("--allow-ties", action="store_true", dest="allow_ties", default=True)
         parser.add_argument("--no-ties", action="store_false", dest="allow_ties")
+        parser.add_argument(
+            "--allow-edit",
+            action="store_true",
+            help="ranking projects: the labeler may rewrite the best answer (edited_text)",
+        )
         parser.add_argument("--guidelines", type=Path, help="Markdown file")
         parser.add_argument("--flags", help="comma-separated flag codes")
         parser.add_argument("--rating-scale", type=int, default=0, help="0 = off, else 1..N")
@@ -37,6 +46,7 @@ class Command(BaseCommand):
             "rating_scale": opts["rating_scale"],
             "lease_seconds": opts["lease_seconds"],
             "gold_rate": opts["gold_rate"],
+            "allow_edit": opts["allow_edit"],
         }
         if opts["flags"] is not None:
             extra["flags"] = [f.strip() for f in opts["flags"].split(",") if f.strip()]

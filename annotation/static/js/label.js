@@ -502,6 +502,8 @@
     form.setAttribute("data-assignment", String(assignment.id));
     if (skipButton) skipButton.setAttribute("formaction", url(config.urls.form_skip, assignment.id));
     if (rationale) rationale.value = "";
+    var editedText = document.getElementById("edited-text");
+    if (editedText) editedText.value = "";
     if (allBad) allBad.checked = false;
     if (!pairwise) buildBoard();
     resetTaskState({});
@@ -717,6 +719,8 @@
     payload.flags = flags;
     payload.ratings = ratings;
     payload.rationale = rationale ? rationale.value : "";
+    var editedText = document.getElementById("edited-text");  // allow_edit projects only
+    if (editedText) payload.edited_text = editedText.value;
     payload.time_spent_ms = Math.max(0, Math.round(performance.now() - state.started));
     payload.client_token = state.token;
     return payload;
