@@ -54,13 +54,14 @@ def ensemble_scores(
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
     directories = [check_reward_model_dir(d) for d in model_dirs]
+    from training.modeling import ModelLoadError
     from training.reward.scoring import load_reward_model
 
     columns: list[list[float]] = []
     for directory in directories:
         try:
             scorer: Any = load_reward_model(directory, device=device, batch_size=batch_size)
-        except (OSError, ValueError, KeyError) as exc:
+        except (ModelLoadError, OSError, ValueError, KeyError) as exc:
             raise RewardModelDirError(f"reward model {directory}: cannot load: {exc}") from None
         columns.append(scorer.score(list(prompts), list(responses)))
         del scorer
