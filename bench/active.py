@@ -61,8 +61,10 @@ class World:
 def _tokens(prompt: str, response: str) -> list[str]:
     words = response.lower().replace(".", " ").replace(",", " ").split()
     head = " ".join(prompt.lower().split()[:2])
-    feats = [f"w:{w}" for w in words] + [f"b:{a}_{b}" for a, b in zip(words, words[1:])]
-    feats += [f"h:{head}|{w}" for w in words[:6]] + [f"n:{min(len(words), 30) // 3}"]
+    # Words, the first words crossed with the prompt's opening (its kind), a length bucket.
+    # No bigrams: nearly unique per response, they let the model memorize its training pool.
+    feats = [f"w:{w}" for w in words] + [f"h:{head}|{w}" for w in words[:6]]
+    feats.append(f"n:{min(len(words), 30) // 3}")
     return feats
 
 
