@@ -280,7 +280,16 @@ class ComparisonAdmin(admin.ModelAdmin):
     """Everything is read-only: counts, status and candidates change through the services
     (labeling, review, gold), which hold the queue's invariants under row locks."""
 
-    list_display = ("id", "project", "prompt", "status", "submitted_count", "required", "is_gold")
+    list_display = (
+        "id",
+        "project",
+        "prompt",
+        "status",
+        "priority",
+        "submitted_count",
+        "required",
+        "is_gold",
+    )
     list_filter = ("project", "status", "is_gold")
     search_fields = ("prompt__external_id",)
     list_select_related = ("project", "prompt")
@@ -289,6 +298,7 @@ class ComparisonAdmin(admin.ModelAdmin):
         "prompt",
         "prompt_text",
         "status",
+        "priority",
         "submitted_count",
         "required",
         "is_gold",

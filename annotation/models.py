@@ -238,6 +238,11 @@ class Comparison(models.Model):
     )
     required = models.PositiveSmallIntegerField(default=1)
     submitted_count = models.PositiveSmallIntegerField(default=0)
+    priority = models.FloatField(
+        default=0.0,
+        help_text="Served highest first: 0 for random builds, (0, 1] by informativeness "
+        "for `build_comparisons --strategy uncertainty` (SPEC section 11).",
+    )
     is_gold = models.BooleanField(default=False)
     gold_ranking = models.JSONField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
@@ -261,9 +266,10 @@ class Comparison(models.Model):
             ),
         ]
         indexes = [
-            # The queue: open comparisons of a project, fewest annotations first, then oldest.
+            # The queue: open comparisons of a project, highest priority first, then fewest
+            # annotations, then oldest.
             models.Index(
-                fields=["project", "status", "is_gold", "submitted_count", "id"],
+                fields=["project", "status", "is_gold", "-priority", "submitted_count", "id"],
                 name="comparison_queue_idx",
             ),
         ]

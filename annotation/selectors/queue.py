@@ -66,7 +66,7 @@ WHERE {c.project} = %s AND {c.status} = %s AND {c.is_gold} = %s
   AND {c.submitted_count} + (
     SELECT COUNT(*) FROM {lease} WHERE {lease.comparison} = {c.id} AND {open_lease_sql("lease")}
   ) < {c.required}{{exclude}}
-ORDER BY {c.submitted_count}, {c.id}
+ORDER BY {c.priority} DESC, {c.submitted_count}, {c.id}
 LIMIT 1{{lock}}"""
 
 
@@ -109,7 +109,8 @@ def queue_head(
 ) -> QueueHead | None:
     """The first comparison this labeler may lease now, in serving order, or None.
 
-    Serving order is fewest submitted first, then oldest. The statement walks
+    Serving order is highest priority first (`build_comparisons --strategy uncertainty`
+    sets it; random builds leave 0), then fewest submitted, then oldest. The statement walks
     `comparison_queue_idx` in order and stops at the first row with room that the labeler
     never had; each row costs two index probes, so it does not grow with the project (only
     with the open leases and skips at the head of the queue). The prompt comes along as

@@ -1,13 +1,33 @@
-"""Build comparisons (the unit of labeling work) from the candidates of each prompt."""
+"""Build comparisons (the unit of labeling work) from the candidates of each prompt.
+
+Two strategies (SPEC section 11, `build_comparisons --strategy`):
+
+- `random` deals each prompt's pool into groups of K, mixing models; priority 0.
+- `uncertainty` takes reward-model scores of every pooled candidate (computed by the
+  training side, `training.active`: this app imports no ML) and groups, per prompt, the K
+  candidates whose order the model is least sure of first; the comparisons of all prompts
+  then get a queue priority, most uncertain first within a per-cluster share
+  (`annotation.rules.active`).
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from django.db import transaction
 
+from annotation.errors import ServiceValidationError
 from annotation.models import Candidate, Comparison, Project, Prompt, TaskType
+from annotation.rules.active import (
+    DEFAULT_MAX_SHARE,
+    Scored,
+    informative_order,
+    priorities,
+    uncertain_groups,
+    validate_max_share,
+)
 
 BULK_BATCH = 2000
 
@@ -38,21 +58,49 @@ def group_round_robin(candidates: list[tuple[int, str]], k: int) -> list[list[in
     return groups
 
 
-@transaction.atomic
-def comparisons_build(*, project: Project, models: list[str] | None = None) -> BuildResult:
-    """Group each prompt's candidates not yet in a comparison into comparisons of K.
+def comparison_pool(*, project: Project, models: list[str] | None = None):
+    """Candidates of the project not yet in any comparison (of these models, if given).
 
-    `models` restricts the pool to candidates of those model versions / model names.
-    Never builds the same candidate set twice for a prompt (a constraint backs this).
+    What `comparisons_build` groups, and what the training side scores before an
+    uncertainty build.
     """
-    if project.task_type == TaskType.DEMONSTRATION:
-        return _demonstration_tasks_build(project=project, models=models)
-    k = project.num_candidates
     pool = Candidate.objects.filter(prompt__project=project, comparisons__isnull=True)
     if models:
         from django.db.models import Q
 
         pool = pool.filter(Q(model_version__name__in=models) | Q(model_name__in=models))
+    return pool
+
+
+@transaction.atomic
+def comparisons_build(
+    *,
+    project: Project,
+    models: list[str] | None = None,
+    scores: Mapping[int, Sequence[float]] | None = None,
+    max_share: float = DEFAULT_MAX_SHARE,
+) -> BuildResult:
+    """Group each prompt's candidates not yet in a comparison into comparisons of K.
+
+    `models` restricts the pool to candidates of those model versions / model names.
+    Never builds the same candidate set twice for a prompt (a constraint backs this).
+
+    With `scores` (candidate id -> one reward per model, the same models for every
+    candidate) the build is by uncertainty: every pooled candidate must have scores, else
+    nothing is built; `max_share` caps the share of one prompt cluster (prompt `source`)
+    in every prefix of the serving order.
+    """
+    if project.task_type == TaskType.DEMONSTRATION:
+        if scores is not None:
+            raise ServiceValidationError(
+                "demonstration tasks are one per prompt: there is no order to be unsure of",
+                {"scores": ["not for demonstration projects"]},
+            )
+        return _demonstration_tasks_build(project=project, models=models)
+    k = project.num_candidates
+    pool = comparison_pool(project=project, models=models)
+    if scores is not None:
+        return _build_by_uncertainty(project, pool, scores, max_share)
     by_prompt: dict[int, list[tuple[int, str]]] = defaultdict(list)
     for candidate_id, prompt_id, version_name, model_name in pool.values_list(
         "id", "prompt_id", "model_version__name", "model_name"
@@ -84,13 +132,78 @@ def comparisons_build(*, project: Project, models: list[str] | None = None) -> B
                     required=project.overlap,
                 )
             )
+    result.created = _create(new)
+    return result
+
+
+def _create(new: list[Comparison]) -> int:
     created = Comparison.objects.bulk_create(new, batch_size=BULK_BATCH)
     through = Comparison.candidates.through
     links = [
         through(comparison_id=c.pk, candidate_id=cid) for c in created for cid in c.candidate_ids
     ]
     through.objects.bulk_create(links, batch_size=BULK_BATCH)
-    result.created = len(created)
+    return len(created)
+
+
+def _build_by_uncertainty(
+    project: Project, pool, scores: Mapping[int, Sequence[float]], max_share: float
+) -> BuildResult:
+    try:
+        validate_max_share(max_share)
+    except ValueError as exc:
+        raise ServiceValidationError(str(exc), {"max_share": [str(exc)]}) from None
+    k = project.num_candidates
+    by_prompt: dict[int, list[tuple[int, list[float]]]] = defaultdict(list)
+    cluster_of: dict[int, str] = {}
+    width = None
+    for candidate_id, prompt_id, source in pool.values_list(
+        "id", "prompt_id", "prompt__source"
+    ).iterator(chunk_size=BULK_BATCH):
+        values = scores.get(candidate_id)
+        if not values:
+            message = f"candidate {candidate_id} has no reward-model score"
+            raise ServiceValidationError(message, {"scores": [message]})
+        if width is None:
+            width = len(values)
+        elif len(values) != width:
+            message = f"candidate {candidate_id} has {len(values)} scores, others {width}"
+            raise ServiceValidationError(message, {"scores": [message]})
+        by_prompt[prompt_id].append((candidate_id, [float(v) for v in values]))
+        cluster_of[prompt_id] = source or f"prompt:{prompt_id}"
+    existing_keys = set(
+        Comparison.objects.filter(prompt_id__in=list(by_prompt)).values_list(
+            "prompt_id", "candidate_key"
+        )
+    )
+    result = BuildResult()
+    built: dict[tuple[int, str], tuple[int, list[int]]] = {}
+    items = []
+    for prompt_id, candidates in sorted(by_prompt.items()):
+        groups = uncertain_groups(candidates, k)
+        if not groups:
+            result.prompts_short += 1
+        result.leftover += len(candidates) - k * len(groups)
+        for group, uncertainty in groups:
+            key = Comparison.key_for(group)
+            if (prompt_id, key) in existing_keys:
+                continue
+            existing_keys.add((prompt_id, key))
+            built[(prompt_id, key)] = (prompt_id, group)
+            items.append(Scored((prompt_id, key), cluster_of[prompt_id], uncertainty))
+    order = informative_order(items, max_share=max_share)
+    new = [
+        Comparison(
+            project=project,
+            prompt_id=built[key][0],
+            candidate_ids=built[key][1],
+            candidate_key=key[1],
+            required=project.overlap,
+            priority=priority,
+        )
+        for key, priority in zip(order, priorities(len(order)))
+    ]
+    result.created = _create(new)
     return result
 
 

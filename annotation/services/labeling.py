@@ -15,9 +15,10 @@ Invariants (SPEC section 2) and what holds them:
   now` (`annotation.leases`), so nothing depends on `leases_expire` having run.
 
 The hot path uses indexed lookups only: the queue walks `comparison_queue_idx` in order
-(fewest submitted first, then oldest) and stops at the first comparison that has room and
-that this labeler has not seen; per row it probes the (comparison, labeler) unique index and
-the partial index of open leases. No query counts rows over the whole project.
+(highest priority first, then fewest submitted, then oldest) and stops at the first
+comparison that has room and that this labeler has not seen; per row it probes the
+(comparison, labeler) unique index and the partial index of open leases.
+No query counts rows over the whole project.
 
 Decisions where SPEC is silent:
 

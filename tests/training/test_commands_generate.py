@@ -104,3 +104,47 @@ def test_bad_model_path_is_one_clear_sentence(prompts_project, tmp_path):
     message = str(info.value)
     assert "missing" in message and "\n" not in message and "Traceback" not in message
     assert not ModelVersion.objects.exists() and not TrainingRun.objects.exists()
+
+
+def test_a_pool_larger_than_k_feeds_the_uncertainty_strategy(
+    prompts_project, tiny_policy, tmp_path
+):
+    """--num-candidates 2K: two comparisons per prompt, the less certain group asked first."""
+    from transformers import AutoModelForSequenceClassification
+
+    from annotation.models import Comparison
+    from annotation.rules.active import group_uncertainty
+    from training.modeling import load_tokenizer
+    from training.reward.uncertainty import ensemble_scores
+
+    out = run(
+        "generate_candidates", "gen", "--model", tiny_policy, "--max-new-tokens", "8",
+        "--num-candidates", "6", "--no-progress", "--name", "tiny-pool",
+    )  # fmt: skip
+    assert "stored 30 candidates for 5 prompts" in out
+    rm = AutoModelForSequenceClassification.from_pretrained(tiny_policy, num_labels=1)
+    rm.config.pad_token_id = load_tokenizer(tiny_policy).pad_token_id
+    rm.save_pretrained(tmp_path / "rm")
+    load_tokenizer(tiny_policy).save_pretrained(tmp_path / "rm")
+    out = run(
+        "build_comparisons", "gen", "--strategy", "uncertainty",
+        "--reward-model", str(tmp_path / "rm"), "--device", "cpu",
+    )  # fmt: skip
+    assert "built 10 comparisons (uncertainty)" in out
+    built = list(Comparison.objects.select_related("prompt").order_by("-priority"))
+    assert len({c.priority for c in built}) == 10 and built[-1].priority > 0
+    ids = [cid for c in built for cid in c.candidate_ids]
+    assert len(ids) == len(set(ids)) == 30  # every pooled candidate in exactly one comparison
+    candidates = {c.pk: c for c in Candidate.objects.select_related("prompt")}
+    order = sorted(candidates)
+    rewards = ensemble_scores(
+        [tmp_path / "rm"],
+        [candidates[i].prompt.as_model_input() for i in order],
+        [candidates[i].text for i in order],
+        device="cpu",
+    )
+    score = dict(zip(order, rewards))
+    for prompt in Prompt.objects.filter(project=prompts_project):
+        first, second = [c for c in built if c.prompt_id == prompt.pk]  # served in this order
+        u = [group_uncertainty([score[i] for i in c.candidate_ids]) for c in (first, second)]
+        assert u[0] >= u[1] - 1e-9
