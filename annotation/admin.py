@@ -238,7 +238,8 @@ class PromptAdmin(admin.ModelAdmin):
 
 @admin.register(Candidate)
 class CandidateAdmin(admin.ModelAdmin):
-    """Text is read-only: annotations ranked this text, and its hash keeps imports idempotent."""
+    """Read-only: annotations ranked this text from this model, its hash keeps imports
+    idempotent, and the leaderboard and exports name the model."""
 
     list_display = ("id", "prompt", "model_label", "short_text", "created_at")
     list_filter = ("prompt__project", "model_version", "model_name")
@@ -249,11 +250,16 @@ class CandidateAdmin(admin.ModelAdmin):
         "text",
         "text_hash",
         "model_version",
+        "model_name",
         "generation_params",
         "created_at",
     )
 
     def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        # Deleting would cascade into comparisons whose candidate_ids and rankings name it.
         return False
 
     @admin.display(description="text")

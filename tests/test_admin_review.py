@@ -104,9 +104,13 @@ def test_assignment_candidate_and_prompt_change_forms_are_read_only(client, root
     candidate = Candidate.objects.get(pk=comparison.candidate_ids[0])
     client.post(
         reverse("admin:annotation_candidate_change", args=[candidate.pk]),
-        {"text": "rewritten", "prompt": candidate.prompt_id, "model_name": candidate.model_name},
+        {"text": "rewritten", "prompt": candidate.prompt_id, "model_name": "someone-else"},
     )
-    assert Candidate.objects.get(pk=candidate.pk).text == candidate.text
+    fresh_candidate = Candidate.objects.get(pk=candidate.pk)
+    assert (fresh_candidate.text, fresh_candidate.model_name) == (
+        candidate.text,
+        candidate.model_name,
+    )
     prompt = comparison.prompt
     client.post(
         reverse("admin:annotation_prompt_change", args=[prompt.pk]),
