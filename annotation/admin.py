@@ -18,6 +18,7 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
 from annotation import converters  # noqa: F401 (registers <id:...>)
+from annotation.admin_stats import stats_page_context
 from annotation.errors import ServiceError
 from annotation.models import (
     Annotation,
@@ -37,7 +38,6 @@ from annotation.selectors.review import (
     comparison_review,
     ranked,
 )
-from annotation.selectors.stats import project_stats
 from annotation.services.exports import ExportOptions, export_create
 from annotation.services.gold import comparison_gold_clear, comparison_gold_set
 from annotation.services.review import (
@@ -138,22 +138,11 @@ class ProjectAdmin(admin.ModelAdmin):
             from django.core.exceptions import PermissionDenied
 
             raise PermissionDenied
-        stats = project_stats(project)
-        most = max((row["annotations"] for row in stats["labelers"]), default=0) or 1
-        labelers = [
-            {
-                **row,
-                "bar": round(120 * row["annotations"] / most),
-                "median_s": (row["median_time_ms"] or 0) / 1000,
-            }
-            for row in stats["labelers"]
-        ]
         context = {
             **self.admin_site.each_context(request),
+            **stats_page_context(project, request.GET),
             "title": f"Statistics: {project.slug}",
             "project": project,
-            "stats": stats,
-            "labelers": labelers,
             "opts": self.model._meta,
         }
         return TemplateResponse(request, "admin/annotation/project/stats.html", context)

@@ -347,7 +347,8 @@ def test_statistics_page_shows_gold_accuracy_per_labeler(client, root, world):
         client_token=uuid.uuid4(),
     )
     page = client.get(reverse("admin:annotation_project_stats", args=[project.pk])).content.decode()
-    assert "gold accuracy" in page and "0.000 <small>(1 gold)</small>" in page
+    assert "Gold accuracy" in page
+    assert '<td class="num weak" title="below the threshold">0.000 (1 gold)</td>' in page
 
 
 def test_gold_actions_on_the_comparison_list(client, root, world):
