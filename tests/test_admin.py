@@ -80,7 +80,9 @@ def test_stats_page_and_export_action(
         follow=True,
     )
     export = Export.objects.get(project=project)
-    assert f"export {export.pk} with 0 pairs" in response.content.decode()
+    page = response.content.decode()
+    assert f"Export {export.pk} of demo: 0 pairs." in page and str(export.path) not in page
+    assert reverse("api:export-download", kwargs={"export_id": export.pk}) in page
     assert export.created_by == superuser
 
 

@@ -384,4 +384,4 @@ def test_export_action_says_1_pair(
         follow=True,
     )
     page = response.content.decode()
-    assert " with 1 pair in " in page and "1 pairs" not in page
+    assert ": 1 pair." in page and "1 pairs" not in page
