@@ -60,6 +60,8 @@ def test_export_form_calls_the_service_with_the_options(client, root, labeled, t
     assert client.get(download).status_code == 200  # the admin's session signs the API in
     listing = client.get(reverse("admin:annotation_export_changelist")).content.decode()
     assert f'href="{download}"' in listing
+    detail = client.get(reverse("admin:annotation_export_change", args=[export.pk]))
+    assert f'href="{download}"' in detail.content.decode()
 
 
 def test_export_form_refuses_bad_options_and_writes_nothing(
