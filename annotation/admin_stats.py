@@ -20,7 +20,7 @@ from annotation.selectors.stats import (
     project_model_leaderboard,
     project_stats,
 )
-from lineage.charts import bar_chart_svg
+from lineage.charts import bar_chart_svg, fmt
 
 # key -> (label, one-line explanation)
 PROGRESS = {
@@ -178,9 +178,9 @@ def stats_page_context(project: Project, query) -> dict[str, Any]:
         "trend": trend,
         "days": days,
         "thresholds": {
-            "gold_accuracy": figure(thresholds.get("gold_accuracy")),
-            "agreement": figure(thresholds.get("agreement_with_consensus")),
-            "median_seconds": figure(thresholds.get("median_seconds")),
+            "gold_accuracy": _plain(thresholds.get("gold_accuracy")),
+            "agreement": _plain(thresholds.get("agreement_with_consensus")),
+            "median_seconds": _plain(thresholds.get("median_seconds")),
         },
         "models": [
             {
@@ -193,3 +193,8 @@ def stats_page_context(project: Project, query) -> dict[str, Any]:
             for row in project_model_leaderboard(project, since=since, until=until)
         ],
     }
+
+
+def _plain(value) -> str:
+    """A setting as people wrote it: 0.7, 5 (not 0.700, 5.000)."""
+    return "–" if value is None else fmt(value)

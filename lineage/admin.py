@@ -144,7 +144,11 @@ class TrainingRunAdmin(admin.ModelAdmin):
         if obj.kind == TrainingRun.Kind.PPO and (plot := reward_vs_kl_svg(history)):
             charts.append(plot)
         # The SVG holds numbers and escaped titles only (lineage.charts escapes every label).
-        return mark_safe("".join(charts)) if charts else "-"  # noqa: S308
+        if not charts:
+            return "-"
+        return mark_safe(  # noqa: S308
+            '<div style="display:flex;flex-wrap:wrap;gap:4px">' + "".join(charts) + "</div>"
+        )
 
     @admin.display(description="steps logged")
     def steps(self, obj):
