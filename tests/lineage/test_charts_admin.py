@@ -193,3 +193,12 @@ def test_demo_policy_build_run_has_the_version_as_output(tmp_path, monkeypatch):
     version = ModelVersion.objects.get(path=str(tmp_path / "demo-policy"))
     assert run.output_model == version and version.produced_by == run
     assert run.metrics_history == [{"step": 1, "loss": 2.0}]
+    # A rebuild (other steps) made other weights: a new version with its own producer, which
+    # the folder's lookup (generate_candidates without --name) now finds.
+    call_command("build_demo_policy", "--out", str(tmp_path / "demo-policy"), "--steps", "2")
+    rebuilt = TrainingRun.objects.filter(kind="sft").latest("id")
+    from lineage.services import model_version_register
+
+    latest = model_version_register(path=str(tmp_path / "demo-policy"))
+    assert latest.produced_by == rebuilt and latest != version
+    assert ModelVersion.objects.get(pk=version.pk).produced_by == run
