@@ -57,13 +57,17 @@ class Migration(migrations.Migration):
                         (
                             "id",
                             models.BigAutoField(
-                                auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                                auto_created=True,
+                                primary_key=True,
+                                serialize=False,
+                                verbose_name="ID",
                             ),
                         ),
                         (
                             "candidate",
                             models.ForeignKey(
-                                on_delete=django.db.models.deletion.CASCADE, to="annotation.candidate"
+                                on_delete=django.db.models.deletion.CASCADE,
+                                to="annotation.candidate",
                             ),
                         ),
                         (
