@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
@@ -18,6 +19,8 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
 from annotation import converters  # noqa: F401 (registers <id:...>)
+from annotation.admin_forms import ExportForm, ImportForm
+from annotation.admin_stats import stats_page_context
 from annotation.errors import ServiceError
 from annotation.models import (
     Annotation,
@@ -37,9 +40,9 @@ from annotation.selectors.review import (
     comparison_review,
     ranked,
 )
-from annotation.selectors.stats import project_stats
 from annotation.services.exports import ExportOptions, export_create
 from annotation.services.gold import comparison_gold_clear, comparison_gold_set
+from annotation.services.imports import import_upload
 from annotation.services.review import (
     REASON_MAX_LENGTH,
     annotation_reject,
@@ -115,13 +118,16 @@ class ProjectAdmin(admin.ModelAdmin):
         complete = obj.comparisons.filter(status=Comparison.Status.COMPLETE).count()
         annotations = Annotation.objects.filter(comparison__project=obj).count()
         return format_html(
-            '{} prompts, {} candidates, {} comparisons ({} complete), {} annotations · <a href="{}">statistics</a>',
+            '{} prompts, {} candidates, {} comparisons ({} complete), {} annotations · <a href="{}">statistics</a>'
+            ' · <a href="{}">export…</a> · <a href="{}">import a file…</a>',
             prompts,
             candidates,
             comparisons,
             complete,
             annotations,
             reverse("admin:annotation_project_stats", args=[obj.pk]),
+            reverse("admin:annotation_project_export", args=[obj.pk]),
+            reverse("admin:annotation_project_import", args=[obj.pk]),
         )
 
     def get_urls(self):
@@ -130,7 +136,92 @@ class ProjectAdmin(admin.ModelAdmin):
             self.admin_site.admin_view(self.stats_view),
             name="annotation_project_stats",
         )
-        return [stats, *super().get_urls()]
+        export = path(
+            "<id:project_id>/export/",
+            self.admin_site.admin_view(self.export_view),
+            name="annotation_project_export",
+        )
+        upload = path(
+            "<id:project_id>/import/",
+            self.admin_site.admin_view(self.import_view),
+            name="annotation_project_import",
+        )
+        return [stats, export, upload, *super().get_urls()]
+
+    def _project_for(self, request, project_id: int, *, change: bool) -> Project:
+        project = get_object_or_404(Project, pk=project_id)
+        allowed = (
+            self.has_change_permission(request, project)
+            if change
+            else self.has_view_permission(request, project)
+        )
+        if not allowed:
+            raise PermissionDenied
+        return project
+
+    def export_view(self, request, project_id: int):
+        """The export options as a form; a valid post calls the export service once."""
+        project = self._project_for(request, project_id, change=True)
+        form = ExportForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                export = export_create(
+                    project=project, options=form.options(), created_by=request.user
+                )
+            except ServiceError as exc:
+                for name, problems in (exc.errors or {}).items():
+                    field = name if name in form.fields else None
+                    for problem in problems if isinstance(problems, list) else [problems]:
+                        form.add_error(field, str(problem))
+                if not exc.errors:
+                    form.add_error(None, exc.detail)
+            else:
+                self.message_user(request, _export_message(export), messages.SUCCESS)
+                return HttpResponseRedirect(
+                    reverse("admin:annotation_export_change", args=[export.pk])
+                )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Export preferences: {project.slug}",
+            "project": project,
+            "form": form,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/annotation/project/export.html", context)
+
+    def import_view(self, request, project_id: int):
+        """Upload a prompts or candidates file: validated whole, imported all or nothing."""
+        project = self._project_for(request, project_id, change=True)
+        form = ImportForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            upload = form.cleaned_data["file"]
+            try:
+                result = import_upload(
+                    project=project,
+                    kind=form.cleaned_data["kind"],
+                    name=upload.name,
+                    chunks=upload.chunks(),
+                )
+            except ServiceError as exc:
+                form.add_error("file", f"{exc.detail} Nothing was imported.")
+            else:
+                self.message_user(
+                    request,
+                    f"Imported {upload.name}: {result.created} created, {result.unchanged} unchanged.",
+                    messages.SUCCESS,
+                )
+                return HttpResponseRedirect(
+                    reverse("admin:annotation_project_change", args=[project.pk])
+                )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Import into {project.slug}",
+            "project": project,
+            "form": form,
+            "max_bytes": settings.IMPORT_MAX_BYTES,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/annotation/project/import.html", context)
 
     def stats_view(self, request, project_id: int):
         """Progress, agreement and per-labeler figures (the same numbers as the stats API)."""
@@ -139,22 +230,11 @@ class ProjectAdmin(admin.ModelAdmin):
             from django.core.exceptions import PermissionDenied
 
             raise PermissionDenied
-        stats = project_stats(project)
-        most = max((row["annotations"] for row in stats["labelers"]), default=0) or 1
-        labelers = [
-            {
-                **row,
-                "bar": round(120 * row["annotations"] / most),
-                "median_s": (row["median_time_ms"] or 0) / 1000,
-            }
-            for row in stats["labelers"]
-        ]
         context = {
             **self.admin_site.each_context(request),
+            **stats_page_context(project, request.GET),
             "title": f"Statistics: {project.slug}",
             "project": project,
-            "stats": stats,
-            "labelers": labelers,
             "opts": self.model._meta,
         }
         return TemplateResponse(request, "admin/annotation/project/stats.html", context)
@@ -169,13 +249,7 @@ class ProjectAdmin(admin.ModelAdmin):
             except ServiceError as exc:
                 self.message_user(request, f"{project.slug}: {exc.detail}", messages.ERROR)
                 continue
-            self.message_user(
-                request,
-                f"{project.slug}: export {export.pk} with {export.rows} "
-                f"pair{'' if export.rows == 1 else 's'} in {export.path} "
-                f"(train a reward model: manage.py train_reward_model --export {export.pk} ...)",
-                messages.SUCCESS,
-            )
+            self.message_user(request, _export_message(export), messages.SUCCESS)
 
     @admin.action(description="Show the pipeline commands for the selected projects")
     def show_pipeline_commands(self, request, queryset):
@@ -239,7 +313,8 @@ class PromptAdmin(admin.ModelAdmin):
 
 @admin.register(Candidate)
 class CandidateAdmin(admin.ModelAdmin):
-    """Text is read-only: annotations ranked this text, and its hash keeps imports idempotent."""
+    """Read-only: annotations ranked this text from this model, its hash keeps imports
+    idempotent, and the leaderboard and exports name the model."""
 
     list_display = ("id", "prompt", "model_label", "short_text", "created_at")
     list_filter = ("prompt__project", "model_version", "model_name")
@@ -250,11 +325,16 @@ class CandidateAdmin(admin.ModelAdmin):
         "text",
         "text_hash",
         "model_version",
+        "model_name",
         "generation_params",
         "created_at",
     )
 
     def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        # Deleting would cascade into comparisons whose candidate_ids and rankings name it.
         return False
 
     @admin.display(description="text")
@@ -762,15 +842,36 @@ class ExportAdmin(ReadOnlyAdmin):
         "format",
         "rows",
         "short_sha256",
+        "download",
         "created_by",
         "created_at",
     )
     list_filter = ("project", "kind", "format")
     search_fields = ("sha256",)
 
+    @admin.display(description="file")
+    def download(self, obj):
+        # The staff API endpoint: the admin's session signs it in (a zip for folder formats).
+        url = reverse("api:export-download", kwargs={"export_id": obj.pk})
+        return format_html('<a href="{}" download>download</a>', url)
+
+    def get_readonly_fields(self, request, obj=None):
+        return [*super().get_readonly_fields(request, obj), "download"]
+
     @admin.display(description="sha256", ordering="sha256")
     def short_sha256(self, obj):
         return format_html('<code title="{}">{}…</code>', obj.sha256, obj.sha256[:12])
+
+
+def _export_message(export: Export) -> str:
+    return format_html(
+        'Export {} of {}: {} pair{}. <a href="{}">Download</a>',
+        export.pk,
+        export.project.slug,
+        export.rows,
+        "" if export.rows == 1 else "s",
+        reverse("api:export-download", kwargs={"export_id": export.pk}),
+    )
 
 
 @admin.register(ApiToken)

@@ -229,12 +229,19 @@ class Comparison(models.Model):
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="comparisons")
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="comparisons")
-    candidates = models.ManyToManyField(Candidate, related_name="comparisons")
+    # candidate_ids is the one source of a comparison's candidates; candidate_key and the
+    # ComparisonCandidate rows behind `candidates` are derived from it, written together by
+    # annotation.services.comparisons.comparisons_insert and never changed afterwards.
     candidate_ids = models.JSONField(
-        default=list, help_text="The K candidate ids in canonical (built) order."
+        default=list,
+        editable=False,
+        help_text="The K candidate ids in canonical (built) order.",
     )
     candidate_key = models.CharField(
         max_length=255, editable=False, help_text="Sorted candidate ids: one comparison per set."
+    )
+    candidates = models.ManyToManyField(
+        Candidate, through="ComparisonCandidate", related_name="comparisons"
     )
     required = models.PositiveSmallIntegerField(default=1)
     submitted_count = models.PositiveSmallIntegerField(default=0)
@@ -280,6 +287,36 @@ class Comparison(models.Model):
     @staticmethod
     def key_for(candidate_ids) -> str:
         return ",".join(str(i) for i in sorted(candidate_ids))
+
+
+class ComparisonCandidate(models.Model):
+    """One candidate of a comparison at its place in `Comparison.candidate_ids` (derived).
+
+    An index for the queries that go from candidates to comparisons (the pool of candidates
+    not yet compared, the export's text lookup), not a second source: rows are written only
+    with their comparison, from its candidate_ids.
+    """
+
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE)
+    candidate = models.ForeignKey(Candidate, on_delete=models.CASCADE)
+    position = models.PositiveSmallIntegerField(
+        help_text="Index of the candidate in the comparison's candidate_ids."
+    )
+
+    class Meta:
+        # The table of the implicit many-to-many this replaced (migration 0011 kept its rows).
+        db_table = "annotation_comparison_candidates"
+        unique_together = [("comparison", "candidate")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["comparison", "position"], name="comparison_candidate_unique_position"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"candidate {self.candidate_id} at {self.position} in comparison {self.comparison_id}"
+        )
 
 
 class Assignment(models.Model):

@@ -98,13 +98,13 @@ def build(n_annotations: int, seed: int = 0) -> None:
         messages_sha256,
         text_sha256,
     )
+    from annotation.services.comparisons import comparisons_insert
 
     call_command("migrate", verbosity=0)
     rng = random.Random(seed)
     project = Project.objects.create(slug="bench", name="bench", num_candidates=K, overlap=OVERLAP)
     User = get_user_model()
     users = User.objects.bulk_create([User(username=f"labeler{i}") for i in range(LABELERS)])
-    through = Comparison.candidates.through
     now = timezone.now()
     n_comparisons = n_annotations // OVERLAP
     done = 0
@@ -150,20 +150,12 @@ def build(n_annotations: int, seed: int = 0) -> None:
                         project=project,
                         prompt=prompt,
                         candidate_ids=ids,
-                        candidate_key=Comparison.key_for(ids),
                         required=OVERLAP,
                         submitted_count=OVERLAP,
                         status=Comparison.Status.COMPLETE,
                     )
                 )
-            comparisons = Comparison.objects.bulk_create(comparisons)
-            through.objects.bulk_create(
-                [
-                    through(comparison_id=c.pk, candidate_id=cid)
-                    for c in comparisons
-                    for cid in c.candidate_ids
-                ]
-            )
+            comparisons = comparisons_insert(comparisons=comparisons)
             assignments = []
             for index, comparison in enumerate(comparisons):
                 for slot in range(OVERLAP):

@@ -88,6 +88,7 @@ def seed(comparisons: int, overlap: int, labelers: int) -> dict:
     from django.db import transaction
 
     from annotation.models import Candidate, Comparison, Prompt, messages_sha256, text_sha256
+    from annotation.services.comparisons import comparisons_insert
     from annotation.services.projects import labeler_create, project_create
 
     start = time.perf_counter()
@@ -96,7 +97,6 @@ def seed(comparisons: int, overlap: int, labelers: int) -> dict:
         labeler_create(username=f"bench{i}", projects=[project], new_token=True)[1]
         for i in range(labelers)
     ]
-    through = Comparison.candidates.through
     for first in range(0, comparisons, SEED_BATCH):
         n = min(SEED_BATCH, comparisons - first)
         with transaction.atomic():
@@ -144,18 +144,10 @@ def seed(comparisons: int, overlap: int, labelers: int) -> dict:
                         project=project,
                         prompt=prompt,
                         candidate_ids=ids,
-                        candidate_key=Comparison.key_for(ids),
                         required=overlap,
                     )
                 )
-            rows = Comparison.objects.bulk_create(rows)
-            through.objects.bulk_create(
-                [
-                    through(comparison_id=c.pk, candidate_id=cid)
-                    for c in rows
-                    for cid in c.candidate_ids
-                ]
-            )
+            rows = comparisons_insert(comparisons=rows)
     return {"tokens": tokens, "seconds": time.perf_counter() - start}
 
 

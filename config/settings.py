@@ -203,6 +203,15 @@ IMPORT_MAX_BYTES = int(os.environ.get("IMPORT_MAX_BYTES", str(50 * 1024**2)))
 # Values (objects, arrays, scalars) one import body may hold: bounds its memory once parsed.
 IMPORT_MAX_JSON_VALUES = int(os.environ.get("IMPORT_MAX_JSON_VALUES", "1000000"))
 
+# Statistics page and /stats/: a labeler is marked weak on a figure below these (gold accuracy,
+# agreement with the consensus of the other labelers' rankings) or, for time, under this median
+# number of seconds per task (too fast to have read the answers). See docs/admin.md.
+LABELER_THRESHOLDS = {
+    "gold_accuracy": float(os.environ.get("LABELER_MIN_GOLD_ACCURACY", "0.7")),
+    "agreement_with_consensus": float(os.environ.get("LABELER_MIN_AGREEMENT", "0.6")),
+    "median_seconds": float(os.environ.get("LABELER_MIN_MEDIAN_SECONDS", "5")),
+}
+
 # Security. Production (DEBUG off) gets HTTPS-only cookies, HSTS and SSL redirect; a reverse
 # proxy in front terminates TLS and says so with X-Forwarded-Proto.
 SECURE_CONTENT_TYPE_NOSNIFF = True

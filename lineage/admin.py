@@ -7,8 +7,31 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from lineage.charts import metrics_charts_svg
+from lineage.charts import reward_vs_kl_svg, run_charts_svg
 from lineage.models import ModelVersion, TrainingRun
+
+
+def _cell(value) -> str:
+    """A metric or config value for a table cell: floats to 4 significant digits."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_cell(v) for v in value)
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_cell(v)}" for k, v in value.items())
+    return "–" if value is None else str(value)
+
+
+def _table(data: dict) -> str:
+    """A dict as a two-column table, keys sorted (values escaped)."""
+    if not data:
+        return "-"
+    rows = format_html_join(
+        "",
+        '<tr><th scope="row">{}</th><td>{}</td></tr>',
+        ((k, _cell(data[k])) for k in sorted(data)),
+    )
+    return format_html('<table class="run-table">{}</table>', rows)
 
 
 def _admin_link(obj):
@@ -29,7 +52,12 @@ class ModelVersionAdmin(admin.ModelAdmin):
     list_filter = ("kind",)
     search_fields = ("name", "path")
     list_select_related = ("parent", "produced_by")
-    readonly_fields = ("created_at", "lineage_display")
+    # Path and parent are what lineage and every consumer of the version rely on: fixed once
+    # registered. Name (a label) and metadata stay editable.
+    readonly_fields = ("path", "kind", "parent", "produced_by", "created_at", "lineage_display")
+
+    def has_add_permission(self, request):
+        return False  # versions are registered by the commands that make them
 
     @admin.display(description="lineage")
     def lineage_display(self, obj):
@@ -55,15 +83,15 @@ class TrainingRunAdmin(admin.ModelAdmin):
         "input_models",
         "output_model",
         "output_dir",
-        "metrics",
-        "metrics_history",
+        "metrics_table",
+        "config_table",
+        "steps",
         "log",
         "error",
         "created_by",
         "created_at",
         "started_at",
         "finished_at",
-        "summary",
         "charts",
         "lineage",
     )
@@ -86,12 +114,19 @@ class TrainingRunAdmin(admin.ModelAdmin):
             "Inputs and outputs",
             {"fields": ("input_export", "input_models", "output_model", "output_dir", "lineage")},
         ),
-        ("Metrics", {"fields": ("summary", "charts", "metrics", "metrics_history")}),
-        ("Configuration", {"fields": ("config",)}),
+        ("Metrics", {"fields": ("steps", "charts", "metrics_table")}),
+        ("Configuration", {"fields": ("config_table",)}),
         ("Log", {"fields": ("error", "log")}),
     )
 
+    # A run is a record of what happened: viewed, never edited or deleted from here.
     def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False
 
     @admin.display(description="project")
@@ -104,15 +139,35 @@ class TrainingRunAdmin(admin.ModelAdmin):
 
     @admin.display(description="charts")
     def charts(self, obj):
-        # The SVG holds numbers and escaped metric names only.
-        return mark_safe(metrics_charts_svg(obj.metrics_history or [])) or "-"  # noqa: S308
+        history = obj.metrics_history or []
+        charts = run_charts_svg(obj.kind, history)
+        if obj.kind == TrainingRun.Kind.PPO and (plot := reward_vs_kl_svg(history)):
+            charts.append(plot)
+        # The SVG holds numbers and escaped titles only (lineage.charts escapes every label).
+        if not charts:
+            return "-"
+        return mark_safe(  # noqa: S308
+            '<div style="display:flex;flex-wrap:wrap;gap:4px">' + "".join(charts) + "</div>"
+        )
+
+    @admin.display(description="steps logged")
+    def steps(self, obj):
+        history = obj.metrics_history or []
+        if not history:
+            return "-"
+        first, last = history[0].get("step", 0), history[-1].get("step", len(history) - 1)
+        return f"{len(history)} rows, steps {_cell(first)}–{_cell(last)}"
+
+    @admin.display(description="final metrics")
+    def metrics_table(self, obj):
+        return _table(obj.metrics or {})
+
+    @admin.display(description="configuration")
+    def config_table(self, obj):
+        return _table(obj.config or {})
 
     @admin.display(description="model lineage")
     def lineage(self, obj):
         if obj.output_model_id is None:
             return "-"
         return format_html_join(" ← ", "{}", ((v.name,) for v in obj.output_model.lineage()))
-
-    @admin.display(description="final metrics")
-    def summary(self, obj):
-        return format_html_join(", ", "{}={}", sorted((obj.metrics or {}).items()))

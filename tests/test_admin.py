@@ -80,7 +80,9 @@ def test_stats_page_and_export_action(
         follow=True,
     )
     export = Export.objects.get(project=project)
-    assert f"export {export.pk} with 0 pairs" in response.content.decode()
+    page = response.content.decode()
+    assert f"Export {export.pk} of demo: 0 pairs." in page and str(export.path) not in page
+    assert reverse("api:export-download", kwargs={"export_id": export.pk}) in page
     assert export.created_by == superuser
 
 
@@ -110,3 +112,59 @@ def test_api_tokens_show_by_prefix_and_can_be_revoked(client, superuser, labeler
     assert not ApiToken.objects.filter(pk=token.pk).exists()
     # DRF's clear-text token admin is gone.
     assert b"authtoken" not in client.get(reverse("admin:index")).content
+
+
+def test_stats_page_labels_figures_links_labelers_and_colours_the_weak(
+    client, superuser, project, make_labeler, make_comparisons, settings
+):
+    import uuid
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from annotation.models import Annotation
+    from annotation.services.labeling import assignment_next, ranking_submit
+
+    settings.LABELER_THRESHOLDS = {
+        "gold_accuracy": 0.7,
+        "agreement_with_consensus": 0.6,
+        "median_seconds": 5,
+    }
+    make_comparisons(project, n=2)
+    fast, careful = (make_labeler(n, projects=[project]) for n in ("fast", "careful"))
+    for user, ms in ((fast, 800), (careful, 30_000)):
+        assignment = assignment_next(project=project, labeler=user)
+        ranking_submit(
+            assignment=assignment,
+            labeler=user,
+            ranking=[[c] for c in assignment.display_order],
+            time_spent_ms=ms,
+            client_token=uuid.uuid4(),
+        )
+    old = Annotation.objects.get(labeler=careful)
+    Annotation.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=2))
+    client.force_login(superuser)
+    url = reverse("admin:annotation_project_stats", args=[project.pk])
+    page = client.get(url).content.decode()
+    # Human labels with an explanation, integer counts.
+    assert '<th scope="row">Comparisons</th><td class="num">2</td>' in page
+    assert "Units of labeling work" in page and "comparisons_shared" not in page
+    assert "2.000" not in page.split('id="progress"')[1].split("</table>")[0]
+    # Per-labeler links to their annotations; the 0.8 s median is weak, 30 s is not.
+    link = reverse("admin:annotation_annotation_changelist")
+    assert (
+        f'href="{link}?labeler__id__exact={fast.pk}&amp;comparison__project__id__exact={project.pk}"'
+        in page
+    )
+    assert '<td class="num weak" title="below the threshold">0.8</td>' in page
+    assert '<td class="num">30.0</td>' in page
+    # A trend with a bar per day (3 days: two ago, yesterday with none, today).
+    assert page.count("<rect") == 3 and "annotations per day" in page.lower()
+    assert "Models" in page and "m0" in page and "m1" in page
+    # The date filter: today only leaves the careful labeler's older annotation out.
+    today = timezone.localdate().isoformat()
+    filtered = client.get(url, {"since": today}).content.decode()
+    assert ">fast</a>" in filtered and ">careful</a>" not in filtered
+    assert page.count("<rect") == 3 and filtered.count("<rect") == 1
+    bad = client.get(url, {"since": "2030-01-02", "until": "2030-01-01"}).content.decode()
+    assert "The end date is before the start date." in bad

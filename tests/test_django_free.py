@@ -29,6 +29,7 @@ DJANGO_FREE_PACKAGES: dict[str, set[str]] = {
 PURE_APP_MODULES = [
     "annotation.errors",
     "annotation.prompts",
+    "lineage.charts",
 ]
 
 CHECK = """

@@ -45,6 +45,7 @@ urlpatterns = [
         name="export-download",
     ),
     path("v1/projects/<slug:slug>/stats/", views.ProjectStatsApi.as_view(), name="stats"),
+    path("v1/projects/<slug:slug>/models/", views.ProjectModelsApi.as_view(), name="models"),
     path(
         "v1/comparisons/<id:comparison_id>/gold/",
         review.ComparisonGoldApi.as_view(),

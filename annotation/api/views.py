@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tempfile
 import zipfile
+from dataclasses import asdict
 from pathlib import Path
 
 from django.contrib.auth import authenticate
@@ -15,7 +16,7 @@ from django.http import FileResponse, Http404
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import status
+from rest_framework import serializers, status
 from rest_framework.exceptions import Throttled, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import AllowAny, IsAuthenticated
@@ -37,7 +38,7 @@ from annotation.datafiles.export import table_filename
 from annotation.errors import ServiceValidationError
 from annotation.models import Export
 from annotation.selectors.projects import project_progress, projects_for_user
-from annotation.selectors.stats import project_stats
+from annotation.selectors.stats import project_model_leaderboard, project_stats
 from annotation.services import exports
 from annotation.services.comparisons import comparisons_build
 from annotation.services.imports import candidates_import, prompts_import
@@ -376,6 +377,30 @@ def _zip_files(files: list[tuple[Path, str]], strip: str = ""):
     return handle
 
 
+DATE_RANGE = [
+    OpenApiParameter("since", OpenApiTypes.DATE, description="First day counted (YYYY-MM-DD)."),
+    OpenApiParameter("until", OpenApiTypes.DATE, description="Last day counted (YYYY-MM-DD)."),
+]
+
+
+class DateRange(serializers.Serializer):
+    """?since=YYYY-MM-DD&until=YYYY-MM-DD, both optional and inclusive."""
+
+    since = serializers.DateField(required=False)
+    until = serializers.DateField(required=False)
+
+    def validate(self, attrs):
+        if attrs.get("since") and attrs.get("until") and attrs["since"] > attrs["until"]:
+            raise ValidationError({"until": ["until is before since."]})
+        return attrs
+
+
+def _date_range(request: Request) -> dict:
+    data = DateRange(data=request.query_params)
+    data.is_valid(raise_exception=True)
+    return {"since": data.validated_data.get("since"), "until": data.validated_data.get("until")}
+
+
 class ProjectStatsApi(APIView):
     """Progress, agreement and per-labeler figures of a project."""
 
@@ -384,8 +409,26 @@ class ProjectStatsApi(APIView):
     @extend_schema(
         tags=["data"],
         summary="Project statistics",
+        parameters=DATE_RANGE,
         responses={200: OpenApiTypes.OBJECT, **ERRORS_STAFF, **NOT_FOUND},
     )
     def get(self, request: Request, slug: str) -> Response:
         project = project_for_staff(slug)
-        return Response(project_stats(project))
+        return Response(project_stats(project, **_date_range(request)))
+
+
+class ProjectModelsApi(APIView):
+    """The model leaderboard from human labels (SPEC section 11)."""
+
+    permission_classes = [IsStaff]
+
+    @extend_schema(
+        tags=["data"],
+        summary="Model leaderboard",
+        parameters=DATE_RANGE,
+        responses={200: OpenApiTypes.OBJECT, **ERRORS_STAFF, **NOT_FOUND},
+    )
+    def get(self, request: Request, slug: str) -> Response:
+        project = project_for_staff(slug)
+        rows = project_model_leaderboard(project, **_date_range(request))
+        return Response({"models": [asdict(row) for row in rows]})

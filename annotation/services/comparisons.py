@@ -19,7 +19,14 @@ from dataclasses import dataclass
 from django.db import transaction
 
 from annotation.errors import ServiceValidationError
-from annotation.models import Candidate, Comparison, Project, Prompt, TaskType
+from annotation.models import (
+    Candidate,
+    Comparison,
+    ComparisonCandidate,
+    Project,
+    Prompt,
+    TaskType,
+)
 from annotation.rules.active import (
     DEFAULT_MAX_SHARE,
     Scored,
@@ -128,22 +135,11 @@ def comparisons_build(
                     project=project,
                     prompt_id=prompt_id,
                     candidate_ids=group,
-                    candidate_key=key,
                     required=project.overlap,
                 )
             )
-    result.created = _create(new)
+    result.created = len(comparisons_insert(comparisons=new))
     return result
-
-
-def _create(new: list[Comparison]) -> int:
-    created = Comparison.objects.bulk_create(new, batch_size=BULK_BATCH)
-    through = Comparison.candidates.through
-    links = [
-        through(comparison_id=c.pk, candidate_id=cid) for c in created for cid in c.candidate_ids
-    ]
-    through.objects.bulk_create(links, batch_size=BULK_BATCH)
-    return len(created)
 
 
 def _build_by_uncertainty(
@@ -203,7 +199,7 @@ def _build_by_uncertainty(
         )
         for key, priority in zip(order, priorities(len(order)))
     ]
-    result.created = _create(new)
+    result.created = len(comparisons_insert(comparisons=new))
     return result
 
 
@@ -249,15 +245,31 @@ def _demonstration_tasks_build(*, project: Project, models: list[str] | None) ->
                     required=project.overlap,
                 )
             )
-        created = Comparison.objects.bulk_create(new, batch_size=BULK_BATCH)
-        through = Comparison.candidates.through
-        through.objects.bulk_create(
-            [
-                through(comparison_id=c.pk, candidate_id=cid)
-                for c in created
-                for cid in c.candidate_ids
-            ],
-            batch_size=BULK_BATCH,
-        )
-        result.created += len(created)
+        result.created += len(comparisons_insert(comparisons=new))
     return result
+
+
+@transaction.atomic
+def comparisons_insert(*, comparisons: list[Comparison]) -> list[Comparison]:
+    """Insert unsaved comparisons with what their candidate_ids imply, in bulk.
+
+    candidate_ids is the one source: each comparison's candidate_key and its
+    ComparisonCandidate rows (the `candidates` relation) are derived here, so the three never
+    disagree. Every way of creating comparisons (the build, benchmarks, tests) goes through it.
+    """
+    for comparison in comparisons:
+        ids = [int(i) for i in comparison.candidate_ids]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"candidate ids {ids} name a candidate twice")
+        comparison.candidate_ids = ids
+        comparison.candidate_key = Comparison.key_for(ids)
+    created = Comparison.objects.bulk_create(comparisons, batch_size=BULK_BATCH)
+    ComparisonCandidate.objects.bulk_create(
+        (
+            ComparisonCandidate(comparison_id=c.pk, candidate_id=cid, position=n)
+            for c in created
+            for n, cid in enumerate(c.candidate_ids)
+        ),
+        batch_size=BULK_BATCH,
+    )
+    return created

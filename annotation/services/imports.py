@@ -8,6 +8,7 @@ raises `ImportFileError` naming the file and line, and nothing is stored. Writes
 from __future__ import annotations
 
 import csv
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -430,3 +431,30 @@ def candidates_import_file(*, project: Project, path: str | Path) -> ImportResul
         return candidates_import(project=project, records=records)
     except ServiceValidationError as exc:
         raise ImportFileError(path, exc.errors.get("line"), exc.detail.split(": ", 1)[-1]) from None
+
+
+def import_upload(
+    *, project: Project, kind: str, name: str, chunks: Iterable[bytes]
+) -> ImportResult:
+    """Import an uploaded prompts or candidates file exactly as the commands import a path.
+
+    The upload is written to a private temporary folder under its own base name, then read by
+    the same parsers: all or nothing, and errors name `name:line`, not the temporary path.
+    """
+    if kind not in ("prompts", "candidates"):
+        raise ServiceValidationError(
+            f"unknown import kind {kind!r}", {"kind": ["prompts or candidates"]}
+        )
+    base = Path(name).name or "upload"
+    with tempfile.TemporaryDirectory(prefix="import-") as folder:
+        path = Path(folder) / base
+        with path.open("wb") as handle:
+            for chunk in chunks:
+                handle.write(chunk)
+        try:
+            if kind == "prompts":
+                records = parse_prompt_file(path)
+                return prompts_import(project=project, records=records, source=base)
+            return candidates_import_file(project=project, path=path)
+        except ImportFileError as exc:
+            raise ImportFileError(base, exc.line, exc.message) from None

@@ -29,6 +29,8 @@ SPEC_OPERATIONS = {
     ("delete", "/api/v1/comparisons/{comparison_id}/gold/"),
     ("post", "/api/v1/annotations/{annotation_id}/reject/"),
     ("post", "/api/v1/annotations/{annotation_id}/restore/"),
+    # SPEC section 11: model leaderboard
+    ("get", "/api/v1/projects/{slug}/models/"),
 }
 STAFF_PATHS = {
     "/api/v1/projects/{slug}/prompts/",
@@ -37,6 +39,7 @@ STAFF_PATHS = {
     "/api/v1/projects/{slug}/exports/",
     "/api/v1/exports/{export_id}/download/",
     "/api/v1/projects/{slug}/stats/",
+    "/api/v1/projects/{slug}/models/",
     "/api/v1/comparisons/{comparison_id}/gold/",
     "/api/v1/annotations/{annotation_id}/reject/",
     "/api/v1/annotations/{annotation_id}/restore/",

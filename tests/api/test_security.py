@@ -26,6 +26,7 @@ STAFF_ENDPOINTS = [
     ("post", "/api/v1/projects/demo/exports/", {}),
     ("get", "/api/v1/exports/{export}/download/", None),
     ("get", "/api/v1/projects/demo/stats/", None),
+    ("get", "/api/v1/projects/demo/models/", None),
 ]
 LABELER_ENDPOINTS = [
     ("get", "/api/v1/projects/", None),

@@ -32,6 +32,7 @@ class Command(BaseCommand):
         out = opts["out"] or demo_policy_dir()
         overrides = {"seed": opts["seed"], **({"steps": opts["steps"]} if opts["steps"] else {})}
         config = DemoPolicyConfig(**overrides)
+        run = None
         if demo_policy_ready(out, config) and not opts["force"]:
             self.stdout.write(f"demo policy already built in {out}")
         else:
@@ -39,5 +40,12 @@ class Command(BaseCommand):
             with training_run(kind=TrainingRun.Kind.SFT, config=config, output_dir=out) as run:
                 build_demo_policy(out, config=config, force=opts["force"], on_metrics=run.log)
                 run.flush()
-        version = model_version_register(path=str(out), kind=ModelVersion.Kind.POLICY, name=None)
+        # The build run is the version's producer and the run's output: lineage reaches the run
+        # that made the demo policy, and the run page names what it made.
+        version = model_version_register(
+            path=str(out),
+            kind=ModelVersion.Kind.POLICY,
+            name=None,
+            produced_by=run.run if run is not None else None,
+        )
         self.stdout.write(self.style.SUCCESS(f"demo policy: {out} (model version {version.name})"))

@@ -70,9 +70,9 @@ class Command(BaseCommand):
                 "generate_candidates",
                 "demo",
                 "--model",
+                # No --name: the version the build registered for this folder (demo-policy,
+                # or demo-policy-2 after a rebuild), so candidates point at the weights used.
                 str(demo_policy_dir()),
-                "--name",
-                "demo-policy",
                 "--max-new-tokens",
                 "48",
                 "--temperature",

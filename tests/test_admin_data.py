@@ -1,0 +1,133 @@
+"""Exports and imports from the admin: the options form, download links, file uploads."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from annotation.models import Candidate, Export, Prompt
+from annotation.services.labeling import assignment_next, ranking_submit
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def root(client, db):
+    user = get_user_model().objects.create_superuser("root", "root@example.com", "pw-root-123")
+    client.force_login(user)
+    return user
+
+
+@pytest.fixture
+def labeled(project, labeler, make_comparisons):
+    make_comparisons(project, n=2)
+    assignment = assignment_next(project=project, labeler=labeler)
+    ranking_submit(
+        assignment=assignment,
+        labeler=labeler,
+        ranking=[[c] for c in assignment.display_order],
+        client_token=uuid.uuid4(),
+    )
+    return project
+
+
+OPTIONS = {
+    "pairing": "best_vs_rest",
+    "aggregate": "none",
+    "min_agreement": "",
+    "format": "jsonl",
+    "test_fraction": "0.5",
+}
+
+
+def test_export_form_calls_the_service_with_the_options(client, root, labeled, tmp_path, settings):
+    settings.DATA_DIR = tmp_path
+    url = reverse("admin:annotation_project_export", args=[labeled.pk])
+    assert "best vs rest" in client.get(url).content.decode()
+    response = client.post(url, {**OPTIONS, "include_gold": "on"}, follow=True)
+    export = Export.objects.get()
+    assert export.rows == 3  # K=4, best vs rest: 3 pairs
+    assert export.options["pairing"] == "best_vs_rest" and export.options["include_gold"] is True
+    assert export.options["test_fraction"] == 0.5 and export.created_by == root
+    page = response.content.decode()
+    download = reverse("api:export-download", kwargs={"export_id": export.pk})
+    assert f"Export {export.pk} of demo: 3 pairs." in page and download in page
+    assert client.get(download).status_code == 200  # the admin's session signs the API in
+    listing = client.get(reverse("admin:annotation_export_changelist")).content.decode()
+    assert f'href="{download}"' in listing
+    detail = client.get(reverse("admin:annotation_export_change", args=[export.pk]))
+    assert f'href="{download}"' in detail.content.decode()
+
+
+def test_export_form_refuses_bad_options_and_writes_nothing(
+    client, root, labeled, tmp_path, settings
+):
+    settings.DATA_DIR = tmp_path
+    url = reverse("admin:annotation_project_export", args=[labeled.pk])
+    response = client.post(url, {**OPTIONS, "min_agreement": "1.5", "format": "csv"})
+    page = response.content.decode()
+    assert response.status_code == 200 and "Select a valid choice" in page
+    assert "less than or equal to 1" in page
+    assert Export.objects.count() == 0
+
+
+def test_export_form_is_refused_to_labelers(client, labeler, project):
+    client.force_login(labeler)
+    response = client.get(reverse("admin:annotation_project_export", args=[project.pk]))
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def upload(client, project, kind, name, lines):
+    body = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    return client.post(
+        reverse("admin:annotation_project_import", args=[project.pk]),
+        {"kind": kind, "file": SimpleUploadedFile(name, body)},
+        follow=True,
+    )
+
+
+def test_import_prompts_then_candidates_from_uploads(client, root, project):
+    response = upload(
+        client, project, "prompts", "prompts.jsonl", [{"external_id": "q1", "text": "Hi?"}]
+    )
+    assert "prompts.jsonl: 1 created, 0 unchanged." in response.content.decode()
+    again = upload(
+        client, project, "prompts", "prompts.jsonl", [{"external_id": "q1", "text": "Hi?"}]
+    )
+    assert "0 created, 1 unchanged." in again.content.decode()
+    response = upload(
+        client,
+        project,
+        "candidates",
+        "cands.jsonl",
+        [{"prompt_external_id": "q1", "text": "Hello.", "model": "m"}],
+    )
+    assert "cands.jsonl: 1 created" in response.content.decode()
+    assert Candidate.objects.get().model_name == "m"
+
+
+def test_a_bad_line_imports_nothing_and_names_file_and_line(client, root, project):
+    lines = [{"text": "fine"}, {"text": ""}, {"text": "also fine"}]
+    response = upload(client, project, "prompts", "batch.jsonl", lines)
+    page = response.content.decode()
+    assert "batch.jsonl:2:" in page and "Nothing was imported." in page
+    assert "/tmp" not in page.split("batch.jsonl:2:")[0][-40:]
+    assert Prompt.objects.count() == 0
+    response = upload(
+        client, project, "candidates", "c.jsonl", [{"prompt_external_id": "missing", "text": "x"}]
+    )
+    assert "c.jsonl:1:" in response.content.decode() and Candidate.objects.count() == 0
+
+
+def test_uploads_over_import_max_bytes_are_refused(client, root, project, settings):
+    settings.IMPORT_MAX_BYTES = 10
+    response = upload(
+        client, project, "prompts", "big.jsonl", [{"text": "much more than ten bytes"}]
+    )
+    assert "IMPORT_MAX_BYTES" in response.content.decode()
+    assert Prompt.objects.count() == 0
