@@ -30,6 +30,7 @@ from training.ppo.math import (
     truncate_after_eos,
 )
 from training.ppo.models import Reward, RewardFn, call_scorer, response_logits, response_values
+from training.sampling import generate, neutral_generation_config
 
 # =========================================================================== prompts
 
@@ -98,11 +99,11 @@ def generation_config(config: PPOConfig, tokenizer: Any, stop_ids: list[int]) ->
     """Pure ancestral sampling at the training temperature, nothing inherited from the model.
 
     A model's own generation_config may carry top_p, top_k or a repetition penalty; any of
-    those would make the sampling distribution differ from the one PPO scores.
+    those would make the sampling distribution differ from the one PPO scores, so every
+    processor is set off explicitly (training.sampling) and `rollout` generates through
+    `training.sampling.generate`, which clears the rest.
     """
-    from transformers import GenerationConfig
-
-    return GenerationConfig(
+    return neutral_generation_config(
         max_new_tokens=config.response_length,
         do_sample=True,
         temperature=config.temperature,
@@ -138,8 +139,8 @@ def rollout(
     for chunk in _chunks(queries.size(0), config.rollout_batch_size):
         query = queries[chunk]
         with autocast():
-            sequences = policy.generate(
-                input_ids=query, attention_mask=query != pad_id, generation_config=gen_config
+            sequences = generate(
+                policy, gen_config, input_ids=query, attention_mask=query != pad_id
             )
             # detail: truncate after the first EOS (generation pads finished rows, but a row
             # can also stop on a second stop id; one rule for all).

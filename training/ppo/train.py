@@ -40,6 +40,7 @@ from training.ppo.rollout import (
     score_and_shape,
 )
 from training.ppo.update import adamw, linear_schedule, ppo_update
+from training.sampling import effective_settings
 
 
 def _maybe_callable(value: Any) -> Any:
@@ -118,13 +119,14 @@ def train_ppo(
     def autocast() -> contextlib.AbstractContextManager:
         return accelerator.autocast()
 
+    gen_config = generation_config(config, tokenizer, models.stop_ids)
     sample = functools.partial(
         rollout,
         unwrapped.policy,
         models.ref_policy,
         unwrapped.value_model,
         tokenizer,
-        gen_config=generation_config(config, tokenizer, models.stop_ids),
+        gen_config=gen_config,
         config=config,
         stop_ids=models.stop_ids,
         autocast=autocast,
@@ -140,6 +142,7 @@ def train_ppo(
             "value_model_init": models.value_source,
             "reward": reward if isinstance(reward, str | os.PathLike) else _qualname(reward),
             "num_processes": world,
+            "sampling": effective_settings(unwrapped.policy, gen_config),
         }
         (out / CONFIG_FILE).write_text(json.dumps(run_info, indent=2, default=str) + "\n")
     writer = tensorboard(out / "tensorboard") if accelerator.is_main_process else None
