@@ -59,6 +59,7 @@ PPO_CASES = {
     "resume": (["--no-resume"], False),
     "device": (["--device", "cpu"], "cpu"),
     "dtype": (["--dtype", "bfloat16"], "bfloat16"),
+    "mixed_precision": (["--mixed-precision", "bf16"], "bf16"),
     "progress": (["--no-progress"], False),
 }
 REWARD_CASES = {
@@ -83,7 +84,7 @@ REWARD_CASES = {
     "eval_fraction": (["--eval-fraction", "0.1"], 0.1),
     "eval_each_epoch": (["--no-eval-each-epoch"], False),
     "device": (["--device", "cuda:1"], "cuda:1"),
-    "precision": (["--precision", "fp32"], "fp32"),
+    "mixed_precision": (["--mixed-precision", "no"], "no"),
     "gradient_checkpointing": (["--gradient-checkpointing"], True),
     "logging_steps": (["--logging-steps", "5"], 5),
     "save_steps": (["--save-steps", "50"], 50),

@@ -14,6 +14,9 @@ from typing import Any, Literal
 
 from training.cli import config_from_options, option
 
+# Weight dtypes too coarse for the optimizer's updates: only for frozen (LoRA base) weights.
+LOW_PRECISION_DTYPES = ("bfloat16", "bf16", "float16", "fp16", "half")
+
 
 @dataclass(frozen=True)
 class PPOConfig:
@@ -79,7 +82,11 @@ class PPOConfig:
         "auto", "auto, cpu or cuda (under accelerate launch the launcher picks the GPU)"
     )
     dtype: str = option(
-        "float32", "weights dtype; use accelerate's mixed precision for bf16 compute"
+        "float32",
+        "weights dtype; bfloat16/float16 only with LoRA (frozen base), else use mixed_precision",
+    )
+    mixed_precision: Literal["no", "bf16", "fp16"] = option(
+        "no", "accelerate mixed precision: fp32 master weights, bf16/fp16 compute (fp16: CUDA only)"
     )
     progress: bool = option(True, "show a tqdm progress bar")
 
@@ -110,6 +117,15 @@ class PPOConfig:
             problems.append("target_kl must be positive when set")
         if self.lr <= 0:
             problems.append("lr must be positive")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            problems.append(
+                f"mixed_precision must be no, bf16 or fp16, not {self.mixed_precision!r}"
+            )
+        if self.dtype in LOW_PRECISION_DTYPES and not self.lora:
+            problems.append(
+                f"dtype {self.dtype} without LoRA would train {self.dtype} weights directly (small "
+                "updates round away); use dtype float32 with mixed_precision bf16, or lora"
+            )
         if problems:
             raise ValueError("invalid PPO config: " + "; ".join(problems))
 

@@ -84,8 +84,14 @@ def train_ppo(
     out = Path(out_dir)
     # cpu=True also on a GPU-less "auto": only then does accelerate see a torchrun multi-CPU job.
     use_cpu = config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
+    if config.mixed_precision == "fp16" and use_cpu:
+        raise ValueError("mixed_precision fp16 needs CUDA; on CPU use bf16 (or no)")
+    # Trainable weights stay in config.dtype (fp32 for a full fine-tune, see PPOConfig); the
+    # forward passes run in bf16/fp16 under accelerate's autocast.
     accelerator = Accelerator(
-        cpu=use_cpu, gradient_accumulation_steps=config.gradient_accumulation_steps
+        cpu=use_cpu,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        mixed_precision=config.mixed_precision,
     )
     world = accelerator.num_processes
     if config.batch_size % (world * config.mini_batches * config.gradient_accumulation_steps):
