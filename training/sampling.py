@@ -31,8 +31,7 @@ NEUTRAL: dict[str, Any] = {
     "encoder_repetition_penalty": 1.0,
     "no_repeat_ngram_size": 0,
     "encoder_no_repeat_ngram_size": 0,
-    "min_length": 0,
-    "min_new_tokens": 0,
+    "min_new_tokens": 0,  # generation then derives min_length from it, ignoring the checkpoint's
     "length_penalty": 1.0,
     "guidance_scale": 1.0,
     "remove_invalid_values": False,

@@ -27,7 +27,7 @@ class PPOConfig:
     mini_batches: int = option(4, "minibatches each rollout is split into, one optimizer step each")
     ppo_epochs: int = option(4, "passes of PPO updates over each rollout")
     gradient_accumulation_steps: int = option(
-        1, "micro-batches per minibatch (saves memory, same maths)"
+        1, "micro-batches per minibatch (saves memory; losses weighted by valid tokens: same maths)"
     )
     lr: float = option(3e-6, "AdamW peak learning rate (policy and value model)")
     adam_eps: float = option(1e-5, "AdamW epsilon (1e-5 as in the OpenAI baselines)")
