@@ -19,7 +19,7 @@ import torch
 
 from training.callables import load_callable
 from training.modeling import Prompt, encode_prompt
-from training.ppo.checkpoint import CONFIG_FILE, resume_or_start, save_checkpoint
+from training.ppo.checkpoint import CONFIG_FILE, resume_or_start, run_identity, save_checkpoint
 from training.ppo.config import PPOConfig, PPOResult
 from training.ppo.math import AdaptiveKLController
 from training.ppo.metrics import (
@@ -139,14 +139,18 @@ def train_ppo(
     )
 
     # ----------------------------------------------------------------------- resume
-    start = resume_or_start(accelerator, out, config, kl_ctl, scheduler)
+    reward_name = reward if isinstance(reward, str | os.PathLike) else _qualname(reward)
+    judge_name = None if judge is None else (judge if isinstance(judge, str) else _qualname(judge))
+    identity = run_identity(policy_path, reward_name, judge_name, prompts)
+    start = resume_or_start(accelerator, out, config, kl_ctl, scheduler, identity)
     start_step, history = start.step, start.history
     if accelerator.is_main_process:
         run_info = {
             **config.to_dict(),
             "policy_path": str(policy_path),
             "value_model_init": models.value_source,
-            "reward": reward if isinstance(reward, str | os.PathLike) else _qualname(reward),
+            "reward": reward_name,
+            "identity": identity,
             "num_processes": world,
             "sampling": effective_settings(unwrapped.policy, gen_config),
         }
@@ -248,7 +252,7 @@ def train_ppo(
         if config.eval_every and (done % config.eval_every == 0 or done == num_steps):
             write_eval_samples(done)
         if config.save_every and done % config.save_every == 0 and done < num_steps:
-            save_checkpoint(accelerator, out, done, kl_ctl.value, config, scheduler)
+            save_checkpoint(accelerator, out, done, kl_ctl.value, config, scheduler, identity)
         if on_metrics is not None and accelerator.is_main_process:
             on_metrics(dict(row))
     bar.close()
