@@ -54,6 +54,7 @@ PPO_CASES = {
     "seed": (["--seed", "3"], 3),
     "eval_every": (["--eval-every", "0"], 0),
     "num_eval_prompts": (["--num-eval-prompts", "4"], 4),
+    "eval_fraction": (["--eval-fraction", "0.1"], 0.1),
     "save_every": (["--save-every", "10"], 10),
     "keep_checkpoints": (["--keep-checkpoints", "1"], 1),
     "resume": (["--no-resume"], False),

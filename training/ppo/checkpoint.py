@@ -45,7 +45,8 @@ class CheckpointError(ValueError):
 # Fields that may change between a run and its resumption without changing the maths.
 RESUME_FREE_FIELDS = {
     "eval_every",
-    "num_eval_prompts",
+    "num_eval_prompts",  # the held-out split is checked through the identity instead
+    "eval_fraction",
     "save_every",
     "keep_checkpoints",
     "resume",

@@ -70,7 +70,12 @@ class PPOConfig:
     )
     seed: int = option(0, "seed of sampling, prompt order and minibatch shuffles")
     eval_every: int = option(10, "sample completions for the eval prompts every N steps (0: never)")
-    num_eval_prompts: int = option(8, "the first N prompts are the fixed eval prompts")
+    num_eval_prompts: int = option(
+        8, "prompts held out of training (with eval_every > 0) for eval samples and eval KL"
+    )
+    eval_fraction: float | None = option(
+        None, "share of the prompts held out instead of num_eval_prompts (None: use the count)"
+    )
     save_every: int = option(
         50, "write a resumable checkpoint every N steps (0: only the final policy)"
     )
@@ -117,6 +122,10 @@ class PPOConfig:
             problems.append("target_kl must be positive when set")
         if self.lr <= 0:
             problems.append("lr must be positive")
+        if self.num_eval_prompts < 0:
+            problems.append("num_eval_prompts must be >= 0")
+        if self.eval_fraction is not None and not 0 < self.eval_fraction < 1:
+            problems.append("eval_fraction must be in (0, 1) when set")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             problems.append(
                 f"mixed_precision must be no, bf16 or fp16, not {self.mixed_precision!r}"
@@ -157,3 +166,7 @@ class PPOResult:
     metrics: dict[str, float]  # the last step's metrics
     history: list[dict[str, float]] = field(default_factory=list)  # every step's metrics
     resumed_from: int | None = None  # the checkpoint step this call resumed from, if any
+    # KL to the reference on the held-out eval prompts at the last eval (None: no evals); the
+    # figure to report, unlike metrics["kl"] (the last training batch).
+    eval_kl: float | None = None
+    num_eval_prompts: int = 0  # prompts held out of training

@@ -19,7 +19,13 @@ import torch
 
 from training.callables import load_callable
 from training.modeling import Prompt, encode_prompt
-from training.ppo.checkpoint import CONFIG_FILE, resume_or_start, run_identity, save_checkpoint
+from training.ppo.checkpoint import (
+    CONFIG_FILE,
+    prompts_sha256,
+    resume_or_start,
+    run_identity,
+    save_checkpoint,
+)
 from training.ppo.config import PPOConfig, PPOResult
 from training.ppo.math import AdaptiveKLController
 from training.ppo.metrics import (
@@ -32,8 +38,11 @@ from training.ppo.metrics import (
 )
 from training.ppo.models import PolicyAndValue, RewardFn, call_scorer, load_models
 from training.ppo.rollout import (
+    eval_figures,
     eval_samples,
     generation_config,
+    held_out_count,
+    held_out_split,
     left_pad,
     prompt_indices,
     rollout,
@@ -141,7 +150,12 @@ def train_ppo(
     # ----------------------------------------------------------------------- resume
     reward_name = reward if isinstance(reward, str | os.PathLike) else _qualname(reward)
     judge_name = None if judge is None else (judge if isinstance(judge, str) else _qualname(judge))
+    # Held-out eval prompts (when evals are on): never trained on, sampled for samples.jsonl
+    # and the held-out KL. A deterministic split by prompt content, not by position.
+    n_eval = held_out_count(config, len(prompts)) if config.eval_every else 0
+    train_ids, eval_ids = held_out_split(prompts, n_eval)
     identity = run_identity(policy_path, reward_name, judge_name, prompts)
+    identity["prompts"]["held_out_sha256"] = prompts_sha256([prompts[i] for i in eval_ids])
     start = resume_or_start(accelerator, out, config, kl_ctl, scheduler, identity)
     start_step, history = start.step, start.history
     if accelerator.is_main_process:
@@ -159,12 +173,13 @@ def train_ppo(
     encoded = [encode_prompt(tokenizer, p)[-config.max_prompt_length :] for p in prompts]
     if empty := [i for i, ids in enumerate(encoded) if not ids]:
         raise ValueError(f"prompt {empty[0]} renders to no tokens: a prompt needs some text")
-    eval_prompts = prompts[: config.num_eval_prompts]
+    eval_prompts = [prompts[i] for i in eval_ids]
 
-    def write_eval_samples(step: int) -> None:
+    def write_eval_samples(step: int) -> dict[str, float]:
+        """Sample the held-out prompts, log them; return the held-out figures (main process)."""
         if not (accelerator.is_main_process and config.eval_every and eval_prompts):
-            return
-        queries = left_pad([encoded[i] for i in range(len(eval_prompts))], pad_id)
+            return {}
+        queries = left_pad([encoded[i] for i in eval_ids], pad_id)
         rows = eval_samples(
             sample,
             queries,
@@ -174,8 +189,10 @@ def train_ppo(
             step=step,
             seed=config.seed,
             device=device,
+            kl_estimator=config.kl_estimator,
         )
         append_jsonl(out / SAMPLES_FILE, rows)
+        return eval_figures(rows)
 
     if start_step == 0:
         write_eval_samples(0)
@@ -192,9 +209,9 @@ def train_ppo(
     for step in range(start_step, num_steps):
         step_started = time.perf_counter()
         # ------------------------------------------------------------------- rollout
-        indices = prompt_indices(step, config.batch_size, len(prompts), config.seed)
+        indices = prompt_indices(step, config.batch_size, len(train_ids), config.seed)
         rank = accelerator.process_index
-        local = indices[rank * local_batch : (rank + 1) * local_batch]
+        local = [train_ids[i] for i in indices[rank * local_batch : (rank + 1) * local_batch]]
         batch_prompts = [prompts[i] for i in local]
         batch = sample(left_pad([encoded[i] for i in local], pad_id).to(device))
 
@@ -242,15 +259,15 @@ def train_ppo(
             "episodes_per_s": (done - start_step) * config.batch_size / max(elapsed, 1e-9),
         }
 
-        # ------------------------------------------------------------------- logs, evals, checkpoints
+        # ------------------------------------------------------------------- evals, logs, checkpoints
+        if config.eval_every and (done % config.eval_every == 0 or done == num_steps):
+            row.update(write_eval_samples(done))  # eval_kl, eval_score...: held-out prompts
         if accelerator.is_main_process:
             history.append(row)
             append_jsonl(out / METRICS_FILE, [row])
             log_scalars(writer, row, done)
             bar.set_postfix(score=f"{row['score']:.3f}", kl=f"{row['kl']:.3f}")
         bar.update(1)
-        if config.eval_every and (done % config.eval_every == 0 or done == num_steps):
-            write_eval_samples(done)
         if config.save_every and done % config.save_every == 0 and done < num_steps:
             save_checkpoint(accelerator, out, done, kl_ctl.value, config, scheduler, identity)
         if on_metrics is not None and accelerator.is_main_process:
@@ -275,4 +292,6 @@ def train_ppo(
         metrics=row,
         history=history,
         resumed_from=start.resumed_from,
+        eval_kl=next((r["eval_kl"] for r in reversed(history) if "eval_kl" in r), None),
+        num_eval_prompts=len(eval_ids),
     )
