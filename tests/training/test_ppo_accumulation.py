@@ -16,6 +16,7 @@ from training import ppo  # noqa: E402
 from training.modeling import encode_prompt, load_causal_lm  # noqa: E402
 from training.ppo.models import PolicyAndValue, Reward  # noqa: E402
 from training.ppo.rollout import left_pad, rollout, score_and_shape  # noqa: E402
+from training.ppo.train import _forget_other_precision  # noqa: E402
 from training.ppo.update import ppo_update  # noqa: E402
 from training.tiny import build_tiny_causal_lm  # noqa: E402
 
@@ -51,7 +52,10 @@ def _grads(model, batch, shaped, tokenizer, accumulation: int):
         max_grad_norm=1e9,
         device="cpu",
     )
-    accelerator = Accelerator(cpu=True, gradient_accumulation_steps=accumulation)
+    _forget_other_precision("no")  # an earlier test may have run in bf16
+    accelerator = Accelerator(
+        cpu=True, gradient_accumulation_steps=accumulation, mixed_precision="no"
+    )
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = RecordingSGD(trainable)
     model, prepared = accelerator.prepare(model, optimizer)

@@ -59,6 +59,22 @@ def _maybe_callable(value: Any) -> Any:
     return value
 
 
+def _forget_other_precision(mixed_precision: str) -> None:
+    """Let a second run in the same process use another mixed precision.
+
+    accelerate keeps one AcceleratorState per process and refuses a new Accelerator whose
+    precision differs from it; the distributed state (PartialState) is kept, only the
+    precision part is reset, as transformers' TrainingArguments does.
+    """
+    from accelerate.state import AcceleratorState
+
+    if (
+        AcceleratorState._shared_state
+        and str(AcceleratorState().mixed_precision) != mixed_precision
+    ):
+        AcceleratorState._reset_state(reset_partial_state=False)
+
+
 def _qualname(fn: Any) -> str:
     return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
 
@@ -97,6 +113,7 @@ def train_ppo(
         raise ValueError("mixed_precision fp16 needs CUDA; on CPU use bf16 (or no)")
     # Trainable weights stay in config.dtype (fp32 for a full fine-tune, see PPOConfig); the
     # forward passes run in bf16/fp16 under accelerate's autocast.
+    _forget_other_precision(config.mixed_precision)
     accelerator = Accelerator(
         cpu=use_cpu,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
