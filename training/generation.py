@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import torch
 
 from training.modeling import Prompt, encode_prompt, format_prompt, load_causal_lm
+from training.sampling import effective_settings, generate, neutral_generation_config
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -191,7 +192,6 @@ class _Sampler:
         config: GenerationConfig,
         model_name: str,
     ) -> None:
-        from transformers import GenerationConfig as HFGenerationConfig
         from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
         self.model = model
@@ -203,13 +203,12 @@ class _Sampler:
         if tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has no pad token: load the model with load_causal_lm")
         self.pad_id = int(tokenizer.pad_token_id)
-        # Sampling is done by RowSeededSampler, so generate() itself runs greedy decoding; a
-        # fresh config keeps the model's own defaults (repetition penalty...) out, so that the
-        # recorded parameters are the whole story.
-        self.hf_config = HFGenerationConfig(
+        # Sampling is done by RowSeededSampler, so generate() itself runs greedy decoding with
+        # every processor off: the checkpoint's own generation_config.json (repetition penalty,
+        # no_repeat_ngram_size, min_length...) stays out, see training.sampling.
+        self.hf_config = neutral_generation_config(
             max_new_tokens=config.max_new_tokens,
             do_sample=False,
-            num_beams=1,
             eos_token_id=self.eos_ids,
             pad_token_id=self.pad_id,
             bos_token_id=tokenizer.bos_token_id,
@@ -222,6 +221,18 @@ class _Sampler:
         if config.top_p < 1.0:
             self.warpers.append(TopPLogitsWarper(config.top_p))
         self._processors = LogitsProcessorList
+        # Every setting the candidates are sampled with, as generation merges them, then what
+        # our own processors add on top (they do the sampling): recorded on each candidate.
+        self.settings = {
+            **effective_settings(model, self.hf_config),
+            "do_sample": True,
+            "sampler": "gumbel-max, one seeded generator per sample",
+            "temperature": config.temperature,
+            "top_p": config.top_p,
+            "top_k": 0,
+            "eos_token_id": self.eos_ids,
+            "banned_token_ids": [] if self.pad_id in self.eos_ids else [self.pad_id],
+        }
 
     def run(self, rows: list[_Sample]) -> list[tuple[str, int, str]]:
         """Generate one batch; return (text, num_tokens, finish_reason) per row, in order."""
@@ -236,10 +247,11 @@ class _Sampler:
             [*self.warpers, RowSeededSampler([r.seed for r in rows], self.device)]
         )
         with torch.inference_mode():
-            output = self.model.generate(
+            output = generate(
+                self.model,
+                self.hf_config,
                 input_ids=input_ids.to(self.device),
                 attention_mask=attention.to(self.device),
-                generation_config=self.hf_config,
                 logits_processor=processors,
             )
         completions = output[:, width:].tolist()  # (B, new tokens)
@@ -266,6 +278,7 @@ class _Sampler:
             "sample_seed": row.seed,
             "num_tokens": num_tokens,
             "finish_reason": finish,
+            "generation": dict(self.settings),
         }
 
 

@@ -54,11 +54,13 @@ PPO_CASES = {
     "seed": (["--seed", "3"], 3),
     "eval_every": (["--eval-every", "0"], 0),
     "num_eval_prompts": (["--num-eval-prompts", "4"], 4),
+    "eval_fraction": (["--eval-fraction", "0.1"], 0.1),
     "save_every": (["--save-every", "10"], 10),
     "keep_checkpoints": (["--keep-checkpoints", "1"], 1),
     "resume": (["--no-resume"], False),
     "device": (["--device", "cpu"], "cpu"),
     "dtype": (["--dtype", "bfloat16"], "bfloat16"),
+    "mixed_precision": (["--mixed-precision", "bf16"], "bf16"),
     "progress": (["--no-progress"], False),
 }
 REWARD_CASES = {
@@ -83,7 +85,7 @@ REWARD_CASES = {
     "eval_fraction": (["--eval-fraction", "0.1"], 0.1),
     "eval_each_epoch": (["--no-eval-each-epoch"], False),
     "device": (["--device", "cuda:1"], "cuda:1"),
-    "precision": (["--precision", "fp32"], "fp32"),
+    "mixed_precision": (["--mixed-precision", "no"], "no"),
     "gradient_checkpointing": (["--gradient-checkpointing"], True),
     "logging_steps": (["--logging-steps", "5"], 5),
     "save_steps": (["--save-steps", "50"], 50),

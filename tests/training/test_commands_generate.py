@@ -61,6 +61,11 @@ def test_generates_k_distinct_candidates_and_records_the_run(prompts_project, ti
         candidate.model_version.name == "tiny-v0"
         and candidate.generation_params["max_new_tokens"] == 8
     )
+    # Every setting the sampling used is stored with the candidate, not only the options given.
+    used = candidate.generation_params["generation"]
+    assert used["do_sample"] is True and used["temperature"] == 1.0 and used["top_k"] == 0
+    assert used["repetition_penalty"] == 1.0 and used["min_new_tokens"] == 0
+    assert used["max_new_tokens"] == 8 and used["eos_token_id"]
     version = ModelVersion.objects.get(name="tiny-v0")
     assert version.path == tiny_policy and version.kind == "policy"
     run_row = TrainingRun.objects.get(kind="generate")

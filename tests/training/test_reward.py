@@ -651,3 +651,40 @@ def test_max_length_beyond_the_model_context_is_clamped_with_a_note(tmp_path, ca
     assert run["config"]["max_length"] == 32 and run["max_length_requested"] == 512
     norm = json.loads((tmp_path / "out" / "reward_normalization.json").read_text())
     assert norm["max_length"] == 32  # PPO scores with the clamped length too
+
+
+@pytest.mark.ml
+def test_bf16_mixed_precision_keeps_fp32_weights_and_computes_in_bf16(
+    export_dir, base_model, tmp_path, monkeypatch
+):
+    from safetensors.torch import load_file
+
+    from training.reward import train as rm_train
+
+    seen: set = set()
+    real_load = rm_train.load_sequence_classifier
+
+    def load_and_watch(*args, **kwargs):
+        model = real_load(*args, **kwargs)
+        assert {p.dtype for p in model.parameters()} == {torch.float32}  # master weights
+        model.transformer.h[0].mlp.c_fc.register_forward_hook(
+            lambda module, inputs, output: seen.add(output.dtype)
+        )
+        return model
+
+    monkeypatch.setattr(rm_train, "load_sequence_classifier", load_and_watch)
+    config = fast(mixed_precision="bf16", epochs=1, device="cpu")
+    result = train_reward_model(export_dir, base_model, tmp_path / "rm", config)
+    assert seen == {torch.bfloat16}
+    saved = load_file(result.output_dir / "model.safetensors")
+    assert {t.dtype for t in saved.values()} == {torch.float32}
+    assert math.isfinite(result.accuracy)
+    run = json.loads((result.output_dir / "training_config.json").read_text())
+    assert run["config"]["mixed_precision"] == "bf16"
+
+
+def test_mixed_precision_option_and_its_old_name():
+    assert RewardConfig.from_options({"mixed_precision": "bf16"}).mixed_precision == "bf16"
+    assert RewardConfig.from_options({"precision": "fp32"}).mixed_precision == "no"
+    with pytest.raises(ValueError, match="mixed_precision must be auto, no, bf16 or fp16"):
+        RewardConfig(mixed_precision="int8")

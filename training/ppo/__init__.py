@@ -25,6 +25,11 @@ SPEC section 6 requires is marked with a `# detail:` comment:
 - LoRA mode: the policy is a peft adapter and the reference is the same model with the
   adapter disabled, so only one base model sits in memory; merged weights are saved.
 
+Also: sampling with exactly the configured settings (`training.sampling`: nothing from the
+checkpoint's generation_config.json); fp32 master weights under `mixed_precision`; gradient
+accumulation weighted by valid tokens; resume refused for another policy, reward, judge or
+prompt set (`checkpoint.run_identity`); evals and `eval_kl` on held-out prompts.
+
 Runs unchanged under `accelerate launch` (DDP, DeepSpeed ZeRO-2; see configs/accelerate/).
 No Django here: the `train_ppo` command wraps `train_ppo()`.
 """

@@ -14,8 +14,10 @@ file planted there holds.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,8 @@ STATE_FILE = "trainer_state.json"
 SCHEDULER_FILE = "scheduler.json"
 MANIFEST_FILE = "checkpoint_manifest.json"
 MANIFEST_FORMAT = 1
+# What the run trains from and against (policy, reward, judge, prompts): resuming needs the same.
+IDENTITY_FILE = "run_identity.json"
 
 
 class CheckpointError(ValueError):
@@ -41,7 +45,8 @@ class CheckpointError(ValueError):
 # Fields that may change between a run and its resumption without changing the maths.
 RESUME_FREE_FIELDS = {
     "eval_every",
-    "num_eval_prompts",
+    "num_eval_prompts",  # the held-out split is checked through the identity instead
+    "eval_fraction",
     "save_every",
     "keep_checkpoints",
     "resume",
@@ -110,6 +115,74 @@ def verify_checkpoint(ckpt: Path) -> None:
             )
 
 
+def model_identity(source: Any) -> dict[str, Any]:
+    """{"path", "sha256"} of a model directory (its top-level files, logs left out), or of a
+    callable's name / a hub id (sha256 None: nothing on disk to hash)."""
+    path = Path(str(source)).expanduser()
+    if not path.is_dir():
+        return {"path": str(source), "sha256": None}
+    digest = hashlib.sha256()
+    for file in sorted(path.iterdir()):
+        if file.is_file() and file.name not in (METRICS_FILE, SAMPLES_FILE, CONFIG_FILE):
+            digest.update(f"{file.name} {sha256_file(file)}\n".encode())
+    return {"path": str(path.resolve()), "sha256": digest.hexdigest()}
+
+
+def prompts_sha256(prompts: Sequence[Any]) -> str:
+    """sha256 of the prompt list, in order (order decides which prompts each step draws)."""
+    return hashlib.sha256(json.dumps(list(prompts), sort_keys=True).encode()).hexdigest()
+
+
+def run_identity(policy: Any, reward: Any, judge: Any, prompts: Sequence[Any]) -> dict[str, Any]:
+    """What a checkpoint must have been trained from to be resumed: `reward`/`judge` are a
+    directory, a hub id or a callable's "module:name"."""
+    return {
+        "policy": model_identity(policy),
+        "reward": model_identity(reward),
+        "judge": None if judge is None else model_identity(judge),
+        "prompts": {"count": len(prompts), "sha256": prompts_sha256(prompts)},
+    }
+
+
+def _describe(value: Any) -> str:
+    if not isinstance(value, dict):
+        return "none"
+    if "count" in value:
+        return f"{value['count']} prompts, sha256 {value['sha256'][:12]}"
+    digest = f" (sha256 {value['sha256'][:12]})" if value.get("sha256") else ""
+    return f"{value['path']}{digest}"
+
+
+LABELS = {"policy": "policy", "reward": "reward", "judge": "judge", "prompts": "prompt set"}
+
+
+def check_identity(ckpt: Path, identity: dict[str, Any]) -> None:
+    """Refuse a checkpoint trained from another policy, reward, judge or prompt set."""
+    saved_file = ckpt / IDENTITY_FILE
+    if not saved_file.is_file():
+        raise ValueError(
+            f"cannot resume from {ckpt}: it records no policy/reward/prompts identity ({IDENTITY_FILE}, "
+            "written by an older version); use another output directory or resume=False"
+        )
+    saved = json.loads(saved_file.read_text())
+    for what in ("policy", "reward", "judge", "prompts"):
+        old, new = saved.get(what), identity.get(what)
+        if (
+            isinstance(old, dict)
+            and isinstance(new, dict)
+            and old.get("sha256")
+            and new.get("sha256")
+        ):
+            same = old["sha256"] == new["sha256"]  # content decides: a moved copy is the same
+        else:
+            same = old == new
+        if not same:
+            raise ValueError(
+                f"cannot resume from {ckpt}: the {LABELS[what]} differs (checkpoint: {_describe(old)}; "
+                f"now: {_describe(new)}); use another output directory or resume=False"
+            )
+
+
 def check_resumable(ckpt: Path, config: PPOConfig) -> None:
     """Refuse to resume a checkpoint written with different hyperparameters."""
     saved_file = ckpt / CONFIG_FILE
@@ -127,7 +200,13 @@ def check_resumable(ckpt: Path, config: PPOConfig) -> None:
 
 
 def save_checkpoint(
-    accelerator: Any, out: Path, step: int, kl_coef: float, config: PPOConfig, scheduler: Any
+    accelerator: Any,
+    out: Path,
+    step: int,
+    kl_coef: float,
+    config: PPOConfig,
+    scheduler: Any,
+    identity: dict[str, Any],
 ) -> None:
     """Save models, optimizer and every RNG (accelerate), our own JSON state, then the manifest."""
     path = out / "checkpoints" / f"{CHECKPOINT_PREFIX}{step}"
@@ -140,6 +219,7 @@ def save_checkpoint(
         (path / SCHEDULER_FILE).write_text(json.dumps(scheduler.state_dict()) + "\n")
         (path / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
         (path / STATE_FILE).write_text(json.dumps({"step": step, "kl_coef": kl_coef}) + "\n")
+        (path / IDENTITY_FILE).write_text(json.dumps(identity, indent=2) + "\n")
         write_manifest(path)  # last: its presence marks the checkpoint complete
         for _, old in checkpoints(out)[: -config.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
@@ -171,6 +251,7 @@ def resume_or_start(
     config: PPOConfig,
     kl_ctl: AdaptiveKLController,
     scheduler: Any,
+    identity: dict[str, Any],
 ) -> Start:
     """Restore the latest checkpoint (config.resume) or clear out_dir's logs to start over."""
     metrics_path, samples_path = out / METRICS_FILE, out / SAMPLES_FILE
@@ -193,6 +274,7 @@ def resume_or_start(
         start.resumed_from, ckpt = found[-1]
         verify_checkpoint(ckpt)  # before anything in the folder is read
         check_resumable(ckpt, config)
+        check_identity(ckpt, identity)
         # Tensors only: weights_only=True refuses any pickled object that is not plain data.
         accelerator.load_state(str(ckpt), load_kwargs={"weights_only": True})
         scheduler.load_state_dict(json.loads((ckpt / SCHEDULER_FILE).read_text()))

@@ -14,6 +14,9 @@ from typing import Any, Literal
 
 from training.cli import config_from_options, option
 
+# Weight dtypes too coarse for the optimizer's updates: only for frozen (LoRA base) weights.
+LOW_PRECISION_DTYPES = ("bfloat16", "bf16", "float16", "fp16", "half")
+
 
 @dataclass(frozen=True)
 class PPOConfig:
@@ -24,7 +27,7 @@ class PPOConfig:
     mini_batches: int = option(4, "minibatches each rollout is split into, one optimizer step each")
     ppo_epochs: int = option(4, "passes of PPO updates over each rollout")
     gradient_accumulation_steps: int = option(
-        1, "micro-batches per minibatch (saves memory, same maths)"
+        1, "micro-batches per minibatch (saves memory; losses weighted by valid tokens: same maths)"
     )
     lr: float = option(3e-6, "AdamW peak learning rate (policy and value model)")
     adam_eps: float = option(1e-5, "AdamW epsilon (1e-5 as in the OpenAI baselines)")
@@ -67,7 +70,12 @@ class PPOConfig:
     )
     seed: int = option(0, "seed of sampling, prompt order and minibatch shuffles")
     eval_every: int = option(10, "sample completions for the eval prompts every N steps (0: never)")
-    num_eval_prompts: int = option(8, "the first N prompts are the fixed eval prompts")
+    num_eval_prompts: int = option(
+        8, "prompts held out of training (with eval_every > 0) for eval samples and eval KL"
+    )
+    eval_fraction: float | None = option(
+        None, "share of the prompts held out instead of num_eval_prompts (None: use the count)"
+    )
     save_every: int = option(
         50, "write a resumable checkpoint every N steps (0: only the final policy)"
     )
@@ -79,7 +87,11 @@ class PPOConfig:
         "auto", "auto, cpu or cuda (under accelerate launch the launcher picks the GPU)"
     )
     dtype: str = option(
-        "float32", "weights dtype; use accelerate's mixed precision for bf16 compute"
+        "float32",
+        "weights dtype; bfloat16/float16 only with LoRA (frozen base), else use mixed_precision",
+    )
+    mixed_precision: Literal["no", "bf16", "fp16"] = option(
+        "no", "accelerate mixed precision: fp32 master weights, bf16/fp16 compute (fp16: CUDA only)"
     )
     progress: bool = option(True, "show a tqdm progress bar")
 
@@ -110,6 +122,19 @@ class PPOConfig:
             problems.append("target_kl must be positive when set")
         if self.lr <= 0:
             problems.append("lr must be positive")
+        if self.num_eval_prompts < 0:
+            problems.append("num_eval_prompts must be >= 0")
+        if self.eval_fraction is not None and not 0 < self.eval_fraction < 1:
+            problems.append("eval_fraction must be in (0, 1) when set")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            problems.append(
+                f"mixed_precision must be no, bf16 or fp16, not {self.mixed_precision!r}"
+            )
+        if self.dtype in LOW_PRECISION_DTYPES and not self.lora:
+            problems.append(
+                f"dtype {self.dtype} without LoRA would train {self.dtype} weights directly (small "
+                "updates round away); use dtype float32 with mixed_precision bf16, or lora"
+            )
         if problems:
             raise ValueError("invalid PPO config: " + "; ".join(problems))
 
@@ -141,3 +166,7 @@ class PPOResult:
     metrics: dict[str, float]  # the last step's metrics
     history: list[dict[str, float]] = field(default_factory=list)  # every step's metrics
     resumed_from: int | None = None  # the checkpoint step this call resumed from, if any
+    # KL to the reference on the held-out eval prompts at the last eval (None: no evals); the
+    # figure to report, unlike metrics["kl"] (the last training batch).
+    eval_kl: float | None = None
+    num_eval_prompts: int = 0  # prompts held out of training

@@ -40,6 +40,10 @@ METRICS: dict[str, str] = {
     "ratio": "mean probability ratio new / rollout policy",
     "grad_norm": "global gradient norm before clipping",
     "gold_score": "the judge's score of the responses (only with a judge)",
+    "eval_kl": "KL sum per episode (like kl) on the held-out eval prompts (eval steps only)",
+    "eval_score": "normalised score on the held-out eval prompts (eval steps only)",
+    "eval_score_raw": "raw score on the held-out eval prompts (eval steps only)",
+    "eval_gold": "the judge's score on the held-out eval prompts (eval steps, with a judge)",
     "step_time": "seconds this step took",
     "episodes_per_s": "episodes per second since this call started training",
 }

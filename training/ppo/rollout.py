@@ -8,6 +8,8 @@ rewards with the KL penalty, then GAE advantages and returns.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +32,7 @@ from training.ppo.math import (
     truncate_after_eos,
 )
 from training.ppo.models import Reward, RewardFn, call_scorer, response_logits, response_values
+from training.sampling import generate, neutral_generation_config
 
 # =========================================================================== prompts
 
@@ -47,6 +50,36 @@ def prompt_indices(step: int, batch_size: int, n_prompts: int, seed: int) -> lis
             perms[epoch] = torch.randperm(n_prompts, generator=generator).tolist()
         indices.append(perms[epoch][offset])
     return indices
+
+
+def held_out_count(config: PPOConfig, n_prompts: int) -> int:
+    """How many prompts are held out for evals: eval_fraction of them, else num_eval_prompts;
+    refused when none would be left to train on."""
+    if config.eval_fraction is not None:
+        count = max(1, round(config.eval_fraction * n_prompts))
+    else:
+        count = config.num_eval_prompts
+    if count and count >= n_prompts:
+        raise ValueError(
+            f"holding out {count} eval prompts leaves none of the {n_prompts} prompts to train "
+            "on; lower num_eval_prompts / eval_fraction, or set eval_every 0"
+        )
+    return count
+
+
+def held_out_split(prompts: list[Prompt], count: int) -> tuple[list[int], list[int]]:
+    """(training indices, held-out indices): the `count` prompts whose sha256 is smallest.
+
+    A function of the prompts' content only, so the same prompt is held out wherever it sits
+    in the list and in every process.
+    """
+    keys = [
+        hashlib.sha256(json.dumps(p, sort_keys=True).encode()).hexdigest() + f"{i:012d}"
+        for i, p in enumerate(prompts)
+    ]
+    held = set(sorted(range(len(prompts)), key=keys.__getitem__)[:count])
+    train = [i for i in range(len(prompts)) if i not in held]
+    return train, sorted(held)
 
 
 def left_pad(rows: list[list[int]], pad_id: int) -> torch.Tensor:
@@ -98,11 +131,11 @@ def generation_config(config: PPOConfig, tokenizer: Any, stop_ids: list[int]) ->
     """Pure ancestral sampling at the training temperature, nothing inherited from the model.
 
     A model's own generation_config may carry top_p, top_k or a repetition penalty; any of
-    those would make the sampling distribution differ from the one PPO scores.
+    those would make the sampling distribution differ from the one PPO scores, so every
+    processor is set off explicitly (training.sampling) and `rollout` generates through
+    `training.sampling.generate`, which clears the rest.
     """
-    from transformers import GenerationConfig
-
-    return GenerationConfig(
+    return neutral_generation_config(
         max_new_tokens=config.response_length,
         do_sample=True,
         temperature=config.temperature,
@@ -138,8 +171,8 @@ def rollout(
     for chunk in _chunks(queries.size(0), config.rollout_batch_size):
         query = queries[chunk]
         with autocast():
-            sequences = policy.generate(
-                input_ids=query, attention_mask=query != pad_id, generation_config=gen_config
+            sequences = generate(
+                policy, gen_config, input_ids=query, attention_mask=query != pad_id
             )
             # detail: truncate after the first EOS (generation pads finished rows, but a row
             # can also stop on a second stop id; one rule for all).
@@ -257,8 +290,10 @@ def eval_samples(
     step: int,
     seed: int,
     device: torch.device,
+    kl_estimator: str = "k1",
 ) -> list[dict[str, Any]]:
-    """Completions of the fixed eval prompts with their scores: rows for samples.jsonl."""
+    """Completions of the held-out eval prompts with their scores and KL to the reference
+    (summed over the response, as the training metric "kl"): rows for samples.jsonl."""
     devices = [device] if device.type == "cuda" else []
     # A forked RNG, re-seeded: the same noise at every eval, and training's RNG untouched.
     with torch.random.fork_rng(devices=devices):
@@ -266,6 +301,8 @@ def eval_samples(
         batch = sample(queries.to(device))
     raw, normalized = reward(prompts, batch.texts)
     gold = call_scorer(judge, prompts, batch.texts, "judge") if judge else None
+    kl_fn = kl_k1 if kl_estimator == "k1" else kl_k3
+    kl = kl_fn(batch.logprobs, batch.ref_logprobs).masked_fill(~batch.mask, 0.0).sum(1)
     rows = []
     for i, prompt in enumerate(prompts):
         row = {
@@ -275,8 +312,23 @@ def eval_samples(
             "score": float(normalized[i]),
             "score_raw": float(raw[i]),
             "eos": bool(batch.has_eos[i]),
+            "kl": float(kl[i]),
         }
         if gold is not None:
             row["gold"] = float(gold[i])
         rows.append(row)
     return rows
+
+
+def eval_figures(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Means over the held-out samples: eval_kl, eval_score, eval_score_raw (eval_gold)."""
+    if not rows:
+        return {}
+    figures = {
+        "eval_kl": sum(r["kl"] for r in rows) / len(rows),
+        "eval_score": sum(r["score"] for r in rows) / len(rows),
+        "eval_score_raw": sum(r["score_raw"] for r in rows) / len(rows),
+    }
+    if all("gold" in r for r in rows):
+        figures["eval_gold"] = sum(r["gold"] for r in rows) / len(rows)
+    return figures

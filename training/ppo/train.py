@@ -19,7 +19,13 @@ import torch
 
 from training.callables import load_callable
 from training.modeling import Prompt, encode_prompt
-from training.ppo.checkpoint import CONFIG_FILE, resume_or_start, save_checkpoint
+from training.ppo.checkpoint import (
+    CONFIG_FILE,
+    prompts_sha256,
+    resume_or_start,
+    run_identity,
+    save_checkpoint,
+)
 from training.ppo.config import PPOConfig, PPOResult
 from training.ppo.math import AdaptiveKLController
 from training.ppo.metrics import (
@@ -32,14 +38,18 @@ from training.ppo.metrics import (
 )
 from training.ppo.models import PolicyAndValue, RewardFn, call_scorer, load_models
 from training.ppo.rollout import (
+    eval_figures,
     eval_samples,
     generation_config,
+    held_out_count,
+    held_out_split,
     left_pad,
     prompt_indices,
     rollout,
     score_and_shape,
 )
 from training.ppo.update import adamw, linear_schedule, ppo_update
+from training.sampling import effective_settings
 
 
 def _maybe_callable(value: Any) -> Any:
@@ -47,6 +57,22 @@ def _maybe_callable(value: Any) -> Any:
     if isinstance(value, str) and ":" in value and not os.path.exists(value):
         return load_callable(value)
     return value
+
+
+def _forget_other_precision(mixed_precision: str) -> None:
+    """Let a second run in the same process use another mixed precision.
+
+    accelerate keeps one AcceleratorState per process and refuses a new Accelerator whose
+    precision differs from it; the distributed state (PartialState) is kept, only the
+    precision part is reset, as transformers' TrainingArguments does.
+    """
+    from accelerate.state import AcceleratorState
+
+    if (
+        AcceleratorState._shared_state
+        and str(AcceleratorState().mixed_precision) != mixed_precision
+    ):
+        AcceleratorState._reset_state(reset_partial_state=False)
 
 
 def _qualname(fn: Any) -> str:
@@ -83,8 +109,15 @@ def train_ppo(
     out = Path(out_dir)
     # cpu=True also on a GPU-less "auto": only then does accelerate see a torchrun multi-CPU job.
     use_cpu = config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
+    if config.mixed_precision == "fp16" and use_cpu:
+        raise ValueError("mixed_precision fp16 needs CUDA; on CPU use bf16 (or no)")
+    # Trainable weights stay in config.dtype (fp32 for a full fine-tune, see PPOConfig); the
+    # forward passes run in bf16/fp16 under accelerate's autocast.
+    _forget_other_precision(config.mixed_precision)
     accelerator = Accelerator(
-        cpu=use_cpu, gradient_accumulation_steps=config.gradient_accumulation_steps
+        cpu=use_cpu,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        mixed_precision=config.mixed_precision,
     )
     world = accelerator.num_processes
     if config.batch_size % (world * config.mini_batches * config.gradient_accumulation_steps):
@@ -118,40 +151,52 @@ def train_ppo(
     def autocast() -> contextlib.AbstractContextManager:
         return accelerator.autocast()
 
+    gen_config = generation_config(config, tokenizer, models.stop_ids)
     sample = functools.partial(
         rollout,
         unwrapped.policy,
         models.ref_policy,
         unwrapped.value_model,
         tokenizer,
-        gen_config=generation_config(config, tokenizer, models.stop_ids),
+        gen_config=gen_config,
         config=config,
         stop_ids=models.stop_ids,
         autocast=autocast,
     )
 
     # ----------------------------------------------------------------------- resume
-    start = resume_or_start(accelerator, out, config, kl_ctl, scheduler)
+    reward_name = reward if isinstance(reward, str | os.PathLike) else _qualname(reward)
+    judge_name = None if judge is None else (judge if isinstance(judge, str) else _qualname(judge))
+    # Held-out eval prompts (when evals are on): never trained on, sampled for samples.jsonl
+    # and the held-out KL. A deterministic split by prompt content, not by position.
+    n_eval = held_out_count(config, len(prompts)) if config.eval_every else 0
+    train_ids, eval_ids = held_out_split(prompts, n_eval)
+    identity = run_identity(policy_path, reward_name, judge_name, prompts)
+    identity["prompts"]["held_out_sha256"] = prompts_sha256([prompts[i] for i in eval_ids])
+    start = resume_or_start(accelerator, out, config, kl_ctl, scheduler, identity)
     start_step, history = start.step, start.history
     if accelerator.is_main_process:
         run_info = {
             **config.to_dict(),
             "policy_path": str(policy_path),
             "value_model_init": models.value_source,
-            "reward": reward if isinstance(reward, str | os.PathLike) else _qualname(reward),
+            "reward": reward_name,
+            "identity": identity,
             "num_processes": world,
+            "sampling": effective_settings(unwrapped.policy, gen_config),
         }
         (out / CONFIG_FILE).write_text(json.dumps(run_info, indent=2, default=str) + "\n")
     writer = tensorboard(out / "tensorboard") if accelerator.is_main_process else None
     encoded = [encode_prompt(tokenizer, p)[-config.max_prompt_length :] for p in prompts]
     if empty := [i for i, ids in enumerate(encoded) if not ids]:
         raise ValueError(f"prompt {empty[0]} renders to no tokens: a prompt needs some text")
-    eval_prompts = prompts[: config.num_eval_prompts]
+    eval_prompts = [prompts[i] for i in eval_ids]
 
-    def write_eval_samples(step: int) -> None:
+    def write_eval_samples(step: int) -> dict[str, float]:
+        """Sample the held-out prompts, log them; return the held-out figures (main process)."""
         if not (accelerator.is_main_process and config.eval_every and eval_prompts):
-            return
-        queries = left_pad([encoded[i] for i in range(len(eval_prompts))], pad_id)
+            return {}
+        queries = left_pad([encoded[i] for i in eval_ids], pad_id)
         rows = eval_samples(
             sample,
             queries,
@@ -161,8 +206,10 @@ def train_ppo(
             step=step,
             seed=config.seed,
             device=device,
+            kl_estimator=config.kl_estimator,
         )
         append_jsonl(out / SAMPLES_FILE, rows)
+        return eval_figures(rows)
 
     if start_step == 0:
         write_eval_samples(0)
@@ -179,9 +226,9 @@ def train_ppo(
     for step in range(start_step, num_steps):
         step_started = time.perf_counter()
         # ------------------------------------------------------------------- rollout
-        indices = prompt_indices(step, config.batch_size, len(prompts), config.seed)
+        indices = prompt_indices(step, config.batch_size, len(train_ids), config.seed)
         rank = accelerator.process_index
-        local = indices[rank * local_batch : (rank + 1) * local_batch]
+        local = [train_ids[i] for i in indices[rank * local_batch : (rank + 1) * local_batch]]
         batch_prompts = [prompts[i] for i in local]
         batch = sample(left_pad([encoded[i] for i in local], pad_id).to(device))
 
@@ -229,17 +276,17 @@ def train_ppo(
             "episodes_per_s": (done - start_step) * config.batch_size / max(elapsed, 1e-9),
         }
 
-        # ------------------------------------------------------------------- logs, evals, checkpoints
+        # ------------------------------------------------------------------- evals, logs, checkpoints
+        if config.eval_every and (done % config.eval_every == 0 or done == num_steps):
+            row.update(write_eval_samples(done))  # eval_kl, eval_score...: held-out prompts
         if accelerator.is_main_process:
             history.append(row)
             append_jsonl(out / METRICS_FILE, [row])
             log_scalars(writer, row, done)
             bar.set_postfix(score=f"{row['score']:.3f}", kl=f"{row['kl']:.3f}")
         bar.update(1)
-        if config.eval_every and (done % config.eval_every == 0 or done == num_steps):
-            write_eval_samples(done)
         if config.save_every and done % config.save_every == 0 and done < num_steps:
-            save_checkpoint(accelerator, out, done, kl_ctl.value, config, scheduler)
+            save_checkpoint(accelerator, out, done, kl_ctl.value, config, scheduler, identity)
         if on_metrics is not None and accelerator.is_main_process:
             on_metrics(dict(row))
     bar.close()
@@ -262,4 +309,6 @@ def train_ppo(
         metrics=row,
         history=history,
         resumed_from=start.resumed_from,
+        eval_kl=next((r["eval_kl"] for r in reversed(history) if "eval_kl" in r), None),
+        num_eval_prompts=len(eval_ids),
     )

@@ -59,14 +59,24 @@ def ppo_update(
     micro_batch: int,
     autocast: Callable[[], contextlib.AbstractContextManager],
 ) -> dict[str, list[torch.Tensor]]:
-    """`ppo_epochs` passes over the rollout in shuffled micro-batches; returns per-step stats."""
+    """`ppo_epochs` passes over the rollout in shuffled micro-batches; returns per-step stats.
+
+    With gradient accumulation, each micro-batch's loss (a mean over its valid tokens) is
+    weighted by its share of the minibatch's valid tokens, so the accumulated gradient is the
+    gradient of the minibatch's token mean: exactly what one big micro-batch would give.
+    """
     device = accelerator.device
     mask, context_length = batch.mask, batch.context_length  # (B, T)
     advantages, returns = shaped.advantages, shaped.returns
     stats: dict[str, list[torch.Tensor]] = {k: [] for k in UPDATE_STATS}
     for _epoch in range(config.ppo_epochs):
         order = torch.randperm(batch.responses.size(0), device=device)
-        for micro in order.split(micro_batch):
+        accumulation = config.gradient_accumulation_steps
+        for index, micro in enumerate(order.split(micro_batch)):
+            if index % accumulation == 0:
+                # The minibatch this micro-batch starts: its micro-batches' valid tokens.
+                minibatch = order[index * micro_batch : (index + accumulation) * micro_batch]
+                minibatch_tokens = mask[minibatch].sum().clamp(min=1)
             with accelerator.accumulate(model):
                 # Right-trim columns past the longest response of the micro-batch.
                 width = int(batch.lengths[micro].max().clamp(min=1))
@@ -92,7 +102,9 @@ def ppo_update(
                     config.cliprange_value,
                 )
                 loss = pg_loss + config.vf_coef * vf_loss
-                accelerator.backward(loss)
+                # accelerate divides by the accumulation steps; the token share replaces that.
+                share = mb_mask.sum() / minibatch_tokens * accumulation
+                accelerator.backward(loss * share)
                 if accelerator.sync_gradients:
                     # detail: global gradient clipping (policy and critic together).
                     norm = accelerator.clip_grad_norm_(trainable, config.max_grad_norm)

@@ -31,6 +31,7 @@ _EXPORTS = {
     "pairwise_loss": "training.reward.pairwise",
     "RewardModelScorer": "training.reward.scoring",
     "load_reward_model": "training.reward.scoring",
+    "normalize_response": "training.reward.scoring",
     "render_reward_input": "training.reward.scoring",
     "train_reward_model": "training.reward.train",
 }

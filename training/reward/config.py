@@ -25,6 +25,7 @@ OPTION_ALIASES = {
     "learning_rate": "lr",
     "num_train_epochs": "epochs",
     "gradient_accumulation_steps": "gradient_accumulation",
+    "precision": "mixed_precision",  # this field's name before the commands took --mixed-precision
 }
 
 
@@ -80,9 +81,10 @@ class RewardConfig:
         "auto",
         "auto (CUDA when present), cpu, cuda or cuda:N; under accelerate launch the launcher decides",
     )
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = option(
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = option(
         "auto",
-        "auto (bf16 on CUDA that supports it, else fp32), fp32, bf16 or fp16 mixed precision",
+        "fp32 master weights with bf16/fp16 compute, or no (fp32); auto: bf16 on CUDA that "
+        "supports it, else no",
     )
     gradient_checkpointing: bool = option(
         False,
@@ -97,10 +99,12 @@ class RewardConfig:
     dataloader_workers: int = option(0, "DataLoader worker processes")
 
     def __post_init__(self) -> None:
+        if self.mixed_precision == "fp32":  # the old spelling of "no"
+            object.__setattr__(self, "mixed_precision", "no")
         checks = {
             "loss must be 'pairwise' or 'kwise'": self.loss in ("pairwise", "kwise"),
-            "precision must be auto, fp32, bf16 or fp16": self.precision
-            in ("auto", "fp32", "bf16", "fp16"),
+            "mixed_precision must be auto, no, bf16 or fp16": self.mixed_precision
+            in ("auto", "no", "bf16", "fp16"),
             "epochs must be > 0": self.epochs > 0,
             "max_steps must be > 0": self.max_steps is None or self.max_steps > 0,
             "lr must be > 0": self.lr is None or self.lr > 0,

@@ -28,10 +28,22 @@ NORMALIZATION_FILE = "reward_normalization.json"
 DEFAULT_MAX_LENGTH = 512
 
 
+def normalize_response(response: str) -> str:
+    """The response as the reward model reads it: surrounding whitespace removed.
+
+    Candidates are stripped before they are stored (so the reward model trains on stripped
+    text), while a PPO response is decoded as sampled, often with a leading space: unstripped,
+    the reward model would see other tokens after a plain-text prompt (`Ġ1` instead of `1`).
+    """
+    return response.strip()
+
+
 def render_reward_input(
     tokenizer: PreTrainedTokenizerBase, prompt: Prompt, response: str, *, max_length: int
 ) -> tuple[list[int], bool]:
     """Token ids of prompt + response + EOS for the reward model, and whether anything was cut.
+
+    The response is normalised first (`normalize_response`), the same for training and PPO.
 
     A response too long for `max_length` is truncated from the right (its EOS is kept, so the
     reward is always read at an EOS). A prompt so long that fewer than max_length // 4 response
@@ -42,7 +54,9 @@ def render_reward_input(
     if tokenizer.eos_token_id is None:
         raise ValueError("the reward tokenizer has no EOS token")
     prompt_ids = encode_prompt(tokenizer, prompt)
-    response_ids = list(tokenizer(response, add_special_tokens=False)["input_ids"])
+    response_ids = list(
+        tokenizer(normalize_response(response), add_special_tokens=False)["input_ids"]
+    )
     budget = max_length - 1  # room for the EOS
     if len(prompt_ids) + len(response_ids) <= budget:
         return [*prompt_ids, *response_ids, tokenizer.eos_token_id], False

@@ -77,9 +77,10 @@ def _training_arguments(config: RewardConfig, out_dir: Path, *, has_eval: bool):
 
     device = resolve_device(config.device)
     use_cpu = device.type == "cpu"
-    precision = config.precision
+    # The model is loaded in fp32 (master weights); bf16/fp16 is the Trainer's autocast.
+    precision = config.mixed_precision
     if precision == "auto":
-        precision = "bf16" if not use_cpu and torch.cuda.is_bf16_supported() else "fp32"
+        precision = "bf16" if not use_cpu and torch.cuda.is_bf16_supported() else "no"
     report_to = [n for n in ("tensorboard",) if importlib.util.find_spec(n) is not None]
     return TrlRewardConfig(
         output_dir=str(out_dir / CHECKPOINTS_DIR),
