@@ -15,7 +15,7 @@ venv: $(BIN)/.installed
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[train,dev]' '$(TORCH_SPEC)'
+	$(BIN)/pip install -q -e '.[train,dev,deepspeed]' '$(TORCH_SPEC)'
 	touch $@
 
 # Browser tests drive Debian's Chromium; install it when we can (root with apt-get).

@@ -114,8 +114,13 @@ def _training_arguments(config: RewardConfig, out_dir: Path, *, has_eval: bool):
     )
 
 
-def _prepare_out_dir(out_dir: Path, run: dict[str, Any], resume: bool) -> str | None:
-    """Create out_dir; return the checkpoint to resume from, refusing one from a different run."""
+def _prepare_out_dir(
+    out_dir: Path, run: dict[str, Any], resume: bool, *, write: bool = True
+) -> str | None:
+    """Create out_dir; return the checkpoint to resume from, refusing one from a different run.
+
+    `write=False` (ranks other than 0, after rank 0 prepared it) only finds the checkpoint.
+    """
     from transformers.trainer_utils import get_last_checkpoint
 
     checkpoints = out_dir / CHECKPOINTS_DIR
@@ -130,11 +135,14 @@ def _prepare_out_dir(out_dir: Path, run: dict[str, Any], resume: bool) -> str | 
             )
         step = int(Path(last).name.rsplit("-", 1)[1])
         metrics = out_dir / METRICS_FILE
-        if metrics.is_file():  # drop lines logged after the checkpoint: they will be logged again
+        # Drop lines logged after the checkpoint: they will be logged again.
+        if write and metrics.is_file():
             lines = metrics.read_text(encoding="utf-8").splitlines()
             kept = [ln for ln in lines if ln.strip() and json.loads(ln).get("step", 0) <= step]
             metrics.write_text("".join(ln + "\n" for ln in kept), encoding="utf-8")
         return last
+    if not write:
+        return None
     if checkpoints.is_dir():
         shutil.rmtree(checkpoints)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -260,8 +268,15 @@ def train_reward_model(
             "peft": peft.__version__,
         },
     }
-    checkpoint = _prepare_out_dir(out_dir, run, config.resume)
-    (out_dir / CONFIG_FILE).write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
+    args = _training_arguments(config, out_dir, has_eval=eval_dataset is not None)
+    run["num_processes"] = args.world_size
+    # Under torchrun / accelerate launch, rank 0 checks and prepares out_dir first; the other
+    # ranks then find the same checkpoint without writing (one writer, no half-written files).
+    with args.main_process_first(local=False, desc="preparing the output directory"):
+        main = args.process_index == 0
+        checkpoint = _prepare_out_dir(out_dir, run, config.resume, write=main)
+        if main:
+            (out_dir / CONFIG_FILE).write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
 
     set_seed(config.seed)  # before the model: the score head is freshly initialised
     model = load_sequence_classifier(base_model, tokenizer)
@@ -287,7 +302,7 @@ def train_reward_model(
         )
     trainer = trainer_cls(
         model=model,
-        args=_training_arguments(config, out_dir, has_eval=eval_dataset is not None),
+        args=args,
         data_collator=collator,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,

@@ -1,3 +1,4 @@
+import functools
 import json
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from annotation.services.runs import run_source_record
 from lineage.models import ModelVersion, TrainingRun
 from lineage.services import model_version_register, training_run
 from training.cli import add_config_arguments
+from training.distributed import is_main_process, wait_for_everyone, world_size
 from training.ppo.config import PPOConfig
 
 
@@ -76,6 +78,19 @@ class Command(BaseCommand):
         except ModelLoadError as exc:
             raise CommandError(str(exc).splitlines()[0]) from None
 
+        train = functools.partial(
+            train_ppo, opts["policy"], reward, prompts, opts["out"], config, judge=judge
+        )
+        if not is_main_process():
+            # Another rank of a torchrun / accelerate job: it trains its share of every
+            # rollout and writes nothing; rank 0 records the one run and model version.
+            try:
+                train()
+            except (ModelLoadError, ValueError) as exc:
+                raise CommandError(str(exc).splitlines()[0]) from None
+            wait_for_everyone()
+            return
+
         parent = model_version_register(path=opts["policy"], kind=ModelVersion.Kind.POLICY)
         inputs = [parent]
         if not is_callable:
@@ -88,20 +103,13 @@ class Command(BaseCommand):
                     "reward": reward_spec,
                     "judge": opts["judge"],
                     "prompts": opts["prompts"],
+                    "num_processes": world_size(),
                 },
                 input_models=inputs,
                 output_dir=opts["out"],
             ) as run:
                 run_source_record(run=run.run, project=project)
-                result = train_ppo(
-                    opts["policy"],
-                    reward,
-                    prompts,
-                    opts["out"],
-                    config,
-                    judge=judge,
-                    on_metrics=run.log,
-                )
+                result = train(on_metrics=run.log)
                 run.run.metrics = dict(result.metrics)
                 run.flush()
                 version = model_version_register(
@@ -114,6 +122,7 @@ class Command(BaseCommand):
                 )
         except (ModelLoadError, ValueError) as exc:
             raise CommandError(str(exc).splitlines()[0]) from None
+        wait_for_everyone()  # the other ranks exit once the run is recorded
         self.stdout.write(
             self.style.SUCCESS(
                 f"saved {result.output_dir} as {version.name} (parent {parent.name}); "

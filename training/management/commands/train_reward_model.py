@@ -8,6 +8,7 @@ from annotation.services.runs import run_source_record
 from lineage.models import ModelVersion, TrainingRun
 from lineage.services import model_version_register, training_run
 from training.cli import add_config_arguments
+from training.distributed import is_main_process, wait_for_everyone, world_size
 from training.reward.config import RewardConfig
 
 
@@ -103,6 +104,16 @@ class Command(BaseCommand):
         for note in notes:
             self.stdout.write(note)
 
+        if not is_main_process():
+            # Another rank of a torchrun / accelerate job: it trains on its shard of the pairs
+            # and writes nothing; rank 0 records the one run and model version.
+            try:
+                train_reward_model(prefs, opts["base_model"], opts["out"], config)
+            except (RewardDataError, ModelLoadError, ValueError) as exc:
+                raise CommandError(str(exc).splitlines()[0]) from None
+            wait_for_everyone()
+            return
+
         base = ModelVersion.objects.filter(path=opts["base_model"]).order_by("-id").first()
         try:
             with training_run(
@@ -113,6 +124,7 @@ class Command(BaseCommand):
                     "base_model": opts["base_model"],
                     "data_sha256": prefs.sha256,
                     "data_modified": prefs.modified,
+                    "num_processes": world_size(),
                 },
                 input_models=[base] if base else [],
                 output_dir=opts["out"],
@@ -146,6 +158,7 @@ class Command(BaseCommand):
                 )
         except (RewardDataError, ModelLoadError, ValueError) as exc:
             raise CommandError(str(exc).splitlines()[0]) from None
+        wait_for_everyone()  # the other ranks exit once the run is recorded
         accuracy = "n/a" if result.accuracy is None else f"{result.accuracy:.3f}"
         self.stdout.write(
             self.style.SUCCESS(

@@ -1,0 +1,37 @@
+"""Which process of a `torchrun` / `accelerate launch` job this is, and a barrier (no Django).
+
+The launchers set RANK and WORLD_SIZE for every process they start. The commands read them
+before any model or process group exists, so that only rank 0 writes the database: the
+other ranks train their share of the data and write nothing.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def process_rank() -> int:
+    """This process's global rank (0 when not launched by torchrun / accelerate)."""
+    return int(os.environ.get("RANK", "0") or 0)
+
+
+def world_size() -> int:
+    """Processes in the job (1 when not launched by torchrun / accelerate)."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def is_main_process() -> bool:
+    """Rank 0: the one process that writes TrainingRun and ModelVersion rows."""
+    return process_rank() == 0
+
+
+def wait_for_everyone() -> None:
+    """A barrier across the job's processes; nothing to wait for in a single process.
+
+    The commands call it after rank 0's last database write, so that no rank reports success
+    before the run is recorded.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
