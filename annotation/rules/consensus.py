@@ -76,16 +76,36 @@ def bradley_terry(
     the comparison graph connected. Items nobody ranked get the mean strength.
     """
     ordered = items_of(rankings, items)
-    n = len(ordered)
-    if n == 0:
+    if not ordered:
         return {}
+    strengths = fit_bradley_terry(
+        win_counts(rankings, ordered), prior=prior, max_iter=max_iter, tol=tol
+    )
+    return dict(zip(ordered, strengths))
+
+
+def fit_bradley_terry(
+    wins: list[list[float]],
+    *,
+    prior: float = DEFAULT_PRIOR,
+    max_iter: int = 1000,
+    tol: float = 1e-9,
+) -> list[float]:
+    """Bradley-Terry log-strengths (mean 0) from a win matrix, fitted by MM (Hunter 2004).
+
+    `wins[i][j]` is how often item i beat item j (a tie half each way). `prior` adds that many
+    virtual games between every two items, split evenly (see `bradley_terry`). The matrix is
+    not modified.
+    """
+    n = len(wins)
+    if n == 0:
+        return []
     if prior <= 0:
         raise ValueError("prior must be positive: without it perfect separation diverges")
-    wins = win_counts(rankings, ordered)
-    for i in range(n):
-        for j in range(n):
-            if i != j:
-                wins[i][j] += prior / 2
+    wins = [
+        [w + (prior / 2 if i != j else 0.0) for j, w in enumerate(row)]
+        for i, row in enumerate(wins)
+    ]
     total_wins = [sum(row) for row in wins]
     games = [[wins[i][j] + wins[j][i] for j in range(n)] for i in range(n)]
     strength = [1.0] * n
@@ -101,7 +121,7 @@ def bradley_terry(
         strength = updated
         if change < tol:
             break
-    return {item: math.log(s) for item, s in zip(ordered, strength)}
+    return [math.log(s) for s in strength]
 
 
 def tiers_from_scores(
