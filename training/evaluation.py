@@ -340,7 +340,9 @@ def pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:
 
 
 def _shingles(text: str, n: int = 3) -> set[tuple[str, ...]]:
-    tokens = text.lower().split()
+    import re
+
+    tokens = re.findall(r"[a-z0-9']+", text.lower())
     if len(tokens) < n:
         return {tuple(tokens)} if tokens else set()
     return {tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}
@@ -350,7 +352,7 @@ def near_duplicate_share(texts: Sequence[str], *, threshold: float = 0.8) -> flo
     """Share of answers that are near-duplicates of at least one other answer.
 
     Two answers are near-duplicates when the Jaccard similarity of their word 3-gram sets
-    (lowercased, whitespace tokens; shorter answers: the whole answer) is >= `threshold`;
+    (lowercased words, punctuation dropped; shorter answers: the whole answer) is >= `threshold`;
     two empty answers are duplicates. A policy that answers every prompt with the same
     text the reward model likes (reward hacking) shows up here first. nan without texts.
     """
