@@ -147,7 +147,8 @@ def loop_run(
     prompts_import(project=project, records=train_records, source=Path(prompts_file).name)
     log(f"[loop] project {slug}: {len(train_records)} prompts, {len(eval_records)} held out")
 
-    before = sample_answers_cached(policy, eval_prompts, config)
+    samples: dict[str, list[str]] = {}
+    before = sample_answers_cached(policy, eval_prompts, config, samples)
     gold_start = judge(eval_prompts, before)
     log(_generate(slug, policy, config, seed=config.seed))
 
@@ -176,7 +177,7 @@ def loop_run(
             rounds.append({"round": number, "policy_before": current, **figures})
             break
         new_dir, new_version = step["ppo_dir"], step["version"]
-        after = sample_answers_cached(str(new_dir), eval_prompts, config)
+        after = sample_answers_cached(str(new_dir), eval_prompts, config, samples)
         figures.update(
             _gold_figures(judge, eval_prompts, before, after, gold_start, seed=config.seed)
         )
@@ -254,7 +255,11 @@ def loop_run(
         report["samples"] = [
             {"prompt": p, "before": b, "after": a}
             for p, b, a in list(
-                zip(eval_prompts, before, sample_answers_cached(current, eval_prompts, config))
+                zip(
+                    eval_prompts,
+                    before,
+                    sample_answers_cached(current, eval_prompts, config, samples),
+                )
             )[:8]
         ]
     report["seconds"] = round(time.perf_counter() - started, 1)
@@ -262,19 +267,17 @@ def loop_run(
     return report
 
 
-_SAMPLES: dict[tuple, list[str]] = {}
-
-
-def sample_answers_cached(policy: str, prompts: list, config: LoopConfig) -> list[str]:
-    """The policy's seeded held-out answers (sampled once per loop run and policy)."""
+def sample_answers_cached(
+    policy: str, prompts: list, config: LoopConfig, cache: dict[str, list[str]]
+) -> list[str]:
+    """The policy's seeded held-out answers, sampled once per loop run (`cache`) and policy."""
     from training.evaluation import sample_answers
 
-    key = (policy, json.dumps(prompts, default=str), config.max_new_tokens, config.seed)
-    if key not in _SAMPLES:
-        _SAMPLES[key] = sample_answers(
+    if policy not in cache:
+        cache[policy] = sample_answers(
             policy, prompts, max_new_tokens=config.max_new_tokens, seed=config.seed
         )
-    return _SAMPLES[key]
+    return cache[policy]
 
 
 def _generate(slug, model, config, *, seed, k=None, name=None) -> str:

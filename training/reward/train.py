@@ -83,8 +83,15 @@ class EarlyStoppingCallback(TrainerCallback):
     model's trainable state (the adapters and head with LoRA).
     """
 
-    def __init__(self, evaluate: Callable[[Any], dict[str, Any]], patience: int, out_dir: Path):
+    def __init__(
+        self,
+        evaluate: Callable[[Any], dict[str, Any]],
+        patience: int,
+        out_dir: Path,
+        on_metrics: Callable[[dict[str, Any]], None] | None = None,
+    ):
         self.evaluate = evaluate
+        self.on_metrics = on_metrics
         self.patience = patience
         self.out_dir = out_dir
         self.evaluations: list[dict[str, Any]] = []
@@ -112,8 +119,11 @@ class EarlyStoppingCallback(TrainerCallback):
                 k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
             }
         if state.is_world_process_zero:
+            line = {**record, "best_epoch": self.best_epoch}
             with (self.out_dir / METRICS_FILE).open("a", encoding="utf-8") as f:
-                f.write(json.dumps({**record, "best_epoch": self.best_epoch}) + "\n")
+                f.write(json.dumps(line) + "\n")
+            if self.on_metrics is not None:
+                self.on_metrics(line)
         if decision.stop:
             logger.info(
                 "early stopping after epoch %d: no improvement since epoch %d",
@@ -355,6 +365,7 @@ def train_reward_model(
             ),
             config.early_stopping_patience,
             out_dir,
+            on_metrics,
         )
     trainer = trainer_cls(
         model=model,
