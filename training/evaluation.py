@@ -199,3 +199,212 @@ def plot_overoptimization(
     fig.savefig(out)
     plt.close(fig)
     return out
+
+
+# ---------------------------------------------------------------------------------------
+# Labeler agreement, intervals, over-optimization and shortcut flags (all pure)
+# ---------------------------------------------------------------------------------------
+
+
+def labeler_agreement(comparisons: Sequence[Sequence[Sequence[Sequence[int]]]]) -> Agreement:
+    """How often two labelers order a pair of candidates the same way.
+
+    `comparisons` holds, per comparison, the rankings (tiers best first) of its labelers.
+    For every two rankings of a comparison, in both directions, each candidate pair the first
+    orders strictly is one trial: the second ordering it the same way agrees (1), a tie counts
+    1/2, the opposite order 0. Pairs the first ties are left out, as a reward model's accuracy
+    leaves out tied labels, so the figure is the accuracy one labeler would score predicting
+    another's labels: the ceiling for `rm_accuracy_vs_labels` (InstructGPT: 72.6%).
+    """
+    agree = 0.0
+    pairs = 0
+    for rankings in comparisons:
+        tiers = [{c: t for t, tier in enumerate(r) for c in tier} for r in rankings]
+        for i, first in enumerate(tiers):
+            for j, second in enumerate(tiers):
+                if i == j:
+                    continue
+                shared = [c for c in first if c in second]
+                for x in range(len(shared)):
+                    for y in range(x + 1, len(shared)):
+                        a, b = shared[x], shared[y]
+                        label = first[a] - first[b]
+                        if label == 0:
+                            continue
+                        other = second[a] - second[b]
+                        agree += 0.5 if other == 0 else 1.0 if (other > 0) == (label > 0) else 0.0
+                        pairs += 1
+    return Agreement(agree, pairs)
+
+
+def _percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (q in [0, 1]) of sorted values."""
+    position = q * (len(sorted_values) - 1)
+    low = int(position)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
+
+
+def bootstrap_mean_ci(
+    values: Sequence[float], *, level: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of `values` (resampling the values).
+
+    For paired figures pass the per-prompt differences (gold after - before) or per-prompt
+    win indicators (1, 1/2, 0): resampling prompts keeps each prompt's pair together.
+    (nan, nan) without values.
+    """
+    import random
+
+    if not values:
+        return float("nan"), float("nan")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    rng = random.Random(seed)
+    n = len(values)
+    means = sorted(sum(rng.choices(values, k=n)) / n for _ in range(resamples))
+    tail = (1 - level) / 2
+    return _percentile(means, tail), _percentile(means, 1 - tail)
+
+
+def win_indicators(new_scores: Sequence[float], old_scores: Sequence[float]) -> list[float]:
+    """Per prompt: 1 when the new answer scores above the old one, 1/2 when equal, else 0."""
+    return [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(new_scores, old_scores)]
+
+
+def _slope(values: Sequence[float]) -> float:
+    """Least-squares slope of values against their index (0 for fewer than two)."""
+    n = len(values)
+    if n < 2:
+        return 0.0
+    mx = (n - 1) / 2
+    my = sum(values) / n
+    sxx = sum((i - mx) ** 2 for i in range(n))
+    return sum((i - mx) * (v - my) for i, v in enumerate(values)) / sxx
+
+
+@dataclass(frozen=True)
+class Overoptimization:
+    """Gold against RM score over PPO steps (Gao et al. 2022)."""
+
+    flagged: bool  # RM score still rising while gold falls over the last third of the steps
+    gold_slope: float | None  # per step, over the last third (None: too few steps)
+    rm_slope: float | None
+    gold_peak_step: int | None  # step (from the history) where the smoothed gold peaked
+    gold_peak: float | None
+
+
+def overoptimization(
+    history: Sequence[Mapping[str, Any]],
+    *,
+    gold_key: str = "gold_score",
+    rm_key: str = "score",
+    step_key: str = "step",
+) -> Overoptimization:
+    """Flag over-optimization: over the last third of the steps holding both figures, the RM
+    score's least-squares slope is above 0 and the gold score's below 0 (both smoothed with a
+    running mean first, as each step is one noisy batch). Needs 6 such steps to flag."""
+    rows = [
+        h
+        for h in history
+        if isinstance(h.get(gold_key), (int, float)) and isinstance(h.get(rm_key), (int, float))
+    ]
+    if not rows:
+        return Overoptimization(False, None, None, None, None)
+    gold = _running_mean([float(h[gold_key]) for h in rows])
+    rm = _running_mean([float(h[rm_key]) for h in rows])
+    peak = max(range(len(gold)), key=lambda i: gold[i])
+    peak_step = rows[peak].get(step_key, peak + 1)
+    if len(rows) < 6:
+        return Overoptimization(False, None, None, peak_step, gold[peak])
+    tail = len(rows) - len(rows) // 3
+    gold_slope, rm_slope = _slope(gold[tail:]), _slope(rm[tail:])
+    return Overoptimization(
+        rm_slope > 0 and gold_slope < 0, gold_slope, rm_slope, peak_step, gold[peak]
+    )
+
+
+def pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    """Pearson correlation; None for fewer than 3 points or a constant series."""
+    if len(xs) != len(ys):
+        raise ValueError("pearson needs as many x as y values")
+    n = len(xs)
+    if n < 3:
+        return None
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    syy = sum((y - my) ** 2 for y in ys)
+    if sxx == 0 or syy == 0:
+        return None
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / (sxx * syy) ** 0.5
+
+
+def _shingles(text: str, n: int = 3) -> set[tuple[str, ...]]:
+    import re
+
+    tokens = re.findall(r"[a-z0-9']+", text.lower())
+    if len(tokens) < n:
+        return {tuple(tokens)} if tokens else set()
+    return {tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}
+
+
+def near_duplicate_share(texts: Sequence[str], *, threshold: float = 0.8) -> float:
+    """Share of answers that are near-duplicates of at least one other answer.
+
+    Two answers are near-duplicates when the Jaccard similarity of their word 3-gram sets
+    (lowercased words, punctuation dropped; shorter answers: the whole answer) is >= `threshold`;
+    two empty answers are duplicates. A policy that answers every prompt with the same
+    text the reward model likes (reward hacking) shows up here first. nan without texts.
+    """
+    if not texts:
+        return float("nan")
+    sets = [_shingles(t) for t in texts]
+    duplicate = [False] * len(sets)
+    for i in range(len(sets)):
+        for j in range(i + 1, len(sets)):
+            a, b = sets[i], sets[j]
+            union = len(a | b)
+            similar = union == 0 or len(a & b) / union >= threshold
+            if similar:
+                duplicate[i] = duplicate[j] = True
+    return sum(duplicate) / len(sets)
+
+
+def heldout_kl(
+    policy: str | Path,
+    reference: str | Path,
+    prompts: Sequence[Prompt],
+    responses: Sequence[str],
+    *,
+    device: str = "auto",
+) -> float:
+    """Mean over prompts of sum_t log pi(y_t | x, y_<t) - log pi_ref(y_t | x, y_<t).
+
+    The k1 estimate of KL(pi || pi_ref) in nats per answer, on answers sampled from the new
+    policy (`responses`, re-tokenised after the rendered prompt; the answer's end-of-sequence
+    token included as generation stops on it). nan without prompts.
+    """
+    import torch
+
+    from training.modeling import encode_prompt, load_causal_lm
+
+    if not prompts:
+        return float("nan")
+    model, tokenizer = load_causal_lm(policy, device=device)
+    ref_model, _ = load_causal_lm(reference, device=device)
+    totals = []
+    with torch.no_grad():
+        for prompt, response in zip(prompts, responses):
+            prompt_ids = encode_prompt(tokenizer, prompt)
+            answer_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+            if tokenizer.eos_token_id is not None:
+                answer_ids = [*answer_ids, tokenizer.eos_token_id]
+            ids = torch.tensor([prompt_ids + answer_ids], device=model.device)
+            start = len(prompt_ids)
+            diffs = []
+            for m in (model, ref_model):
+                logits = m(input_ids=ids).logits[0, start - 1 : -1].float()
+                logp = torch.log_softmax(logits, dim=-1)
+                diffs.append(logp.gather(1, ids[0, start:, None]).sum())
+            totals.append(float(diffs[0] - diffs[1]))
+    return mean(totals)

@@ -22,6 +22,7 @@ from annotation.prompts import prompt_model_input
 from annotation.services.imports import parse_prompt_file, prompts_import
 from annotation.services.projects import project_create
 from lineage.models import ModelVersion, TrainingRun
+from training.evaluation import mean
 
 
 @dataclass(frozen=True)
@@ -39,14 +40,20 @@ class LoopConfig:
     tie_epsilon: float | None = 0.0
     max_new_tokens: int = 40  # tokens per sampled answer (candidates, PPO, evaluation)
     policy_steps: int | None = None  # demo policy build steps (None: the full demo build)
-    rm_epochs: float = 4.0  # reward-model epochs
-    rm_lr: float = 3e-4  # reward-model learning rate
+    # Reward model: None scales with the export (training.reward.schedule.scaled_defaults);
+    # early stopping keeps the best epoch on the held-out split.
+    rm_epochs: float | None = None
+    rm_lr: float | None = None
     rm_batch_size: int = 16
+    rm_patience: int = 2  # epochs without held-out improvement before the RM stops
+    # Stop before PPO when the RM's held-out accuracy (against the labels) is below this.
+    min_rm_accuracy: float | None = None
     ppo_episodes: int = 1024  # PPO episodes in total
     ppo_batch_size: int = 32  # episodes per PPO rollout
     ppo_lr: float = 5e-5
     kl_coef: float = 0.1  # a tiny reward model is easy to over-optimize: stay near the start
     seed: int = 0
+    rounds: int = 1  # label → reward model → PPO rounds, each from the last round's policy
     extra: dict = field(default_factory=dict)
 
 
@@ -62,6 +69,22 @@ REPORT_DEFINITIONS = {
     "rejected) the judge orders the same way; pairs the judge scores equal count 1/2",
     "win_rate_vs_start": "share of held-out prompts where the judge scores the new "
     "policy's answer above the start policy's; equal scores count 1/2",
+    "win_rate_ci": "95% percentile bootstrap interval (2000 resamples of the held-out "
+    "prompts) of win_rate_vs_start",
+    "gold_ci": "95% paired percentile bootstrap interval (2000 resamples of the held-out "
+    "prompts, each prompt's before/after pair kept together) of gold_after - gold_before",
+    "labeler_agreement": "for every two labelers of a comparison, in both directions: share "
+    "of the candidate pairs the first orders strictly that the second orders the same way; "
+    "a tie by the second counts 1/2 (the ceiling of rm_accuracy_vs_labels)",
+    "kl_heldout": "mean over held-out prompts of sum_t log pi(y_t) - log pi_ref(y_t) on the "
+    "new policy's sampled answer (k1 estimator of KL(pi || pi_ref), nats per answer)",
+    "overoptimization": "flagged when, over the last third of PPO steps, the running-mean RM "
+    "score's least-squares slope is > 0 and the gold score's < 0; gold_peak_step is where the "
+    "running-mean gold score peaked",
+    "rm_length_correlation": "Pearson correlation of the RM score with the word count of the "
+    "new policy's held-out answers (a length shortcut shows as a large positive value)",
+    "near_duplicate_share": "share of the new policy's held-out answers whose word-3-gram "
+    "Jaccard similarity with another answer is >= 0.8",
 }
 
 
@@ -80,16 +103,13 @@ def loop_run(
     config: LoopConfig = LoopConfig(),
     log=print,
 ) -> dict:
-    """Run one round and return the report (also written to out_dir/report.json)."""
-    from annotation.datafiles.jsonl import read_jsonl
-    from annotation.services.exports import ExportOptions, export_create
-    from training.evaluation import (
-        mean,
-        pairs_agreement_with_judge,
-        plot_overoptimization,
-        sample_answers,
-        win_rate,
-    )
+    """Run `config.rounds` rounds and return the report (also written to out_dir/report.json).
+
+    Each round: candidates → comparisons → simulated labels → export of all labels so far →
+    reward model (`_reward_and_ppo`) → PPO from the round's policy → candidates of the new
+    policy mixed with the round's policy's for the next round. Then a fresh labeling round on
+    the held-out prompts (new vs start policy) and the report against the gold judge.
+    """
     from training.ppo import load_callable
 
     started = time.perf_counter()
@@ -120,30 +140,195 @@ def loop_run(
     slug = f"loop-{timezone.now():%Y%m%d-%H%M%S}"
     project = project_create(
         slug=slug,
-        name=f"Loop round {slug}",
+        name=f"Loop {slug}",
         num_candidates=config.num_candidates,
         overlap=config.overlap,
     )
     prompts_import(project=project, records=train_records, source=Path(prompts_file).name)
     log(f"[loop] project {slug}: {len(train_records)} prompts, {len(eval_records)} held out")
 
-    # ------------------------------------------------------------------ candidates and labels
-    log(
-        _run(
-            "generate_candidates",
-            slug,
-            "--model",
-            policy,
-            "--max-new-tokens",
-            str(config.max_new_tokens),
-            "--seed",
-            str(config.seed),
-            "--no-progress",
-        ).strip()
+    samples: dict[str, list[str]] = {}
+    before = sample_answers_cached(policy, eval_prompts, config, samples)
+    gold_start = judge(eval_prompts, before)
+    log(_generate(slug, policy, config, seed=config.seed))
+
+    rounds: list[dict] = []
+    current = policy
+    stopped = None
+    for number in range(1, config.rounds + 1):
+        round_dir = out / f"round-{number}" if config.rounds > 1 else out
+        log(f"[loop] round {number} of {config.rounds}: policy {current}")
+        log(_run("build_comparisons", slug).strip())
+        log(f"[loop] simulated labelers: {_simulate(slug, judge_spec, config, number)}")
+        step = _reward_and_ppo(
+            project=project,
+            policy=current,
+            base_model=policy,
+            judge=judge,
+            judge_spec=judge_spec,
+            round_dir=round_dir,
+            config=config,
+            seed=config.seed + 10 * (number - 1),
+            log=log,
+        )
+        figures = step["figures"]
+        if step["stopped"]:
+            stopped = step["stopped"]
+            rounds.append({"round": number, "policy_before": current, **figures})
+            break
+        new_dir, new_version = step["ppo_dir"], step["version"]
+        after = sample_answers_cached(str(new_dir), eval_prompts, config, samples)
+        figures.update(
+            _gold_figures(judge, eval_prompts, before, after, gold_start, seed=config.seed)
+        )
+        figures.update(_policy_figures(step, eval_prompts, after, policy, config, round_dir))
+        rounds.append(
+            {
+                "round": number,
+                "policy_before": current,
+                "policy_after": str(new_dir),
+                "policy_version": new_version.name,
+                **figures,
+            }
+        )
+        # The next round's candidates: the new policy's mixed with the round's policy's
+        # (after the last round: the new policy's only, ready for labelers).
+        if number < config.rounds:
+            half = config.num_candidates // 2
+            log(
+                _generate(
+                    slug,
+                    str(new_dir),
+                    config,
+                    seed=config.seed + number,
+                    k=half,
+                    name=new_version.name,
+                )
+            )
+            log(
+                _add_candidates(
+                    project,
+                    current,
+                    config,
+                    seed=config.seed + 100 + number,
+                    k=config.num_candidates - half,
+                )
+            )
+        else:
+            log(
+                _generate(
+                    slug, str(new_dir), config, seed=config.seed + number, name=new_version.name
+                )
+            )
+        current = str(new_dir)
+        log(_round_line(rounds[-1]))
+
+    report = {
+        "project": slug,
+        "rounds": rounds,
+        "stopped_before_ppo": stopped,
+        "policy_before": policy,
+        "gold_before": mean(gold_start),
+        "annotations": Annotation.objects.filter(comparison__project=project).count(),
+        "config": asdict(config),
+        "definitions": REPORT_DEFINITIONS,
+    }
+    last = rounds[-1]
+    # The last round's figures at the top level (one round: the round's own).
+    for key, value in last.items():
+        if key not in ("round", "policy_before"):
+            report.setdefault(key, value)
+    if stopped is None:
+        labeling = _labeler_round(
+            slug=slug,
+            eval_records=eval_records,
+            start=policy,
+            new=current,
+            new_name=last["policy_version"],
+            judge_spec=judge_spec,
+            config=config,
+            log=log,
+        )
+        report.update(labeling)
+        new_version = ModelVersion.objects.get(name=last["policy_version"])
+        report["lineage"] = [v.name for v in new_version.lineage()]
+        report["samples"] = [
+            {"prompt": p, "before": b, "after": a}
+            for p, b, a in list(
+                zip(
+                    eval_prompts,
+                    before,
+                    sample_answers_cached(current, eval_prompts, config, samples),
+                )
+            )[:8]
+        ]
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    return report
+
+
+def sample_answers_cached(
+    policy: str, prompts: list, config: LoopConfig, cache: dict[str, list[str]]
+) -> list[str]:
+    """The policy's seeded held-out answers, sampled once per loop run (`cache`) and policy."""
+    from training.evaluation import sample_answers
+
+    if policy not in cache:
+        cache[policy] = sample_answers(
+            policy, prompts, max_new_tokens=config.max_new_tokens, seed=config.seed
+        )
+    return cache[policy]
+
+
+def _generate(slug, model, config, *, seed, k=None, name=None) -> str:
+    args = ["generate_candidates", slug, "--model", str(model)]
+    if name:
+        args += ["--name", name]
+    if k:
+        args += ["--num-candidates", str(k)]
+    args += ["--max-new-tokens", str(config.max_new_tokens), "--seed", str(seed), "--no-progress"]
+    return _run(*args).strip()
+
+
+def _add_candidates(project, model, config, *, seed, k) -> str:
+    """`k` more candidates per prompt from a policy that already has candidates here (the
+    command skips such prompts, to resume): fresh samples under another seed, texts already
+    stored for a prompt skipped."""
+    from annotation.models import Prompt
+    from annotation.services.imports import CandidateRecord, candidates_import
+    from lineage.services import model_version_register
+    from training.generation import GenerationConfig, generate_candidates
+
+    version = model_version_register(path=str(model), kind=ModelVersion.Kind.POLICY)
+    prompts = list(Prompt.objects.filter(project=project).order_by("id"))
+    generation = GenerationConfig(num_candidates=k, max_new_tokens=config.max_new_tokens, seed=seed)
+    result = generate_candidates(
+        str(model),
+        [p.as_model_input() for p in prompts],
+        generation,
+        model_name=version.name,
+        progress=False,
     )
-    log(_run("build_comparisons", slug).strip())
+    records = [
+        CandidateRecord(
+            line=prompt.pk,
+            prompt_ref=("id", prompt.pk),
+            text=candidate.text,
+            model=version.name,
+            params=candidate.metadata,
+        )
+        for prompt, row in zip(prompts, result.candidates)
+        for candidate in row
+    ]
+    created = candidates_import(
+        project=project, records=records, model_version=version, where="prompt"
+    ).created
+    return f"stored {created} more candidates for {len(prompts)} prompts from {version.name}"
+
+
+def _simulate(slug, judge_spec, config, number) -> str:
     ties = [] if config.tie_epsilon is None else ["--tie-epsilon", str(config.tie_epsilon)]
-    simulated = _run(
+    return _run(
         "simulate_labelers",
         slug,
         "--judge",
@@ -153,36 +338,91 @@ def loop_run(
         "--noise",
         str(config.noise),
         "--seed",
-        str(config.seed),
+        str(config.seed + 1000 * number),
         "--verbosity",
         "0",
         *ties,
-    )
-    log(f"[loop] simulated labelers: {simulated.strip()}")
+    ).strip()
 
-    # ------------------------------------------------------------------ export, reward model, PPO
-    export = export_create(project=project, options=ExportOptions(), out_dir=out / "export")
-    log(f"[loop] export {export.pk}: {export.rows} pairs")
-    rm_dir, ppo_dir = out / "reward-model", out / "policy"
+
+def _reward_and_ppo(
+    *, project, policy, base_model, judge, judge_spec, round_dir, config, seed, log
+) -> dict:
+    """Export all labels so far, train the reward model (data-scaled epochs and lr, early
+    stopping) and, unless its held-out accuracy is below `min_rm_accuracy`, PPO from
+    `policy`. The one section a different optimiser (DPO, ...) replaces."""
+    from annotation.datafiles.jsonl import read_jsonl
+    from annotation.services.exports import ExportOptions, export_create
+    from training.evaluation import pairs_agreement_with_judge
+    from training.reward.schedule import SCALING_RULE, accuracy_warnings, scaled_defaults
+
+    export = export_create(project=project, options=ExportOptions(), out_dir=round_dir / "export")
+    pairs = read_jsonl(Path(export.path) / "pairs.jsonl")
+    test_pairs = [p for p in pairs if p.get("split") == "test"] or pairs
+    train_count = max(1, len(pairs) - len([p for p in pairs if p.get("split") == "test"]))
+    epochs, lr = scaled_defaults(train_count, config.rm_batch_size)
+    epochs = config.rm_epochs if config.rm_epochs is not None else epochs
+    lr = config.rm_lr if config.rm_lr is not None else lr
+    log(
+        f"[loop] export {export.pk}: {export.rows} pairs; reward model {epochs:g} epochs "
+        f"at most, lr {lr:g} ({SCALING_RULE})"
+    )
+    rm_dir, ppo_dir = round_dir / "reward-model", round_dir / "policy"
     log(
         _run(
             "train_reward_model",
             "--export",
             str(export.pk),
             "--base-model",
-            policy,
+            base_model,
             "--out",
             str(rm_dir),
             "--epochs",
-            str(config.rm_epochs),
+            str(epochs),
             "--lr",
-            str(config.rm_lr),
+            str(lr),
             "--batch-size",
             str(config.rm_batch_size),
+            "--early-stopping-patience",
+            str(config.rm_patience),
             "--seed",
-            str(config.seed),
+            str(seed),
         ).strip()
     )
+    rm_run = TrainingRun.objects.filter(kind=TrainingRun.Kind.REWARD, source__export=export).latest(
+        "id"
+    )
+    accuracy_vs_labels = rm_run.metrics.get("accuracy")
+    agreement = rm_run.metrics.get("labeler_agreement")
+    figures = {
+        "export_id": export.pk,
+        "pairs": export.rows,
+        "rm_epochs": epochs,
+        "rm_lr": lr,
+        "rm_best_epoch": rm_run.metrics.get("best_epoch"),
+        "rm_epochs_run": rm_run.metrics.get("epochs_run"),
+        "rm_accuracy": _rm_accuracy_vs_judge(rm_dir, judge, test_pairs),
+        "rm_accuracy_vs_labels": accuracy_vs_labels,
+        "labeler_agreement": agreement,
+        "label_agreement_with_judge": pairs_agreement_with_judge(
+            judge, pairs, judge_ties="half"
+        ).rate,
+    }
+    warnings = accuracy_warnings(accuracy_vs_labels, agreement)
+    for warning in warnings:
+        log(f"[loop] {warning}")
+    figures["warnings"] = warnings
+    result = {"figures": figures, "stopped": None, "rm_dir": rm_dir}
+    if config.min_rm_accuracy is not None and (
+        accuracy_vs_labels is None or accuracy_vs_labels < config.min_rm_accuracy
+    ):
+        shown = "n/a" if accuracy_vs_labels is None else f"{accuracy_vs_labels:.3f}"
+        result["stopped"] = (
+            f"reward-model held-out accuracy {shown} is below --min-rm-accuracy "
+            f"{config.min_rm_accuracy:g}: stopped before PPO"
+        )
+        log(f"[loop] {result['stopped']}")
+        return result
     log(
         _run(
             "train_ppo",
@@ -191,7 +431,7 @@ def loop_run(
             "--reward-model",
             str(rm_dir),
             "--prompts",
-            slug,
+            project.slug,
             "--out",
             str(ppo_dir),
             "--judge",
@@ -207,78 +447,145 @@ def loop_run(
             "--kl-coef",
             str(config.kl_coef),
             "--seed",
-            str(config.seed),
+            str(seed),
         ).strip()
     )
     ppo_run = TrainingRun.objects.filter(kind=TrainingRun.Kind.PPO, source__project=project).latest(
         "id"
     )
-    new_version = ppo_run.output_model
+    result.update(ppo_dir=ppo_dir, ppo_run=ppo_run, version=ppo_run.output_model)
+    return result
 
-    # ------------------------------------------------------------------ next round's candidates
-    log(
-        _run(
-            "generate_candidates",
-            slug,
-            "--model",
-            str(ppo_dir),
-            "--name",
-            new_version.name,
-            "--max-new-tokens",
-            str(config.max_new_tokens),
-            "--seed",
-            str(config.seed + 1),
-            "--no-progress",
-        ).strip()
-    )
 
-    # ------------------------------------------------------------------ report
-    before = sample_answers(
-        policy, eval_prompts, max_new_tokens=config.max_new_tokens, seed=config.seed
+def _gold_figures(judge, prompts, before, after, gold_start, *, seed) -> dict:
+    """Gold before/after on the held-out prompts, with paired intervals (REPORT_DEFINITIONS)."""
+    from training.evaluation import bootstrap_mean_ci, mean, win_indicators
+
+    gold_after = judge(prompts, after)
+    wins = win_indicators(gold_after, gold_start)
+    diffs = [a - b for a, b in zip(gold_after, gold_start)]
+    return {
+        "gold_before": mean(gold_start),
+        "gold_after": mean(gold_after),
+        "gold_ci": list(bootstrap_mean_ci(diffs, seed=seed)),
+        "win_rate_vs_start": mean(wins),
+        "win_rate_ci": list(bootstrap_mean_ci(wins, seed=seed)),
+    }
+
+
+def _policy_figures(step, prompts, after, start_policy, config, round_dir) -> dict:
+    """KL on held-out prompts, PPO curves (over-optimization) and shortcut flags."""
+    from training.evaluation import (
+        heldout_kl,
+        near_duplicate_share,
+        overoptimization,
+        pearson,
+        plot_overoptimization,
     )
-    after = sample_answers(
-        str(ppo_dir), eval_prompts, max_new_tokens=config.max_new_tokens, seed=config.seed
-    )
-    pairs = read_jsonl(Path(export.path) / "pairs.jsonl")
-    test_pairs = [p for p in pairs if p.get("split") == "test"] or pairs
-    rm_accuracy = _rm_accuracy_vs_judge(rm_dir, judge, test_pairs)
+    from training.reward.scoring import load_reward_model
+
+    ppo_run = step["ppo_run"]
     history = ppo_run.metrics_history
     # k3 never goes negative, unlike the k1 sum PPO penalises with (noisy near zero KL).
     kl_key = "kl_k3" if "kl_k3" in ppo_run.metrics else "kl"
-    plot = plot_overoptimization(history, out / "reward_vs_kl.png", kl_key=kl_key, rm_key="score")
-    report = {
-        "project": slug,
-        "rm_accuracy": rm_accuracy,
-        "rm_accuracy_vs_labels": ppo_run.input_models.filter(kind=ModelVersion.Kind.REWARD)
-        .values_list("produced_by__metrics__accuracy", flat=True)
-        .first(),
-        "label_agreement_with_judge": pairs_agreement_with_judge(
-            judge, pairs, judge_ties="half"
-        ).rate,
-        "gold_before": mean(judge(eval_prompts, before)),
-        "gold_after": mean(judge(eval_prompts, after)),
-        "win_rate_vs_start": win_rate(judge, eval_prompts, after, before),
+    plot = plot_overoptimization(
+        history, round_dir / "reward_vs_kl.png", kl_key=kl_key, rm_key="score"
+    )
+    flag = overoptimization(history, gold_key="gold_score", rm_key="score")
+    rm_scores = load_reward_model(step["rm_dir"]).score(prompts, after)
+    return {
         "kl": ppo_run.metrics.get(kl_key),
+        "kl_heldout": heldout_kl(str(step["ppo_dir"]), start_policy, prompts, after),
         "rm_score_first": history[0].get("score") if history else None,
         "rm_score_last": history[-1].get("score") if history else None,
-        "annotations": Annotation.objects.filter(comparison__project=project).count(),
-        "export_id": export.pk,
-        "pairs": export.rows,
-        "policy_before": policy,
-        "policy_after": str(ppo_dir),
-        "policy_version": new_version.name,
-        "lineage": [v.name for v in new_version.lineage()],
+        "overoptimization": asdict(flag),
+        "rm_length_correlation": pearson(rm_scores, [float(len(a.split())) for a in after])
+        if len(after) > 2
+        else None,
+        "near_duplicate_share": near_duplicate_share(after),
         "plot": str(plot) if plot else None,
-        "seconds": round(time.perf_counter() - started, 1),
-        "config": asdict(config),
-        "samples": [
-            {"prompt": p, "before": b, "after": a}
-            for p, b, a in list(zip(eval_prompts, before, after))[:8]
-        ],
-        "definitions": REPORT_DEFINITIONS,
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
-    return report
+
+
+def _round_line(r: dict) -> str:
+    def f(value):
+        return "n/a" if value is None else f"{value:.3f}"
+
+    low, high = r.get("gold_ci") or (None, None)
+    return (
+        f"[loop] round {r['round']}: rm {f(r.get('rm_accuracy_vs_labels'))} "
+        f"(labelers {f(r.get('labeler_agreement'))}), gold {f(r.get('gold_before'))} -> "
+        f"{f(r.get('gold_after'))} (diff 95% [{f(low)}, {f(high)}]), win "
+        f"{f(r.get('win_rate_vs_start'))}, kl {f(r.get('kl_heldout'))}"
+    )
+
+
+def _labeler_round(*, slug, eval_records, start, new, new_name, judge_spec, config, log) -> dict:
+    """A fresh labeling round on the held-out prompts: one answer of the start policy and one
+    of the new policy per prompt, ranked by new simulated labelers; the head-to-head record
+    gives `labeler_win_rate` and the model leaderboard."""
+    from annotation.rules.leaderboard import model_leaderboard
+
+    eval_slug = f"{slug}-verify"
+    project = project_create(
+        slug=eval_slug, name=f"Loop {slug}: verification", num_candidates=2, overlap=1
+    )
+    prompts_import(project=project, records=eval_records, source="held-out")
+    start_name = (
+        ModelVersion.objects.filter(path=start)
+        .order_by("-id")
+        .values_list("name", flat=True)
+        .first()
+        or Path(start).name
+    )
+    log(_generate(eval_slug, start, config, seed=config.seed + 7, k=1, name=start_name))
+    log(_generate(eval_slug, new, config, seed=config.seed + 7, k=1, name=new_name))
+    log(_run("build_comparisons", eval_slug).strip())
+    log(f"[loop] verification labels: {_simulate(eval_slug, judge_spec, config, 99)}")
+    outcomes = head_to_head_outcomes(project)
+    new_vs_start = [o for o in outcomes if {o[0], o[1]} == {start_name, new_name}]
+    wins = sum(
+        1.0
+        if (o[2] == "a") == (o[0] == new_name) and o[2] != "tie"
+        else 0.5
+        if o[2] == "tie"
+        else 0.0
+        for o in new_vs_start
+    )
+    rows = model_leaderboard(outcomes)
+    return {
+        "labeler_win_rate": wins / len(new_vs_start) if new_vs_start else None,
+        "labeler_comparisons": len(new_vs_start),
+        "leaderboard": [asdict(r) for r in rows],
+    }
+
+
+def head_to_head_outcomes(project) -> list[tuple[str, str, str]]:
+    """(model_a, model_b, "a"|"b"|"tie") per latest annotation and pair of candidates of
+    different models in it (the tiers decide; the same tier is a tie)."""
+    from annotation.models import Candidate
+
+    names = {
+        cid: vname or mname or ""
+        for cid, vname, mname in Candidate.objects.filter(prompt__project=project).values_list(
+            "id", "model_version__name", "model_name"
+        )
+    }
+    outcomes = []
+    rows = Annotation.objects.filter(
+        comparison__project=project, superseded_by__isnull=True, rejected_at__isnull=True
+    ).values_list("ranking", flat=True)
+    for ranking in rows:
+        tier = {c: t for t, group in enumerate(ranking) for c in group}
+        ids = sorted(tier)
+        for x in range(len(ids)):
+            for y in range(x + 1, len(ids)):
+                a, b = ids[x], ids[y]
+                if names.get(a) == names.get(b):
+                    continue
+                result = "tie" if tier[a] == tier[b] else "a" if tier[a] < tier[b] else "b"
+                outcomes.append((names[a], names[b], result))
+    return outcomes
 
 
 def _rm_accuracy_vs_judge(rm_dir: Path, judge, pairs: list[dict]) -> float:

@@ -65,7 +65,28 @@ def test_small_loop_round(tmp_path, settings, capsys):
     assert reward_run.kind == "reward" and reward_run.status == "succeeded"
     assert reward_run.source.export_id == report["export_id"]
     assert policy.candidates.count() > 0  # the next round's candidates came from the new policy
-    assert "gold_after" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "gold_after" in printed and "leaderboard" in printed and "round  rm acc" in printed
+
+    # The ceiling beside the score, on the report and on the reward-model run.
+    assert reward_run.metrics["labeler_agreement"] == report["labeler_agreement"]
+    assert 0.5 < report["labeler_agreement"] <= 1
+    assert report["rm_best_epoch"] == reward_run.metrics["best_epoch"] >= 1
+    # Intervals bracket their figure; the KL on held-out prompts is reported.
+    low, high = report["gold_ci"]
+    assert low <= report["gold_after"] - report["gold_before"] <= high
+    low, high = report["win_rate_ci"]
+    assert low <= report["win_rate_vs_start"] <= high
+    assert isinstance(report["kl_heldout"], float)
+    assert set(report["overoptimization"]) >= {"flagged", "gold_peak_step"}
+    assert 0 <= report["near_duplicate_share"] <= 1
+    for key in ("gold_ci", "labeler_agreement", "kl_heldout", "overoptimization"):
+        assert key in report["definitions"]
+    # The verification round: one start and one new answer per held-out prompt.
+    models = {row["model"]: row for row in report["leaderboard"]}
+    assert set(models) == {policy.parent.name, policy.name}
+    assert models[policy.name]["win_rate"] == pytest.approx(report["labeler_win_rate"])
+    assert models[policy.name]["comparisons"] == report["labeler_comparisons"] <= 16
 
 
 @pytest.mark.parametrize(
@@ -81,3 +102,96 @@ def test_loop_command_passes_the_labelers_tie_setting(monkeypatch, tmp_path, arg
     monkeypatch.setattr("training.loop.loop_run", fake_loop_run)
     call_command("loop", "--out", str(tmp_path), *args, stdout=io.StringIO())
     assert seen["config"].tie_epsilon == tie_epsilon
+
+
+def _second_world_args(tmp_path):
+    from tests.training.second_world import write_prompts
+
+    prompts = write_prompts(tmp_path / "world2.jsonl", n=60)
+    return [
+        "--judge",
+        "tests.training.second_world:judge",
+        "--prompts",
+        str(prompts),
+        "--num-prompts",
+        "40",
+        "--eval-prompts",
+        "16",
+        "--policy-steps",
+        "150",
+        "--ppo-episodes",
+        "64",
+        "--ppo-batch-size",
+        "16",
+        "--labelers",
+        "2",
+        "--max-new-tokens",
+        "24",
+    ]
+
+
+def test_two_rounds_on_a_second_world(tmp_path, settings, capsys):
+    """--rounds 2 on a world with its own prompts and judge: round 2 labels the new policy's
+    candidates mixed with the old policy's, retrains the RM on all labels, resumes PPO."""
+    import torch
+
+    torch.set_num_threads(2)
+    settings.DATA_DIR = tmp_path / "data"
+    out = tmp_path / "loop"
+    call_command("loop", "--out", str(out), "--rounds", "2", *_second_world_args(tmp_path))
+    report = json.loads((out / "report.json").read_text())
+    first, second = report["rounds"]
+    assert second["pairs"] > first["pairs"]  # the second RM saw all labels so far
+    assert second["policy_before"] == first["policy_after"]  # PPO resumed from round 1
+    assert report["gold_after"] == second["gold_after"]
+    assert first["gold_before"] == second["gold_before"] == report["gold_before"]
+    for r in (first, second):
+        low, high = r["gold_ci"]
+        assert low <= r["gold_after"] - r["gold_before"] <= high
+        assert (out / f"round-{r['round']}" / "reward_vs_kl.png").is_file()
+    # Round 2 compared the two policies' candidates within the same comparisons.
+    from annotation.models import Candidate, Comparison
+
+    round_one = ModelVersion.objects.get(name=first["policy_version"])
+    version_of = dict(
+        Candidate.objects.filter(prompt__project__slug=report["project"]).values_list(
+            "id", "model_version_id"
+        )
+    )
+    groups = [
+        {version_of[i] for i in ids}
+        for ids in Comparison.objects.filter(project__slug=report["project"]).values_list(
+            "candidate_ids", flat=True
+        )
+    ]
+    assert any(round_one.pk in g and len(g) > 1 for g in groups)
+    final = ModelVersion.objects.get(name=second["policy_version"])
+    assert final.parent == round_one  # lineage: round 2's policy ← round 1's
+    assert report["lineage"][:2] == [final.name, round_one.name]
+    assert "round  rm acc" in capsys.readouterr().out
+
+
+def test_min_rm_accuracy_stops_before_ppo(tmp_path, settings):
+    import torch
+    from django.core.management.base import CommandError
+
+    torch.set_num_threads(2)
+    settings.DATA_DIR = tmp_path / "data"
+    out = tmp_path / "loop"
+    with pytest.raises(CommandError, match="below --min-rm-accuracy 1.01: stopped before PPO"):
+        call_command(
+            "loop",
+            "--out",
+            str(out),
+            "--min-rm-accuracy",
+            "1.01",
+            "--rm-epochs",
+            "1",
+            *_second_world_args(tmp_path),
+            stdout=io.StringIO(),
+        )
+    report = json.loads((out / "report.json").read_text())
+    assert "stopped before PPO" in report["stopped_before_ppo"]
+    assert not TrainingRun.objects.filter(kind="ppo").exists()
+    assert TrainingRun.objects.get(kind="reward").status == "succeeded"
+    assert report["rounds"][0]["rm_accuracy_vs_labels"] < 1.01

@@ -77,6 +77,11 @@ class RewardConfig:
     eval_each_epoch: bool = option(
         True, "also evaluate on the test split after every epoch (logged to metrics.jsonl)"
     )
+    early_stopping_patience: int = option(
+        2,
+        "with a test split: evaluate after every epoch, keep the best epoch's weights (held-out "
+        "accuracy, then loss) and stop after this many epochs without improvement; 0 keeps the last",
+    )
     device: str = option(
         "auto",
         "auto (CUDA when present), cpu, cuda or cuda:N; under accelerate launch the launcher decides",
@@ -118,6 +123,7 @@ class RewardConfig:
             "lora_r must be >= 1": self.lora_r >= 1,
             "save_steps must be >= 1": self.save_steps >= 1,
             "logging_steps must be >= 1": self.logging_steps >= 1,
+            "early_stopping_patience must be >= 0": self.early_stopping_patience >= 0,
         }
         failed = [message for message, ok in checks.items() if not ok]
         if failed:
@@ -162,6 +168,10 @@ class RewardResult:
     train_loss: float | None = None
     train_runtime_s: float = 0.0
     metrics: dict[str, Any] = field(default_factory=dict)
+    best_epoch: int | None = None
+    """1-based epoch whose weights were kept (early stopping); None without it"""
+    epoch_evaluations: list[dict[str, Any]] = field(default_factory=list)
+    """held-out accuracy and loss after each epoch (early stopping)"""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""

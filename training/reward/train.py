@@ -33,6 +33,7 @@ from training.reward.data import PreferenceData, load_preferences
 from training.reward.dataset import Renderer, apply_eval_fraction, build_dataset
 from training.reward.kwise import KwiseRewardTrainer
 from training.reward.pairwise import PairwiseRewardTrainer
+from training.reward.schedule import early_stopping
 from training.reward.scoring import (
     NORMALIZATION_FILE,
     load_sequence_classifier,
@@ -72,7 +73,76 @@ class MetricsCallback(TrainerCallback):
                 shutil.copy2(self.out_dir / name, checkpoint / name)
 
 
-def _training_arguments(config: RewardConfig, out_dir: Path, *, has_eval: bool):
+class EarlyStoppingCallback(TrainerCallback):
+    """After every epoch: held-out accuracy and loss, the best epoch's weights kept in memory,
+    training stopped after `patience` epochs without improvement; the best weights restored
+    when training ends (before the model is saved).
+
+    The held-out figures are those of `evaluate_pairs` (the run's final accuracy), so the
+    epoch kept is the one the model card reports. Weights live on the CPU: a copy of the
+    model's trainable state (the adapters and head with LoRA).
+    """
+
+    def __init__(
+        self,
+        evaluate: Callable[[Any], dict[str, Any]],
+        patience: int,
+        out_dir: Path,
+        on_metrics: Callable[[dict[str, Any]], None] | None = None,
+    ):
+        self.evaluate = evaluate
+        self.on_metrics = on_metrics
+        self.patience = patience
+        self.out_dir = out_dir
+        self.evaluations: list[dict[str, Any]] = []
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_epoch: int | None = None
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
+        with torch.no_grad():
+            figures = self.evaluate(model)
+        epoch = len(self.evaluations) + 1
+        record = {
+            "step": state.global_step,
+            "epoch": epoch,
+            "eval_accuracy": figures["accuracy"],
+            "eval_loss": figures["eval_loss"],
+        }
+        self.evaluations.append(record)
+        decision = early_stopping(
+            [(e["eval_accuracy"], e["eval_loss"]) for e in self.evaluations],
+            patience=self.patience,
+        )
+        if decision.is_best:
+            self.best_epoch = epoch
+            self.best_state = {
+                k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
+            }
+        if state.is_world_process_zero:
+            line = {**record, "best_epoch": self.best_epoch}
+            with (self.out_dir / METRICS_FILE).open("a", encoding="utf-8") as f:
+                f.write(json.dumps(line) + "\n")
+            if self.on_metrics is not None:
+                self.on_metrics(line)
+        if decision.stop:
+            logger.info(
+                "early stopping after epoch %d: no improvement since epoch %d",
+                epoch,
+                self.best_epoch,
+            )
+            control.should_training_stop = True
+        return control
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
+        if self.best_state is not None and self.best_epoch != len(self.evaluations):
+            model.load_state_dict(self.best_state)
+            logger.info("kept the weights of epoch %d (best held-out accuracy)", self.best_epoch)
+        self.best_state = None
+
+
+def _training_arguments(
+    config: RewardConfig, out_dir: Path, *, has_eval: bool, early_stop: bool = False
+):
     from trl import RewardConfig as TrlRewardConfig
 
     device = resolve_device(config.device)
@@ -105,7 +175,8 @@ def _training_arguments(config: RewardConfig, out_dir: Path, *, has_eval: bool):
         save_strategy="steps",
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,
-        eval_strategy="epoch" if has_eval and config.eval_each_epoch else "no",
+        # Early stopping evaluates each epoch itself (the accuracy it selects on).
+        eval_strategy="epoch" if has_eval and config.eval_each_epoch and not early_stop else "no",
         prediction_loss_only=True,
         remove_unused_columns=False,  # the collators read "weight", which trl would drop
         max_length=None,  # rows are already truncated; trl would drop the long ones
@@ -168,6 +239,7 @@ Trained by rlhf-studio (`train_reward_model`) with the {run["loss"]} loss{" and 
 | held-out pairs | {result.num_eval_pairs} |
 | held-out pairwise accuracy | {accuracy} |
 | accuracy by tier gap | {by_margin} |
+| epoch kept (early stopping) | {"n/a" if result.best_epoch is None else f"{result.best_epoch} of {len(result.epoch_evaluations)}"} |
 | held-out loss | {"n/a" if result.eval_loss is None else f"{result.eval_loss:.4f}"} |
 | responses truncated to {run["config"]["max_length"]} tokens | {result.truncated_count} |
 | reward bias / std | {result.bias:.4f} / {result.std:.4f} |
@@ -268,7 +340,10 @@ def train_reward_model(
             "peft": peft.__version__,
         },
     }
-    args = _training_arguments(config, out_dir, has_eval=eval_dataset is not None)
+    early_stop = bool(config.early_stopping_patience and eval_pairs)
+    args = _training_arguments(
+        config, out_dir, has_eval=eval_dataset is not None, early_stop=early_stop
+    )
     run["num_processes"] = args.world_size
     # Under torchrun / accelerate launch, rank 0 checks and prepares out_dir first; the other
     # ranks then find the same checkpoint without writing (one writer, no half-written files).
@@ -300,6 +375,17 @@ def train_reward_model(
             PairwiseRewardTrainer,
             WeightedPreferenceCollator(tokenizer.pad_token_id),
         )
+    eval_batch = config.eval_batch_size or config.batch_size * 2
+    stopper = None
+    if early_stop:
+        stopper = EarlyStoppingCallback(
+            lambda m: evaluate_pairs(
+                m, eval_pairs, render, margin_scale=config.margin_scale, batch_size=eval_batch
+            ),
+            config.early_stopping_patience,
+            out_dir,
+            on_metrics,
+        )
     trainer = trainer_cls(
         model=model,
         args=args,
@@ -308,13 +394,12 @@ def train_reward_model(
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[MetricsCallback(out_dir, on_metrics)],
+        callbacks=[MetricsCallback(out_dir, on_metrics), *([stopper] if stopper else [])],
     )
     train_output = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(out_dir))
 
-    # Held-out figures and the normalization bias, from the in-memory model.
-    eval_batch = config.eval_batch_size or config.batch_size * 2
+    # Held-out figures and the normalization bias, from the in-memory model (the best epoch's).
     figures = evaluate_pairs(
         trainer.model, eval_pairs, render, margin_scale=config.margin_scale, batch_size=eval_batch
     )
@@ -334,6 +419,8 @@ def train_reward_model(
         train_loss=train_output.training_loss,
         train_runtime_s=float(train_output.metrics.get("train_runtime", 0.0)),
         metrics=dict(train_output.metrics),
+        best_epoch=stopper.best_epoch if stopper else None,
+        epoch_evaluations=list(stopper.evaluations) if stopper else [],
     )
     if trainer.is_world_process_zero():
         write_normalization(out_dir, bias=bias, std=std, max_length=config.max_length, count=count)
@@ -346,6 +433,8 @@ def train_reward_model(
             "bias": bias,
             "std": std,
             "truncated_count": result.truncated_count,
+            "best_epoch": result.best_epoch,
+            "epochs_run": len(result.epoch_evaluations) or None,
         }
         with (out_dir / METRICS_FILE).open("a", encoding="utf-8") as f:
             f.write(json.dumps(final) + "\n")

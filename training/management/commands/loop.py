@@ -43,6 +43,21 @@ class Command(BaseCommand):
         parser.add_argument("--kl-coef", type=float)
         parser.add_argument("--max-new-tokens", type=int)
         parser.add_argument("--seed", type=int)
+        parser.add_argument(
+            "--rounds",
+            type=int,
+            help="rounds of labels → reward model → PPO, each from the last policy (default 1)",
+        )
+        parser.add_argument(
+            "--rm-patience",
+            type=int,
+            help="reward-model epochs without held-out improvement before it stops (default 2)",
+        )
+        parser.add_argument(
+            "--min-rm-accuracy",
+            type=float,
+            help="stop before PPO when the reward model's held-out accuracy is below this",
+        )
 
     def handle(self, *args, **opts):
         from training.loop import LoopConfig, loop_run
@@ -63,6 +78,9 @@ class Command(BaseCommand):
             "kl_coef": "kl_coef",
             "max_new_tokens": "max_new_tokens",
             "seed": "seed",
+            "rounds": "rounds",
+            "rm_patience": "rm_patience",
+            "min_rm_accuracy": "min_rm_accuracy",
         }
         values = {f: opts[o] for o, f in fields.items() if opts[o] is not None}
         if opts["no_ties"]:
@@ -82,16 +100,78 @@ class Command(BaseCommand):
             raise CommandError(str(exc).splitlines()[0]) from None
         self.stdout.write("")
         for key in (
+            "rm_accuracy_vs_labels",
+            "labeler_agreement",
             "rm_accuracy",
             "label_agreement_with_judge",
             "gold_before",
             "gold_after",
+            "gold_ci",
             "win_rate_vs_start",
+            "win_rate_ci",
+            "labeler_win_rate",
             "kl",
+            "kl_heldout",
             "rm_score_first",
             "rm_score_last",
+            "rm_length_correlation",
+            "near_duplicate_share",
         ):
             value = report.get(key)
-            shown = f"{value:.3f}" if isinstance(value, float) else value
+            if isinstance(value, float):
+                shown = f"{value:.3f}"
+            elif isinstance(value, list) and all(isinstance(v, float) for v in value):
+                shown = "[" + ", ".join(f"{v:.3f}" for v in value) + "]"
+            else:
+                shown = value
             self.stdout.write(f"{key:28s} {shown}")
+        self.stdout.write("")
+        self._rounds_table(report.get("rounds") or [])
+        self._leaderboard(report.get("leaderboard") or [], report.get("labeler_win_rate"))
+        if report.get("stopped_before_ppo"):
+            raise CommandError(
+                f"{report['stopped_before_ppo']} (report: {Path(out) / 'report.json'})"
+            )
         self.stdout.write(self.style.SUCCESS(f"report: {Path(out) / 'report.json'}"))
+
+    def _rounds_table(self, rounds):
+        def f(value):
+            return f"{value:.3f}" if isinstance(value, float) else "n/a"
+
+        def ci(pair):
+            return f"[{f(pair[0])}, {f(pair[1])}]" if pair else "n/a"
+
+        header = (
+            f"{'round':>5} {'rm acc':>7} {'labelers':>8} {'vs judge':>8} {'gold before':>11} "
+            f"{'gold after':>10} {'gold diff 95% CI':>18} {'win':>6} {'win 95% CI':>16} "
+            f"{'KL':>7} {'over-opt':>8}"
+        )
+        self.stdout.write(header)
+        for r in rounds:
+            over = (r.get("overoptimization") or {}).get("flagged")
+            self.stdout.write(
+                f"{r['round']:>5} {f(r.get('rm_accuracy_vs_labels')):>7} "
+                f"{f(r.get('labeler_agreement')):>8} {f(r.get('rm_accuracy')):>8} "
+                f"{f(r.get('gold_before')):>11} {f(r.get('gold_after')):>10} "
+                f"{ci(r.get('gold_ci')):>18} {f(r.get('win_rate_vs_start')):>6} "
+                f"{ci(r.get('win_rate_ci')):>16} {f(r.get('kl_heldout')):>7} "
+                f"{'yes' if over else 'no' if over is not None else 'n/a':>8}"
+            )
+        for r in rounds:
+            for warning in r.get("warnings") or []:
+                self.stdout.write(self.style.WARNING(f"round {r['round']}: {warning}"))
+
+    def _leaderboard(self, rows, labeler_win_rate):
+        if not rows:
+            return
+        self.stdout.write("")
+        self.stdout.write("leaderboard (simulated labelers, held-out prompts; ties count 1/2)")
+        self.stdout.write(f"{'model':40s} {'games':>5} {'win rate':>8} {'95% CI':>16} {'BT':>6}")
+        for row in rows:
+            self.stdout.write(
+                f"{row['model'][:40]:40s} {row['comparisons']:>5} {row['win_rate']:>8.3f} "
+                f"{'[' + format(row['ci_low'], '.3f') + ', ' + format(row['ci_high'], '.3f') + ']':>16} "
+                f"{row['strength']:>6.2f}"
+            )
+        if labeler_win_rate is not None:
+            self.stdout.write(f"labeler_win_rate (new over start policy) {labeler_win_rate:.3f}")

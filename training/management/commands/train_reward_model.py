@@ -137,8 +137,13 @@ class Command(BaseCommand):
                 result = train_reward_model(
                     prefs, opts["base_model"], opts["out"], config, on_metrics=run.log
                 )
+                agreement = export_labeler_agreement(export) if export is not None else None
                 run.run.metrics = {
                     "accuracy": result.accuracy,
+                    # The ceiling beside the score (training.evaluation.labeler_agreement).
+                    "labeler_agreement": agreement,
+                    "best_epoch": result.best_epoch,
+                    "epochs_run": len(result.epoch_evaluations) or None,
                     "eval_loss": result.eval_loss,
                     "bias": result.bias,
                     "std": result.std,
@@ -159,9 +164,41 @@ class Command(BaseCommand):
         except (RewardDataError, ModelLoadError, ValueError) as exc:
             raise CommandError(str(exc).splitlines()[0]) from None
         wait_for_everyone()  # the other ranks exit once the run is recorded
+        from training.reward.schedule import accuracy_warnings
+
+        for warning in accuracy_warnings(result.accuracy, agreement):
+            self.stdout.write(self.style.WARNING(warning))
         accuracy = "n/a" if result.accuracy is None else f"{result.accuracy:.3f}"
+        if agreement is not None:
+            accuracy += f" (labelers agree with each other {agreement:.3f})"
         self.stdout.write(
             self.style.SUCCESS(
                 f"saved {result.output_dir} as {version.name}, held-out accuracy {accuracy}"
             )
         )
+
+
+def export_labeler_agreement(export) -> float | None:
+    """`labeler_agreement` of the annotations of an export's project (the latest, not
+    rejected), over comparisons with two labelers or more; None when there are none."""
+    from itertools import groupby
+
+    from annotation.models import Annotation
+    from training.evaluation import labeler_agreement
+
+    rows = (
+        Annotation.objects.filter(
+            comparison__project_id=export.project_id,
+            superseded_by__isnull=True,
+            rejected_at__isnull=True,
+        )
+        .order_by("comparison_id", "id")
+        .values_list("comparison_id", "ranking")
+    )
+    comparisons = [
+        rankings
+        for _, group in groupby(rows.iterator(), key=lambda r: r[0])
+        if len(rankings := [ranking for _, ranking in group]) > 1
+    ]
+    result = labeler_agreement(comparisons)
+    return result.rate if result.pairs else None
