@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from training.cli import config_from_options, option
-from training.sft import CONFIG_FILE, OPTION_ALIASES, loss_summary, lora_config, save_policy
+from training.sft import CONFIG_FILE, OPTION_ALIASES, lora_config, loss_summary, save_policy
 
 LOSS_TYPES = (
     "sigmoid",
@@ -71,8 +71,12 @@ class DPOTrainConfig:
     lr: float | None = option(
         None, "AdamW learning rate; None means 5e-7 for full fine-tuning and 5e-6 with LoRA"
     )
-    lr_scheduler: str = option("linear", "transformers scheduler name: linear, cosine, constant, ...")
-    warmup_steps: float = option(0, "warm-up optimizer steps, or the share of all steps when below 1")
+    lr_scheduler: str = option(
+        "linear", "transformers scheduler name: linear, cosine, constant, ..."
+    )
+    warmup_steps: float = option(
+        0, "warm-up optimizer steps, or the share of all steps when below 1"
+    )
     weight_decay: float = option(0.0, "AdamW weight decay")
     batch_size: int = option(8, "pairs per device and micro-batch")
     gradient_accumulation: int = option(1, "micro-batches per optimizer step")

@@ -63,8 +63,12 @@ class SFTTrainConfig:
     lr: float | None = option(
         None, "AdamW learning rate; None means 2e-5 for full fine-tuning and 2e-4 with LoRA"
     )
-    lr_scheduler: str = option("linear", "transformers scheduler name: linear, cosine, constant, ...")
-    warmup_steps: float = option(0, "warm-up optimizer steps, or the share of all steps when below 1")
+    lr_scheduler: str = option(
+        "linear", "transformers scheduler name: linear, cosine, constant, ..."
+    )
+    warmup_steps: float = option(
+        0, "warm-up optimizer steps, or the share of all steps when below 1"
+    )
     weight_decay: float = option(0.0, "AdamW weight decay")
     batch_size: int = option(8, "sequences per device and micro-batch")
     gradient_accumulation: int = option(1, "micro-batches per optimizer step")

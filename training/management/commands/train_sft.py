@@ -19,7 +19,9 @@ def resolve_data(value: str) -> tuple[str, Export | None]:
         return export.path, export
     path = Path(value).expanduser()
     if not path.exists():
-        raise CommandError(f"{value}: no such file or folder (give sft.jsonl, its folder or an Export id).")
+        raise CommandError(
+            f"{value}: no such file or folder (give sft.jsonl, its folder or an Export id)."
+        )
     folder = path if path.is_dir() else path.parent
     return str(path), Export.objects.filter(path=str(folder.resolve())).order_by("-id").first()
 
@@ -34,7 +36,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--data", required=True, help="Export id, export folder, or an sft.jsonl file"
         )
-        parser.add_argument("--base-model", required=True, help="hub id or local path (a causal LM)")
+        parser.add_argument(
+            "--base-model", required=True, help="hub id or local path (a causal LM)"
+        )
         parser.add_argument("--out", required=True, type=Path)
         parser.add_argument("--name", help="model version name (default: from --out)")
         add_config_arguments(parser.add_argument_group("SFT hyperparameters"), SFTTrainConfig)
@@ -68,7 +72,9 @@ class Command(BaseCommand):
                 run_source_record(
                     run=run.run, project=export.project if export else None, export=export
                 )
-                result = train_sft(demos, opts["base_model"], opts["out"], config, on_metrics=run.log)
+                result = train_sft(
+                    demos, opts["base_model"], opts["out"], config, on_metrics=run.log
+                )
                 run.run.metrics = {
                     "train_loss": result.train_loss,
                     "first_loss": result.first_loss,
