@@ -47,7 +47,16 @@ class LoopConfig:
     ppo_lr: float = 5e-5
     kl_coef: float = 0.1  # a tiny reward model is easy to over-optimize: stay near the start
     seed: int = 0
+    # "ppo": reward model + PPO; "dpo": DPO on the round's export in place of both.
+    method: str = "ppo"
+    dpo_beta: float = 0.1
+    dpo_epochs: float = 2.0
+    dpo_lr: float = 1e-4
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.method not in ("ppo", "dpo"):
+            raise ValueError(f"method must be 'ppo' or 'dpo', got {self.method!r}")
 
 
 # What each agreement/accuracy figure of report.json measures, and its tie rule; written
@@ -163,6 +172,14 @@ def loop_run(
     # ------------------------------------------------------------------ export, reward model, PPO
     export = export_create(project=project, options=ExportOptions(), out_dir=out / "export")
     log(f"[loop] export {export.pk}: {export.rows} pairs")
+    if config.method == "dpo":  # DPO on this export in place of reward model + PPO
+        from training.loop_dpo import dpo_round
+
+        return dpo_round(
+            run=_run, log=log, out=out, slug=slug, project=project, export=export,
+            policy=policy, judge=judge, eval_prompts=eval_prompts, config=config,
+            started=started, definitions=REPORT_DEFINITIONS,
+        )  # fmt: skip
     rm_dir, ppo_dir = out / "reward-model", out / "policy"
     log(
         _run(

@@ -43,6 +43,14 @@ class Command(BaseCommand):
         parser.add_argument("--kl-coef", type=float)
         parser.add_argument("--max-new-tokens", type=int)
         parser.add_argument("--seed", type=int)
+        parser.add_argument(
+            "--method",
+            choices=["ppo", "dpo"],
+            help="ppo: reward model + PPO (default); dpo: DPO on the round's export instead",
+        )
+        parser.add_argument("--dpo-beta", type=float)
+        parser.add_argument("--dpo-epochs", type=float)
+        parser.add_argument("--dpo-lr", type=float)
 
     def handle(self, *args, **opts):
         from training.loop import LoopConfig, loop_run
@@ -63,6 +71,10 @@ class Command(BaseCommand):
             "kl_coef": "kl_coef",
             "max_new_tokens": "max_new_tokens",
             "seed": "seed",
+            "method": "method",
+            "dpo_beta": "dpo_beta",
+            "dpo_epochs": "dpo_epochs",
+            "dpo_lr": "dpo_lr",
         }
         values = {f: opts[o] for o, f in fields.items() if opts[o] is not None}
         if opts["no_ties"]:
@@ -88,9 +100,12 @@ class Command(BaseCommand):
             "gold_after",
             "win_rate_vs_start",
             "kl",
+            "dpo_eval_accuracy",
             "rm_score_first",
             "rm_score_last",
         ):
+            if key not in report:  # figures of the other method
+                continue
             value = report.get(key)
             shown = f"{value:.3f}" if isinstance(value, float) else value
             self.stdout.write(f"{key:28s} {shown}")
