@@ -163,9 +163,10 @@ def build_dpo_trainer(prefs: Any, policy: str, out_dir: Path, config: DPOTrainCo
     from trl import DPOConfig, DPOTrainer
 
     from training.modeling import load_causal_lm
-    from training.sft import trainer_arguments
+    from training.sft import clamp_max_length, trainer_arguments
 
     set_seed(config.seed)
+    config = clamp_max_length(config, policy)
     model, tokenizer = load_causal_lm(policy, device="cpu", dtype="float32")
     ref_model = None
     if not config.lora:
@@ -212,6 +213,7 @@ def train_dpo(
 
     from training.reward.data import PreferenceData, load_preferences
     from training.reward.train import MetricsCallback, _prepare_out_dir
+    from training.sft import clamp_max_length
 
     config = config or DPOTrainConfig()
     out_dir = Path(out_dir).expanduser()
@@ -219,6 +221,7 @@ def train_dpo(
         prefs = data
     else:
         prefs = load_preferences(data, loss="pairwise", allow_modified=allow_modified)
+    config = clamp_max_length(config, policy)
     run = {
         "method": "dpo",
         "base_model": str(policy),

@@ -328,6 +328,18 @@ def loss_summary(history: list[dict[str, Any]]) -> tuple[float | None, float | N
     return (losses[0], losses[-1]) if losses else (None, None)
 
 
+def clamp_max_length(config: Any, model_path: str) -> Any:
+    """Cap max_length at the model's position embeddings (longer inputs would index past them)."""
+    from training.reward.train import model_max_positions
+
+    limit = model_max_positions(model_path)
+    if limit is not None and (config.max_length is None or config.max_length > limit):
+        logger.info("max_length %s exceeds %s's %d positions: using %d", config.max_length,
+                    model_path, limit, limit)  # fmt: skip
+        return dataclasses.replace(config, max_length=limit)
+    return config
+
+
 def build_sft_trainer(
     demos: Demonstrations,
     base_model: str,
@@ -343,6 +355,7 @@ def build_sft_trainer(
     from training.modeling import load_causal_lm
 
     set_seed(config.seed)
+    config = clamp_max_length(config, base_model)
     model, tokenizer = load_causal_lm(base_model, device="cpu", dtype="float32")
     mode, template = _masking_mode(tokenizer)
     if template is not None:
@@ -386,6 +399,7 @@ def train_sft(
     config = config or SFTTrainConfig()
     out_dir = Path(out_dir).expanduser()
     demos = data if isinstance(data, Demonstrations) else load_demonstrations(data)
+    config = clamp_max_length(config, base_model)
     run = {
         "method": "sft",
         "base_model": str(base_model),

@@ -106,9 +106,23 @@ def test_dpo_lora_uses_the_disabled_adapter_as_reference(tmp_path, chat_lm):
     )
     assert trainer.ref_model is None and isinstance(trainer.model, PeftModel)
 
-    dpo(folder, chat_lm, tmp_path / "lora", *EASY, "--lora", "--lr", "5e-3", "--loss-type", "ipo")
+    dpo(
+        folder,
+        chat_lm,
+        tmp_path / "lora",
+        *EASY,
+        "--lora",
+        "--lr",
+        "5e-3",
+        "--loss-type",
+        "ipo",
+        "--max-length",
+        "100000",
+    )
     run = TrainingRun.objects.get(kind="dpo")
     assert run.status == "succeeded" and run.metrics["last_loss"] < run.metrics["first_loss"]
+    recorded = json.loads((tmp_path / "lora" / "training_config.json").read_text())
+    assert recorded["config"]["max_length"] == 256 and recorded["reference"].startswith("policy")
     assert (tmp_path / "lora" / "adapter" / "adapter_config.json").is_file()
     model, _ = load_causal_lm(tmp_path / "lora", device="cpu")  # merged: a plain model
     assert not hasattr(model, "peft_config")

@@ -169,11 +169,15 @@ def test_train_sft_lora_saves_a_merged_model_and_the_adapter(tmp_path, chat_lm):
         "--lora",
         "--max-steps",
         "4",
+        "--max-length",
+        "100000",  # capped at the 256 positions of the model
         "--batch-size",
         "4",
     )
     run = TrainingRun.objects.get(kind="sft")
     assert run.status == "succeeded" and run.config["lora"] is True
+    recorded = json.loads((tmp_path / "lora" / "training_config.json").read_text())
+    assert recorded["config"]["max_length"] == 256
     assert (tmp_path / "lora" / "adapter" / "adapter_config.json").is_file()
     assert not (tmp_path / "lora" / "adapter_config.json").exists()  # a plain model folder
     model, _ = load_causal_lm(tmp_path / "lora", device="cpu")
