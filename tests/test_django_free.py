@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # package -> its modules and subpackages that may touch Django (the glue).
 DJANGO_FREE_PACKAGES: dict[str, set[str]] = {
-    "training": {"apps", "management", "migrations", "loop", "active"},
+    "training": {"apps", "management", "migrations", "loop", "loop_dpo", "active"},
     "annotation.rules": set(),
     "annotation.datafiles": set(),
     "simulation": {"apps", "management", "services"},

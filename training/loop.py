@@ -54,7 +54,18 @@ class LoopConfig:
     kl_coef: float = 0.1  # a tiny reward model is easy to over-optimize: stay near the start
     seed: int = 0
     rounds: int = 1  # label → reward model → PPO rounds, each from the last round's policy
+    # "ppo": reward model + PPO; "dpo": DPO on the round's export in place of both.
+    method: str = "ppo"
+    dpo_beta: float = 0.1
+    dpo_epochs: float = 2.0
+    dpo_lr: float = 1e-4
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.method not in ("ppo", "dpo"):
+            raise ValueError(f"method must be 'ppo' or 'dpo', got {self.method!r}")
+        if self.method == "dpo" and self.rounds != 1:
+            raise ValueError("--method dpo runs one round (--rounds 1)")
 
 
 # What each agreement/accuracy figure of report.json measures, and its tie rule; written
@@ -160,6 +171,17 @@ def loop_run(
         log(f"[loop] round {number} of {config.rounds}: policy {current}")
         log(_run("build_comparisons", slug).strip())
         log(f"[loop] simulated labelers: {_simulate(slug, judge_spec, config, number)}")
+        if config.method == "dpo":  # DPO on this round's export in place of reward model + PPO
+            from annotation.services.exports import ExportOptions, export_create
+            from training.loop_dpo import dpo_round
+
+            export = export_create(project=project, options=ExportOptions(), out_dir=out / "export")
+            log(f"[loop] export {export.pk}: {export.rows} pairs")
+            return dpo_round(
+                run=_run, log=log, out=out, slug=slug, project=project, export=export,
+                policy=policy, judge=judge, eval_prompts=eval_prompts, config=config,
+                started=started, definitions=REPORT_DEFINITIONS,
+            )  # fmt: skip
         step = _reward_and_ppo(
             project=project,
             policy=current,

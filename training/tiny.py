@@ -16,9 +16,15 @@ UNK_TOKEN = "<unk>"
 BOS_TOKEN = "<bos>"
 
 # A minimal ChatML-style template: enough to exercise the chat-template code paths.
+# Assistant turns sit in {% generation %} markers (which render nothing), so trl's
+# assistant_only_loss can mask everything else; the turn's <eos> is inside, so it is learnt.
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
+    "{% if message['role'] == 'assistant' %}"
+    "<|assistant|> {% generation %}{{ message['content'] }} <eos>{% endgeneration %} "
+    "{% else %}"
     "<|{{ message['role'] }}|> {{ message['content'] }} <eos> "
+    "{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|> {% endif %}"
 )

@@ -58,6 +58,14 @@ class Command(BaseCommand):
             type=float,
             help="stop before PPO when the reward model's held-out accuracy is below this",
         )
+        parser.add_argument(
+            "--method",
+            choices=["ppo", "dpo"],
+            help="ppo: reward model + PPO (default); dpo: DPO on the round's export instead",
+        )
+        parser.add_argument("--dpo-beta", type=float)
+        parser.add_argument("--dpo-epochs", type=float)
+        parser.add_argument("--dpo-lr", type=float)
 
     def handle(self, *args, **opts):
         from training.loop import LoopConfig, loop_run
@@ -81,11 +89,18 @@ class Command(BaseCommand):
             "rounds": "rounds",
             "rm_patience": "rm_patience",
             "min_rm_accuracy": "min_rm_accuracy",
+            "method": "method",
+            "dpo_beta": "dpo_beta",
+            "dpo_epochs": "dpo_epochs",
+            "dpo_lr": "dpo_lr",
         }
         values = {f: opts[o] for o, f in fields.items() if opts[o] is not None}
         if opts["no_ties"]:
             values["tie_epsilon"] = None
-        config = LoopConfig(**values)
+        try:
+            config = LoopConfig(**values)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
         out = opts["out"] or Path(settings.DATA_DIR) / "loop"
         try:
             report = loop_run(
@@ -112,11 +127,14 @@ class Command(BaseCommand):
             "labeler_win_rate",
             "kl",
             "kl_heldout",
+            "dpo_eval_accuracy",
             "rm_score_first",
             "rm_score_last",
             "rm_length_correlation",
             "near_duplicate_share",
         ):
+            if key not in report:  # figures of the other method
+                continue
             value = report.get(key)
             if isinstance(value, float):
                 shown = f"{value:.3f}"
