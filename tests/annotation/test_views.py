@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from annotation.forms import ordinal, tiers_from_ranks
-from annotation.markdown import Segment, render_markdown, text_segments
+from annotation.markdown import render_markdown
 from annotation.models import Annotation, Assignment, Comparison, TaskType
 from annotation.services.imports import candidate_record, candidates_import, prompts_import
 from annotation.services.imports import prompt_record as make_prompt_record
@@ -48,22 +48,6 @@ def test_render_markdown_keeps_structure_and_drops_active_content():
         assert bad not in html
     # Code in guidelines is shown escaped inside <pre><code>.
     assert "code &lt;b&gt;" in html
-
-
-def test_text_segments_split_prose_and_fenced_code():
-    text = "Here:\n```python\nprint('<b>')\n```\nDone."
-    assert text_segments(text) == [
-        Segment("text", "Here:"),
-        Segment("code", "print('<b>')", "python"),
-        Segment("text", "Done."),
-    ]
-    # No fence: the text exactly as given, whitespace included.
-    assert text_segments("  a\n\n  b  ") == [Segment("text", "  a\n\n  b  ")]
-    # An unclosed fence runs to the end, like Markdown.
-    assert text_segments("x\n~~~\nrest\nmore") == [
-        Segment("text", "x"),
-        Segment("code", "rest\nmore"),
-    ]
 
 
 # ---------------------------------------------------------------------------------------
