@@ -473,3 +473,27 @@ def test_today_counts_only_todays_annotations(
     response = alice_client.get(label_url(ranking_project))
     assert response.context["today"] == 1
     assert Comparison.objects.filter(status=Comparison.Status.COMPLETE).count() == 2
+
+
+@pytest.mark.django_db
+def test_assignment_fragment_renders_the_cards_for_their_labeler_only(
+    client, alice_client, alice, make_labeler, ranking_project, make_comparisons
+):
+    make_comparisons(ranking_project, n=1, texts=["# Title\n\n" + XSS_SCRIPT, XSS_IMG, "**b**"])
+    alice_client.get(label_url(ranking_project))
+    assignment = current_assignment(alice)
+    url = reverse("assignment-fragment", kwargs={"assignment_id": assignment.pk})
+    response = alice_client.get(url)
+    assert response.status_code == 200
+    html = response.content.decode()
+    positions = [html.index(f'data-candidate="{cid}"') for cid in assignment.display_order]
+    assert positions == sorted(positions)
+    assert '<h1 dir="auto">Title</h1>' in html and "<strong>b</strong>" in html
+    assert "<script>window" not in html and "<img" not in html
+    assert 'id="fragment-prompt"' in html and "Question" in html
+    # Someone else's assignment is not found; signed out goes to the login page.
+    bob = make_labeler("bob", projects=[ranking_project])
+    client.force_login(bob)
+    assert client.get(url).status_code == 404
+    client.logout()
+    assert client.get(url).status_code == 302
