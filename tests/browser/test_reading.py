@@ -205,3 +205,80 @@ def test_hostile_text_in_every_field_stays_inert(
     page.get_by_role("link", name=re.compile("^Edit")).first.click()
     expect(page.locator("#rationale")).to_have_value(XSS)  # prefilled, as text
     assert_inert(page, events)
+
+
+def long_answer(seed: int, words: int = 2000) -> str:
+    body = " ".join(f"w{(seed * 7 + j) % 97}" for j in range(words))
+    return f"Answer {seed}.\n\n{body}"
+
+
+def test_long_answers_fold_cards_keep_their_height_and_k4_fits_one_row(
+    device_page, live_server, make_project, make_labeler, make_comparisons
+):
+    page = device_page
+    project = make_project("long", name="Long", num_candidates=4, overlap=1)
+    make_labeler("lou", projects=[project], password=PASSWORD)
+    texts = [long_answer(1), "Short answer.", long_answer(2, 600), "Another short one."]
+    make_comparisons(project, n=1, texts=texts)
+    sign_in(page, live_server, "lou", "/projects/long/label/")
+    cards = page.locator(".card")
+    expect(cards).to_have_count(4)
+    boxes = [c.bounding_box() for c in cards.all()]
+    if page.device == "desktop":
+        assert len({round(b["y"]) for b in boxes}) == 1  # one row at 1366 px
+    short = page.locator(".card", has_text="Short answer.")
+    long = page.locator(".card", has_text="Answer 1.")
+    assert short.bounding_box()["height"] < long.bounding_box()["height"] / 2  # not stretched
+    expect(long.locator(".word-count")).to_have_text("2002 words")
+    text = long.locator("[data-slot=text]")
+    assert (
+        text.evaluate("el => getComputedStyle(el).overflowY") == "hidden"
+    )  # a fold, no scroll box
+    folded = text.bounding_box()["height"]
+    long.get_by_role("button", name="Show all (2002 words)").click()
+    assert text.bounding_box()["height"] > 2 * folded
+    assert text.evaluate("el => el.scrollHeight <= el.clientHeight + 1")
+    expect(short.get_by_role("button", name=re.compile("^Show all"))).to_be_hidden()
+    assert page.evaluate("document.documentElement.scrollWidth") <= page.viewport_size["width"]
+
+
+def test_compare_two_answers_marks_word_differences(
+    device_page, live_server, make_project, make_labeler, make_comparisons
+):
+    page = device_page
+    project = make_project("diff", name="Diff", num_candidates=3, overlap=1)
+    make_labeler("dee", projects=[project], password=PASSWORD)
+    left = "The capital of France is Paris, a city on the Seine."
+    right = "The capital of France is Lyon, a city on the Rhône."
+    make_comparisons(project, n=2, texts=[left, right, "Something else entirely."])
+    sign_in(page, live_server, "dee", "/projects/diff/label/")
+    first = Assignment.objects.get(labeler__username="dee")
+    order = first.display_order
+    texts = {c.pk: c.text for c in first.comparison.candidates.all()}
+    n_left = order.index(next(cid for cid, t in texts.items() if t == left)) + 1
+    n_right = order.index(next(cid for cid, t in texts.items() if t == right)) + 1
+    page.get_by_label("Compare: left response").select_option(label=f"Response {n_left}")
+    page.get_by_label("Compare: right response").select_option(label=f"Response {n_right}")
+    page.get_by_role("button", name="Show differences").click()
+    diff = page.get_by_role("region", name="Differences between two responses")
+    expect(diff).to_be_visible()
+    expect(diff.locator("#diff-a .diff-del")).to_have_text(["Paris,", "Seine."])
+    expect(diff.locator("#diff-b .diff-ins")).to_have_text(["Lyon,", "Rhône."])
+    assert diff.locator("#diff-a").text_content() == left
+    assert diff.locator("#diff-b").text_content() == right
+    expect(page.locator("#diff-summary")).to_have_text(
+        "2 words only on the left, 2 only on the right."
+    )
+    if page.device == "desktop":  # side by side; stacked on a phone
+        a, b = diff.locator(".diff-col").all()
+        assert a.bounding_box()["y"] == b.bounding_box()["y"]
+    # A comparison swapped in by the script gets fresh choices and a closed panel.
+    for n, cid in enumerate(order, start=1):
+        page.locator(f'.card[data-candidate="{cid}"] select[data-field=rank]').select_option(str(n))
+    page.get_by_role("button", name=re.compile("^Submit")).click()
+    page.wait_for_function(
+        "id => document.getElementById('task-form').dataset.assignment !== String(id)",
+        arg=first.pk,
+    )
+    expect(diff).to_be_hidden()
+    expect(page.get_by_label("Compare: left response").locator("option")).to_have_count(3)
