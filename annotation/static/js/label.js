@@ -64,6 +64,10 @@
   var CHOICE_NAMES = { a: "A is better", b: "B is better", tie: "Tie", bad: "Both bad" };
 
   document.querySelectorAll(".js-only").forEach(function (node) { node.hidden = false; });
+  // Hints that match the device: touch gestures on a phone or tablet, keys elsewhere.
+  var coarse = window.matchMedia && window.matchMedia("(pointer: coarse)").matches;
+  document.querySelectorAll(coarse ? ".hint-keys" : ".hint-touch").forEach(function (node) { node.hidden = true; });
+  document.documentElement.classList.toggle("is-touch", Boolean(coarse));
 
   // ---------------------------------------------------------------------------------------
   // Small helpers
@@ -363,6 +367,8 @@
         badge.textContent = rank ? ordinal(rank) : "";
       }
       card.classList.toggle("is-ranked", Boolean(rank));
+      var rankNext = card.querySelector('[data-action="rank-next"]');
+      if (rankNext) rankNext.disabled = Boolean(rank) || state.busy;
     });
     if (board) {
       board.querySelectorAll(".slot-items").forEach(function (items) { items.textContent = ""; });
@@ -375,6 +381,7 @@
         chip.title = "Response " + (index + 1);
         chip.setAttribute("data-candidate", String(cid));
         makeDraggable(chip, cid);
+        makePointerDraggable(chip, cid);
         slot.querySelector(".slot-items").appendChild(chip);
       });
       board.classList.toggle("is-tie-armed", state.tieArmed);
@@ -387,7 +394,58 @@
   // Tasks
   // ---------------------------------------------------------------------------------------
 
+  /*
+   * Pointer dragging of the board's chips (touch, pen or mouse): HTML5 drag and drop does not
+   * fire on touch screens. A chip follows the finger; lifting it over a slot ranks there.
+   */
+  function makePointerDraggable(chip, cid) {
+    chip.addEventListener("pointerdown", function (event) {
+      if (event.pointerType === "mouse") return; // the mouse keeps HTML5 drag and drop
+      event.preventDefault();
+      chip.setPointerCapture(event.pointerId);
+      chip.classList.add("is-moving");
+      var startX = event.clientX;
+      var startY = event.clientY;
+      function slotAt(x, y) {
+        chip.style.visibility = "hidden";
+        var under = document.elementFromPoint(x, y);
+        chip.style.visibility = "";
+        return under && under.closest && under.closest(".slot");
+      }
+      function move(e) {
+        chip.style.transform = "translate(" + (e.clientX - startX) + "px," + (e.clientY - startY) + "px)";
+        board.querySelectorAll(".slot").forEach(function (s) { s.classList.remove("is-over"); });
+        var slot = slotAt(e.clientX, e.clientY);
+        if (slot) slot.classList.add("is-over");
+      }
+      function up(e) {
+        chip.removeEventListener("pointermove", move);
+        chip.removeEventListener("pointerup", up);
+        chip.removeEventListener("pointercancel", up);
+        chip.style.transform = "";
+        chip.classList.remove("is-moving");
+        board.querySelectorAll(".slot").forEach(function (s) { s.classList.remove("is-over"); });
+        if (e.type !== "pointerup") return;
+        var slot = slotAt(e.clientX, e.clientY);
+        if (!slot) return;
+        var value = slot.getAttribute("data-rank");
+        dropOnRank(cid, value ? parseInt(value, 10) : null);
+      }
+      chip.addEventListener("pointermove", move);
+      chip.addEventListener("pointerup", up);
+      chip.addEventListener("pointercancel", up);
+    });
+  }
+
   function wireCard(card, cid) {
+    var rankNext = card.querySelector('[data-action="rank-next"]');
+    if (rankNext) {
+      rankNext.hidden = false;
+      rankNext.addEventListener("click", function () {
+        // A tap gives the next rank (a tie when "=" was pressed first), like the number key.
+        assignByKey(state.assignment.ids.indexOf(cid) + 1);
+      });
+    }
     var handle = card.querySelector(".drag-handle");
     if (handle) {
       handle.hidden = false;
