@@ -57,17 +57,16 @@ def test_tap_and_finger_drag_rank_on_a_phone_with_a_sticky_board(
     touch_drag(page, chip, page.locator('#rank-board .slot[data-rank="1"]'))
     expect(page.locator(f'.card[data-candidate="{z}"] [data-slot=badge]')).to_have_text("1st")
     expect(page.locator(f'.card[data-candidate="{y}"] [data-slot=badge]')).to_be_hidden()  # no ties
-    # (a click: Playwright's tap right after a raw CDP touch sequence is not delivered)
+    # Clicks from here: a Playwright tap after a raw CDP touch sequence is not delivered.
     page.locator(f'.card[data-candidate="{y}"]').get_by_role("button", name="Rank next").click()
     expect(page.locator(f'.card[data-candidate="{y}"] [data-slot=badge]')).to_have_text("3rd")
     # Scrolled far down a long answer, the board is still on screen.
-    page.locator(f'.card[data-candidate="{x}"]').get_by_role(
-        "button", name="Show all (360 words)"
-    ).tap()
+    long_card = page.locator(".card", has_text="Paragraph 0")
+    long_card.get_by_role("button", name="Show all (360 words)").click()
     page.evaluate("window.scrollBy(0, 3000)")
     box = page.locator("#rank-board").bounding_box()
     assert page.evaluate("window.scrollY") > 1000 and 0 <= box["y"] < 5
-    page.get_by_role("button", name="Submit").tap()
+    page.get_by_role("button", name="Submit").click()
     expect(page.get_by_role("heading", name="Nothing left to label")).to_be_visible()
     ranking = Annotation.objects.get(assignment=first).ranking
     assert ranking == [[z], [x], [y]]
