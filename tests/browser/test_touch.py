@@ -91,3 +91,37 @@ def test_desktop_shows_keyboard_hints(
     expect(
         page.locator(f'.card[data-candidate="{first.display_order[2]}"] [data-slot=badge]')
     ).to_have_text("3rd")
+
+
+def _luminance(rgb: str) -> float:
+    r, g, b = (int(v) / 255 for v in rgb[rgb.index("(") + 1 : rgb.index(")")].split(",")[:3])
+
+    def channel(c: float) -> float:
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+
+    return 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b)
+
+
+def test_focus_rings_have_at_least_3_to_1_contrast(
+    page, live_server, make_project, make_labeler, make_comparisons
+):
+    project = make_project("focus", name="Focus", num_candidates=3, overlap=1)
+    make_labeler("fin", projects=[project], password=PASSWORD)
+    make_comparisons(project, n=1)
+    sign_in(page, live_server, "fin", "/projects/focus/label/")
+    expect(page.locator(".card").first).to_be_visible()
+    checked = 0
+    for _ in range(12):
+        page.keyboard.press("Tab")
+        style = page.evaluate(
+            "() => { const s = getComputedStyle(document.activeElement);"
+            " return [s.outlineStyle, s.outlineWidth, s.outlineColor] }"
+        )
+        if style[0] == "none":
+            continue
+        assert float(style[1].rstrip("px")) >= 2
+        for background in ("rgb(255, 255, 255)", "rgb(246, 247, 249)"):  # surface, page
+            hi, lo = sorted((_luminance(style[2]), _luminance(background)), reverse=True)
+            assert (hi + 0.05) / (lo + 0.05) >= 3, style
+        checked += 1
+    assert checked >= 5
