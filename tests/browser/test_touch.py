@@ -125,3 +125,30 @@ def test_focus_rings_have_at_least_3_to_1_contrast(
             assert (hi + 0.05) / (lo + 0.05) >= 3, style
         checked += 1
     assert checked >= 5
+
+
+def test_single_key_shortcuts_can_be_turned_off_and_it_is_remembered(
+    page, live_server, make_project, make_labeler, make_comparisons
+):
+    project = make_project("keysoff", name="Keys off", num_candidates=3, overlap=1)
+    make_labeler("ola", projects=[project], password=PASSWORD)
+    make_comparisons(project, n=1)
+    sign_in(page, live_server, "ola", "/projects/keysoff/label/")
+    first = Assignment.objects.get(labeler__username="ola")
+    badge = page.locator(f'.card[data-candidate="{first.display_order[0]}"] [data-slot=badge]')
+    toggle = page.get_by_label("Single-key shortcuts")
+    expect(toggle).to_be_checked()
+    toggle.uncheck()
+    page.locator("body").click(position={"x": 5, "y": 5})
+    page.keyboard.press("1")
+    page.wait_for_timeout(100)
+    expect(badge).to_be_hidden()  # off: the key does nothing
+    page.reload()
+    page.wait_for_function("document.documentElement.classList.contains('js')")  # script ran
+    expect(page.get_by_label("Single-key shortcuts")).not_to_be_checked()  # remembered
+    page.keyboard.press("1")
+    expect(badge).to_be_hidden()
+    page.get_by_label("Single-key shortcuts").check()
+    page.locator("body").click(position={"x": 5, "y": 5})
+    page.keyboard.press("1")
+    expect(badge).to_have_text("1st")

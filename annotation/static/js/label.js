@@ -783,6 +783,18 @@
   var clearButton = document.getElementById("clear-button");
   if (clearButton) clearButton.addEventListener("click", clearRanks);
 
+  // Single-key shortcuts can be turned off (a screen reader's keys, a stray keypress); the
+  // choice is remembered in this browser.
+  var singleKeys = document.getElementById("single-keys");
+  var SINGLE_KEYS_STORE = "rlhf.singleKeys";
+  if (singleKeys) {
+    try { singleKeys.checked = window.localStorage.getItem(SINGLE_KEYS_STORE) !== "off"; } catch (e) { /* no storage */ }
+    singleKeys.addEventListener("change", function () {
+      try { window.localStorage.setItem(SINGLE_KEYS_STORE, singleKeys.checked ? "on" : "off"); } catch (e) { /* no storage */ }
+      announce(singleKeys.checked ? "Single-key shortcuts on." : "Single-key shortcuts off.");
+    });
+  }
+
   function typingIn(target) {
     if (!target || !target.tagName) return false;
     var tag = target.tagName.toLowerCase();
@@ -799,6 +811,7 @@
       return;
     }
     if (event.ctrlKey || event.metaKey || event.altKey || typingIn(event.target)) return;
+    if (singleKeys && !singleKeys.checked) return; // turned off: only Ctrl+Enter works
     var key = event.key;
     if (pairwise) {
       if (key === "Enter") {
