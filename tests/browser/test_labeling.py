@@ -53,6 +53,8 @@ def test_rank_by_keyboard_and_drag_tie_flag_submit_skip_until_nothing_left(
     login(page, "alice")
     page.get_by_role("link", name="Start labeling Rank three").click()
     expect(page.get_by_role("heading", name="Prompt")).to_be_visible()
+    # Keys work once the deferred scripts ran (it marks <html class="js"> last).
+    page.wait_for_function("document.documentElement.classList.contains('js')")
     # A marker that a full reload would wipe: the flow below must keep it.
     page.evaluate("window.__sameDocument = true")
 
