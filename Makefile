@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: venv test test-fast lint format demo loop chromium clean
+.PHONY: venv test test-fast lint format demo loop chromium clean pygments-css screenshots
 
 venv: $(BIN)/.installed
 
@@ -53,3 +53,12 @@ loop: venv var/.secret_key
 
 clean:
 	rm -rf $(VENV) var staticfiles .pytest_cache .ruff_cache
+
+# The stylesheet for highlighted code in model output (checked by tests/annotation/test_markdown.py).
+pygments-css: venv
+	DEBUG=1 $(BIN)/python -c "from annotation.markdown import pygments_css; open('annotation/static/css/pygments.css', 'w').write(pygments_css())"
+
+# Screenshots of the ranking, pairwise and chat pages at 1366 px and 390 px into docs/screenshots/
+# (a live server on the test database, Playwright with /usr/bin/chromium).
+screenshots: venv chromium
+	SCREENSHOT_DIR=docs/screenshots $(BIN)/pytest -q -p no:cacheprovider tests/browser/test_screenshots.py

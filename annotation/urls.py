@@ -33,5 +33,10 @@ urlpatterns = [
         views.assignment_edit,
         name="assignment-edit",
     ),
+    path(
+        "assignments/<id:assignment_id>/fragment/",
+        views.assignment_fragment,
+        name="assignment-fragment",
+    ),
     path("history/", views.history, name="history"),
 ]

@@ -26,7 +26,7 @@ from django.views.decorators.http import require_GET, require_POST
 from annotation.api.permissions import assignment_of, project_for_labeler
 from annotation.errors import ConflictError, NotAllowedError, ServiceValidationError
 from annotation.forms import SubmissionForm, ordinal, pairwise_choice
-from annotation.markdown import render_markdown, text_segments
+from annotation.markdown import render_markdown, render_text, word_count
 from annotation.models import Assignment, Project, TaskType
 from annotation.selectors.labelers import (
     annotation_current,
@@ -79,10 +79,15 @@ def _prompt_turns(messages_: list[dict]) -> list[dict]:
         {
             "role": m.get("role", ""),
             "label": "" if plain else ROLE_LABELS.get(m.get("role"), m.get("role", "")),
-            "segments": text_segments(m.get("content", "")),
+            **_text(m.get("content", "")),
         }
         for m in messages_
     ]
+
+
+def _text(text: str) -> dict:
+    """A text block as the `_text.html` include shows it: rendered, raw, and its length."""
+    return {"html": render_text(text), "text": text, "words": word_count(text)}
 
 
 def _card(project: Project, *, cid: int, n: int, text: str, values, k: int) -> dict:
@@ -94,15 +99,37 @@ def _card(project: Project, *, cid: int, n: int, text: str, values, k: int) -> d
     chosen_flags = values.getlist(f"flag_{cid}") if values is not None else []
     rank = values.get(f"rank_{cid}", "") if values is not None else ""
     rating = values.get(f"rating_{cid}", "") if values is not None else ""
+    letter = "AB"[n - 1] if project.task_type == TaskType.PAIRWISE and n else ""
     return {
         "id": cid,
         "n": n,
-        "letter": "AB"[n - 1] if project.task_type == TaskType.PAIRWISE and n else "",
-        "segments": text_segments(text),
+        "letter": letter,
+        "label": f"Text of response {letter or n}",
+        **_text(text),
         "ranks": [(str(i), ordinal(i), str(i) == rank) for i in range(1, k + 1)],
         "flags": [(code, code in chosen_flags) for code in project.flags or []],
         "ratings": [(str(i), str(i) == rating) for i in range(1, project.rating_scale + 1)],
     }
+
+
+def _task_parts(
+    project: Project, assignment: Assignment, values: QueryDict | None
+) -> tuple[list[dict], list[dict]]:
+    """The cards (in the labeler's display order) and prompt turns of an assignment."""
+    comparison = assignment.comparison
+    texts = {c.pk: c.text for c in comparison.candidates.all()}
+    cards = [
+        _card(
+            project,
+            cid=cid,
+            n=n,
+            text=texts.get(cid, ""),
+            values=values,
+            k=len(assignment.display_order),
+        )
+        for n, cid in enumerate(assignment.display_order, start=1)
+    ]
+    return cards, _prompt_turns(comparison.prompt.messages)
 
 
 def _with_comparison(assignment_id: int) -> Assignment:
@@ -134,22 +161,7 @@ def _label_page(
     if values is None:
         values = form.data if form is not None else None
     now = timezone.now()
-    cards, turns = [], []
-    if assignment is not None:
-        comparison = assignment.comparison
-        texts = {c.pk: c.text for c in comparison.candidates.all()}
-        cards = [
-            _card(
-                project,
-                cid=cid,
-                n=n,
-                text=texts.get(cid, ""),
-                values=values,
-                k=len(assignment.display_order),
-            )
-            for n, cid in enumerate(assignment.display_order, start=1)
-        ]
-        turns = _prompt_turns(comparison.prompt.messages)
+    cards, turns = _task_parts(project, assignment, values) if assignment else ([], [])
     today = annotations_today(user=request.user, project=project, now=now)
     api_zero = {"assignment_id": 0}
     config = {
@@ -183,6 +195,7 @@ def _label_page(
             "form_skip": reverse("assignment-skip", kwargs=api_zero),
             "login": reverse("login"),
             "edit": reverse("assignment-edit", kwargs=api_zero),
+            "fragment": reverse("assignment-fragment", kwargs=api_zero),
             "label": reverse("label", kwargs={"slug": project.slug}),
         },
     }
@@ -199,7 +212,6 @@ def _label_page(
             else 0
         ),
         "cards": cards,
-        "card_template": _card(project, cid=0, n=0, text="", values=None, k=project.num_candidates),
         "turns": turns,
         "today": today,
         "form": form,
@@ -238,6 +250,27 @@ def label(request: HttpRequest, slug: str) -> HttpResponse:
     if assignment is not None:
         assignment = _with_comparison(assignment.pk)
     return _label_page(request, project, assignment)
+
+
+@login_required
+@require_GET
+def assignment_fragment(request: HttpRequest, assignment_id: int) -> HttpResponse:
+    """The prompt and cards of one of the user's assignments, server-rendered, for the script.
+
+    The script leases through the JSON API and then swaps this HTML in, so a comparison
+    fetched without a reload is rendered (Markdown, highlighting, sanitizing) exactly like
+    the first one.
+    """
+    assignment = _with_comparison(assignment_of(request.user, assignment_id).pk)
+    project = project_for_labeler(request.user, assignment.comparison.project.slug)  # 404
+    cards, turns = _task_parts(project, assignment, None)
+    context = {
+        "project": project,
+        "pairwise": project.task_type == TaskType.PAIRWISE,
+        "cards": cards,
+        "turns": turns,
+    }
+    return render(request, "annotation/_fragment.html", context)
 
 
 @login_required
@@ -366,7 +399,7 @@ def history(request: HttpRequest) -> HttpResponse:
                     "label": ordinal(position),
                     "candidates": [
                         {
-                            "text": texts.get(cid, ""),
+                            **_text(texts.get(cid, "")),
                             "flags": annotation.flags.get(str(cid), []),
                             "rating": annotation.ratings.get(str(cid)),
                         }
@@ -378,7 +411,7 @@ def history(request: HttpRequest) -> HttpResponse:
         rows.append(
             {
                 "annotation": annotation,
-                "prompt": annotation.comparison.prompt.text,
+                "prompt": _text(annotation.comparison.prompt.text),
                 "tiers": tiers,
                 "superseded": superseded is not None,
                 "edit_url": (

@@ -163,10 +163,11 @@ def test_user_text_blocks_carry_dir_auto_with_arabic_and_hebrew(
     html = client.get(reverse("label", kwargs={"slug": project.slug})).content.decode()
     for text in (ARABIC, HEBREW):
         # The card's text block and the paragraph holding the text both lay out by content.
-        assert re.search(rf'<div class="prose" dir="auto">{text}</div>', html)
-    assert html.count('data-slot="text" dir="auto"') == 4  # three cards and the template
-    assert re.search(r'<div class="text" dir="auto"[^>]*aria-label="Prompt text"', html)
-    assert '<pre class="code" dir="ltr">' in html
+        assert f'<p dir="auto">{text}</p>' in html  # rendered Markdown, per paragraph
+        assert re.search(rf'<div class="raw" dir="auto" hidden>{text}</div>', html)  # raw text
+    assert html.count('<div class="md" dir="auto">') == 4  # three cards and the prompt
+    assert re.search(r'<div class="text" data-slot="text"[^>]*aria-label="Prompt text"', html)
+    assert '<pre dir="ltr">' in html
     assert re.search(r'<textarea id="rationale" name="rationale" dir="auto"', html)
     assignment = Assignment.objects.get(labeler=alice)
     order = assignment.display_order
@@ -178,6 +179,5 @@ def test_user_text_blocks_carry_dir_auto_with_arabic_and_hebrew(
         client_token=uuid.uuid4(),
     )
     history = client.get(reverse("history")).content.decode()
-    assert re.search(rf'<p class="history-prompt" dir="auto">{HEBREW}', history)
-    assert re.search(rf'<span class="history-text" dir="auto">{HEBREW}</span>', history)
+    assert history.count(f'<p dir="auto">{HEBREW}</p>') == 2  # the prompt and a response
     assert f'<span dir="auto">{ARABIC}</span>' in history

@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from annotation.forms import ordinal, tiers_from_ranks
-from annotation.markdown import Segment, render_markdown, text_segments
+from annotation.markdown import render_markdown
 from annotation.models import Annotation, Assignment, Comparison, TaskType
 from annotation.services.imports import candidate_record, candidates_import, prompts_import
 from annotation.services.imports import prompt_record as make_prompt_record
@@ -48,22 +48,6 @@ def test_render_markdown_keeps_structure_and_drops_active_content():
         assert bad not in html
     # Code in guidelines is shown escaped inside <pre><code>.
     assert "code &lt;b&gt;" in html
-
-
-def test_text_segments_split_prose_and_fenced_code():
-    text = "Here:\n```python\nprint('<b>')\n```\nDone."
-    assert text_segments(text) == [
-        Segment("text", "Here:"),
-        Segment("code", "print('<b>')", "python"),
-        Segment("text", "Done."),
-    ]
-    # No fence: the text exactly as given, whitespace included.
-    assert text_segments("  a\n\n  b  ") == [Segment("text", "  a\n\n  b  ")]
-    # An unclosed fence runs to the end, like Markdown.
-    assert text_segments("x\n~~~\nrest\nmore") == [
-        Segment("text", "x"),
-        Segment("code", "rest\nmore"),
-    ]
 
 
 # ---------------------------------------------------------------------------------------
@@ -489,3 +473,27 @@ def test_today_counts_only_todays_annotations(
     response = alice_client.get(label_url(ranking_project))
     assert response.context["today"] == 1
     assert Comparison.objects.filter(status=Comparison.Status.COMPLETE).count() == 2
+
+
+@pytest.mark.django_db
+def test_assignment_fragment_renders_the_cards_for_their_labeler_only(
+    client, alice_client, alice, make_labeler, ranking_project, make_comparisons
+):
+    make_comparisons(ranking_project, n=1, texts=["# Title\n\n" + XSS_SCRIPT, XSS_IMG, "**b**"])
+    alice_client.get(label_url(ranking_project))
+    assignment = current_assignment(alice)
+    url = reverse("assignment-fragment", kwargs={"assignment_id": assignment.pk})
+    response = alice_client.get(url)
+    assert response.status_code == 200
+    html = response.content.decode()
+    positions = [html.index(f'data-candidate="{cid}"') for cid in assignment.display_order]
+    assert positions == sorted(positions)
+    assert '<h1 dir="auto">Title</h1>' in html and "<strong>b</strong>" in html
+    assert "<script>window" not in html and "<img" not in html
+    assert 'id="fragment-prompt"' in html and "Question" in html
+    # Someone else's assignment is not found; signed out goes to the login page.
+    bob = make_labeler("bob", projects=[ranking_project])
+    client.force_login(bob)
+    assert client.get(url).status_code == 404
+    client.logout()
+    assert client.get(url).status_code == 302

@@ -163,13 +163,13 @@ def test_right_to_left_text_lays_out_right_to_left(
 
     def check() -> None:
         for text in (ARABIC, HEBREW):
-            prose = page.locator(".card .prose", has_text=text)
+            prose = page.locator(".card .md p", has_text=text)
             expect(prose).to_have_attribute("dir", "auto")
             assert direction(prose) == "rtl"
-        assert direction(page.locator(".card .prose", has_text="Plain English.")) == "ltr"
+        assert direction(page.locator(".card .md p", has_text="Plain English.")) == "ltr"
 
     check()  # as rendered by the server
-    assert direction(page.locator("#prompt .prose")) == "rtl"
+    assert direction(page.locator("#prompt .md p")) == "rtl"
     first = leased("rana")
     for key in ("1", "2", "3"):
         page.keyboard.press(key)
@@ -179,5 +179,5 @@ def test_right_to_left_text_lays_out_right_to_left(
     wait_for_next(page, first.pk)
     check()  # as rendered by the script
     page.goto(f"{live_server.url}/history/")
-    assert direction(page.locator(".history-text", has_text=ARABIC)) == "rtl"
+    assert direction(page.locator(".history-text .md p", has_text=ARABIC)) == "rtl"
     assert direction(page.locator(".history-rationale [dir=auto]")) == "rtl"

@@ -53,6 +53,8 @@ def test_rank_by_keyboard_and_drag_tie_flag_submit_skip_until_nothing_left(
     login(page, "alice")
     page.get_by_role("link", name="Start labeling Rank three").click()
     expect(page.get_by_role("heading", name="Prompt")).to_be_visible()
+    # Keys work once the deferred scripts ran (it marks <html class="js"> last).
+    page.wait_for_function("document.documentElement.classList.contains('js')")
     # A marker that a full reload would wipe: the flow below must keep it.
     page.evaluate("window.__sameDocument = true")
 
@@ -196,8 +198,10 @@ def test_hostile_model_output_is_shown_as_text_and_runs_nothing(
     page.goto(f"{live_server.url}/projects/xss/label/")
 
     def check_cards() -> None:
-        texts = page.locator(".card [data-slot=text]").all_text_contents()
-        assert sorted(texts) == sorted(XSS_TEXTS)  # shown literally, whitespace kept
+        texts = page.locator(".card .raw").all_text_contents()
+        assert sorted(texts) == sorted(XSS_TEXTS)  # the raw text, whitespace kept
+        rendered = page.locator(".card .md").all_text_contents()
+        assert any("<script>window.__pwned" in t for t in rendered)  # raw HTML shows as text
         assert page.locator(".card img, .card script").count() == 0
         assert page.evaluate("window.__pwned") is None
 
@@ -277,12 +281,23 @@ def test_chat_turns_long_text_and_code_stay_readable(
     turns = page.locator("#prompt .turn")
     expect(turns).to_have_count(4)
     expect(turns.locator(".role")).to_have_text(["System", "User", "Assistant", "User"])
-    code = page.locator(".card pre.code code")
+    code = page.locator(".card .md pre code")
     expect(code).to_have_count(1)
     assert code.text_content().startswith("def add(a, b):\n    return a + b")
-    long_card = page.locator(".card", has_text="Line 79").locator("[data-slot=text]")
-    # Long texts scroll inside their card instead of stretching the page.
-    assert long_card.evaluate("el => el.scrollHeight > el.clientHeight + 100")
+    expect(code.locator("span.k", has_text="def")).to_have_count(1)  # highlighted
+    long_card = page.locator(".card", has_text="Line 0:")
+    # Long texts fold behind "Show all" (with the word count), never an inner scroll box.
+    assert long_card.locator("[data-slot=text]").evaluate(
+        "el => getComputedStyle(el).overflowY !== 'auto' && getComputedStyle(el).overflowY !== 'scroll'"
+    )
+    show_all = long_card.get_by_role("button", name=re.compile(r"Show all \(\d+ words\)"))
+    expect(show_all).to_be_visible()
+    assert long_card.locator("[data-slot=text]").evaluate("el => el.scrollHeight > el.clientHeight")
+    show_all.click()
+    assert long_card.locator("[data-slot=text]").evaluate(
+        "el => el.scrollHeight <= el.clientHeight + 1"
+    )
+    expect(long_card.get_by_role("button", name="Show less")).to_be_visible()
     page.set_viewport_size({"width": 1280, "height": 900})
     page.screenshot(path=str(screenshot_dir / "chat-desktop.png"), full_page=True)
     page.set_viewport_size({"width": 360, "height": 740})

@@ -6,7 +6,8 @@
  * form's own fields (rank_<id>, flag_<id>, rating_<id>, rationale, all_bad) stay the single
  * source of truth, so both paths send the same answer.
  *
- * Model output is untrusted: it only ever reaches the page through textContent.
+ * Model output is untrusted: it reaches the page as HTML the server rendered and sanitized
+ * (annotation/markdown.py), or through textContent; never as HTML built here.
  */
 (function () {
   "use strict";
@@ -63,6 +64,10 @@
   var CHOICE_NAMES = { a: "A is better", b: "B is better", tie: "Tie", bad: "Both bad" };
 
   document.querySelectorAll(".js-only").forEach(function (node) { node.hidden = false; });
+  // Hints that match the device: touch gestures on a phone or tablet, keys elsewhere.
+  var coarse = window.matchMedia && window.matchMedia("(pointer: coarse)").matches;
+  document.querySelectorAll(coarse ? ".hint-keys" : ".hint-touch").forEach(function (node) { node.hidden = true; });
+  document.documentElement.classList.toggle("is-touch", Boolean(coarse));
 
   // ---------------------------------------------------------------------------------------
   // Small helpers
@@ -122,62 +127,13 @@
     alertNode.textContent = "";
   }
 
-  /* Mirror of annotation.markdown.text_segments: prose and fenced code blocks. */
-  function segments(text) {
-    var out = [];
-    var lines = text.split("\n");
-    var prose = [];
-    var i = 0;
-    var opening = /^(`{3,}|~{3,})[ \t]*([^\s`]*)/;
-    function flushProse() {
-      var joined = prose.join("\n");
-      if (out.length) joined = joined.replace(/^\n+/, "");
-      joined = joined.replace(/\n+$/, "");
-      if (joined) out.push({ kind: "text", text: joined });
-      prose = [];
-    }
-    while (i < lines.length) {
-      var m = opening.exec(lines[i]);
-      if (!m) { prose.push(lines[i]); i += 1; continue; }
-      flushProse();
-      var fence = m[1];
-      var closing = new RegExp("^" + (fence[0] === "`" ? "`" : "~") + "{" + fence.length + ",}[ \\t]*$");
-      var body = [];
-      i += 1;
-      var closed = false;
-      while (i < lines.length) {
-        if (closing.test(lines[i])) { closed = true; i += 1; break; }
-        body.push(lines[i]);
-        i += 1;
-      }
-      var code = body.join("\n");
-      out.push({ kind: "code", text: closed ? code.replace(/\n+$/, "") : code, lang: m[2] || "" });
-    }
-    if (!out.length) return [{ kind: "text", text: text }]; // no fence: the text as is
-    flushProse();
-    return out.length ? out : [{ kind: "text", text: text }];
+  function revealJsOnly(root) {
+    root.querySelectorAll(".js-only").forEach(function (node) { node.hidden = false; });
   }
 
-  function fillText(container, text) {
-    container.textContent = "";
-    segments(text).forEach(function (seg) {
-      if (seg.kind === "code") {
-        var pre = document.createElement("pre");
-        pre.className = "code";
-        pre.setAttribute("dir", "ltr");
-        if (seg.lang) pre.setAttribute("data-lang", seg.lang);
-        var code = document.createElement("code");
-        code.textContent = seg.text;
-        pre.appendChild(code);
-        container.appendChild(pre);
-      } else {
-        var div = document.createElement("div");
-        div.className = "prose";
-        div.setAttribute("dir", "auto"); // right-to-left scripts lay out on their own
-        div.textContent = seg.text;
-        container.appendChild(div);
-      }
-    });
+  function wireTextBlocks(root) {
+    revealJsOnly(root);
+    if (window.rlhfText) window.rlhfText.wire(root);
   }
 
   function cardOf(cid) {
@@ -411,6 +367,8 @@
         badge.textContent = rank ? ordinal(rank) : "";
       }
       card.classList.toggle("is-ranked", Boolean(rank));
+      var rankNext = card.querySelector('[data-action="rank-next"]');
+      if (rankNext) rankNext.disabled = Boolean(rank) || state.busy;
     });
     if (board) {
       board.querySelectorAll(".slot-items").forEach(function (items) { items.textContent = ""; });
@@ -423,6 +381,7 @@
         chip.title = "Response " + (index + 1);
         chip.setAttribute("data-candidate", String(cid));
         makeDraggable(chip, cid);
+        makePointerDraggable(chip, cid);
         slot.querySelector(".slot-items").appendChild(chip);
       });
       board.classList.toggle("is-tie-armed", state.tieArmed);
@@ -435,19 +394,58 @@
   // Tasks
   // ---------------------------------------------------------------------------------------
 
-  function nameCard(card, cid, n) {
-    var name = pairwise ? "AB"[n - 1] : String(n);
-    card.setAttribute("data-candidate", String(cid));
-    card.setAttribute("data-n", String(n));
-    card.setAttribute("aria-label", "Response " + name);
-    card.querySelectorAll('[data-slot="name"]').forEach(function (node) { node.textContent = name; });
-    card.querySelector('[data-slot="text"]').setAttribute("aria-label", "Text of response " + name);
-    card.querySelectorAll("[data-field]").forEach(function (control) {
-      control.name = control.getAttribute("data-field") + "_" + cid;
+  /*
+   * Pointer dragging of the board's chips (touch, pen or mouse): HTML5 drag and drop does not
+   * fire on touch screens. A chip follows the finger; lifting it over a slot ranks there.
+   */
+  function makePointerDraggable(chip, cid) {
+    chip.addEventListener("pointerdown", function (event) {
+      if (event.pointerType === "mouse") return; // the mouse keeps HTML5 drag and drop
+      event.preventDefault();
+      chip.setPointerCapture(event.pointerId);
+      chip.classList.add("is-moving");
+      var startX = event.clientX;
+      var startY = event.clientY;
+      function slotAt(x, y) {
+        chip.style.visibility = "hidden";
+        var under = document.elementFromPoint(x, y);
+        chip.style.visibility = "";
+        return under && under.closest && under.closest(".slot");
+      }
+      function move(e) {
+        chip.style.transform = "translate(" + (e.clientX - startX) + "px," + (e.clientY - startY) + "px)";
+        board.querySelectorAll(".slot").forEach(function (s) { s.classList.remove("is-over"); });
+        var slot = slotAt(e.clientX, e.clientY);
+        if (slot) slot.classList.add("is-over");
+      }
+      function up(e) {
+        chip.removeEventListener("pointermove", move);
+        chip.removeEventListener("pointerup", up);
+        chip.removeEventListener("pointercancel", up);
+        chip.style.transform = "";
+        chip.classList.remove("is-moving");
+        board.querySelectorAll(".slot").forEach(function (s) { s.classList.remove("is-over"); });
+        if (e.type !== "pointerup") return;
+        var slot = slotAt(e.clientX, e.clientY);
+        if (!slot) return;
+        var value = slot.getAttribute("data-rank");
+        dropOnRank(cid, value ? parseInt(value, 10) : null);
+      }
+      chip.addEventListener("pointermove", move);
+      chip.addEventListener("pointerup", up);
+      chip.addEventListener("pointercancel", up);
     });
   }
 
   function wireCard(card, cid) {
+    var rankNext = card.querySelector('[data-action="rank-next"]');
+    if (rankNext) {
+      rankNext.hidden = false;
+      rankNext.addEventListener("click", function () {
+        // A tap gives the next rank (a tie when "=" was pressed first), like the number key.
+        assignByKey(state.assignment.ids.indexOf(cid) + 1);
+      });
+    }
     var handle = card.querySelector(".drag-handle");
     if (handle) {
       handle.hidden = false;
@@ -464,57 +462,49 @@
     }
   }
 
-  function renderPrompt(messages) {
-    promptNode.textContent = "";
-    var template = document.getElementById("turn-template");
-    var plain = messages.length === 1 && messages[0].role === "user";
-    var labels = { system: "System", user: "User", assistant: "Assistant" };
-    messages.forEach(function (message) {
-      var turn = template.content.firstElementChild.cloneNode(true);
-      var label = plain ? "" : labels[message.role] || message.role;
-      turn.classList.add("turn-" + message.role);
-      var role = turn.querySelector(".role");
-      if (label) role.textContent = label;
-      else role.remove();
-      var text = turn.querySelector(".text");
-      text.setAttribute("aria-label", (label || "Prompt") + " text");
-      fillText(text, message.content);
-      promptNode.appendChild(turn);
-    });
-  }
-
+  /*
+   * Show a comparison leased through the API: its prompt and cards come from the server as
+   * HTML (the assignment-fragment view), rendered and sanitized exactly like a page load.
+   */
   function renderTask(assignment, serverDate) {
-    var comparison = assignment.comparison;
-    var ids = comparison.candidates.map(function (c) { return c.id; });
-    state.assignment = { id: assignment.id, expiresAt: Date.parse(assignment.expires_at), ids: ids };
-    if (serverDate) state.clockOffset = serverDate - Date.now();
-    renderPrompt(comparison.prompt.messages);
-    cardsNode.textContent = "";
-    var template = document.getElementById("card-template");
-    comparison.candidates.forEach(function (candidate, index) {
-      var card = template.content.firstElementChild.cloneNode(true);
-      nameCard(card, candidate.id, index + 1);
-      fillText(card.querySelector('[data-slot="text"]'), candidate.text);
-      cardsNode.appendChild(card);
-      wireCard(card, candidate.id);
+    return fetch(url(config.urls.fragment, assignment.id), {
+      credentials: "same-origin",
+      headers: { Accept: "text/html" },
+    }).then(function (response) {
+      if (handleAuth(response)) return;
+      if (!response.ok) { showError("Could not load the next comparison: reload the page."); return; }
+      return response.text().then(function (html) {
+        var fragment = new DOMParser().parseFromString(html, "text/html");
+        var ids = assignment.comparison.candidates.map(function (c) { return c.id; });
+        state.assignment = { id: assignment.id, expiresAt: Date.parse(assignment.expires_at), ids: ids };
+        if (serverDate) state.clockOffset = serverDate - Date.now();
+        promptNode.replaceChildren.apply(promptNode, Array.from(fragment.getElementById("fragment-prompt").childNodes));
+        cardsNode.replaceChildren.apply(cardsNode, Array.from(fragment.getElementById("fragment-cards").childNodes));
+        taskSection.hidden = false;
+        doneSection.hidden = true;
+        wireTextBlocks(promptNode);
+        wireTextBlocks(cardsNode);
+        ids.forEach(function (cid) {
+          var card = cardOf(cid);
+          if (card) wireCard(card, cid);
+        });
+        form.action = url(config.urls.form_submit, assignment.id);
+        form.setAttribute("data-assignment", String(assignment.id));
+        if (skipButton) skipButton.setAttribute("formaction", url(config.urls.form_skip, assignment.id));
+        if (rationale) rationale.value = "";
+        var editedText = document.getElementById("edited-text");
+        if (editedText) editedText.value = "";
+        if (allBad) allBad.checked = false;
+        if (!pairwise) buildBoard();
+        resetTaskState({});
+        leaseNode.hidden = false;
+        tickLease();
+        var heading = document.getElementById("task-heading");
+        heading.focus({ preventScroll: true });
+        taskSection.scrollIntoView({ block: "start" });
+        announce("New comparison loaded.");
+      });
     });
-    form.action = url(config.urls.form_submit, assignment.id);
-    form.setAttribute("data-assignment", String(assignment.id));
-    if (skipButton) skipButton.setAttribute("formaction", url(config.urls.form_skip, assignment.id));
-    if (rationale) rationale.value = "";
-    var editedText = document.getElementById("edited-text");
-    if (editedText) editedText.value = "";
-    if (allBad) allBad.checked = false;
-    if (!pairwise) buildBoard();
-    resetTaskState({});
-    taskSection.hidden = false;
-    doneSection.hidden = true;
-    leaseNode.hidden = false;
-    tickLease();
-    var heading = document.getElementById("task-heading");
-    heading.focus({ preventScroll: true });
-    taskSection.scrollIntoView({ block: "start" });
-    announce("New comparison loaded.");
   }
 
   function resetTaskState(ranks) {
@@ -633,7 +623,7 @@
       return readJson(response).then(function (data) {
         if (!response.ok) { showError(data.detail || "Could not load the next comparison."); return; }
         var date = Date.parse(response.headers.get("Date") || "");
-        renderTask(data.assignment, isNaN(date) ? null : date);
+        return renderTask(data.assignment, isNaN(date) ? null : date);
       });
     });
   }
@@ -797,6 +787,18 @@
   var clearButton = document.getElementById("clear-button");
   if (clearButton) clearButton.addEventListener("click", clearRanks);
 
+  // Single-key shortcuts can be turned off (a screen reader's keys, a stray keypress); the
+  // choice is remembered in this browser.
+  var singleKeys = document.getElementById("single-keys");
+  var SINGLE_KEYS_STORE = "rlhf.singleKeys";
+  if (singleKeys) {
+    try { singleKeys.checked = window.localStorage.getItem(SINGLE_KEYS_STORE) !== "off"; } catch (e) { /* no storage */ }
+    singleKeys.addEventListener("change", function () {
+      try { window.localStorage.setItem(SINGLE_KEYS_STORE, singleKeys.checked ? "on" : "off"); } catch (e) { /* no storage */ }
+      announce(singleKeys.checked ? "Single-key shortcuts on." : "Single-key shortcuts off.");
+    });
+  }
+
   function typingIn(target) {
     if (!target || !target.tagName) return false;
     var tag = target.tagName.toLowerCase();
@@ -813,6 +815,7 @@
       return;
     }
     if (event.ctrlKey || event.metaKey || event.altKey || typingIn(event.target)) return;
+    if (singleKeys && !singleKeys.checked) return; // turned off: only Ctrl+Enter works
     var key = event.key;
     if (pairwise) {
       if (key === "Enter") {
@@ -861,6 +864,8 @@
     };
     state.clockOffset = Date.parse(config.server_now) - Date.now();
     if (!pairwise) buildBoard();
+    wireTextBlocks(promptNode);
+    wireTextBlocks(cardsNode);
     state.assignment.ids.forEach(function (cid) {
       var card = cardOf(cid);
       if (card) wireCard(card, cid);

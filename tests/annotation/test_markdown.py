@@ -1,0 +1,121 @@
+"""Rendering model output and prompts: Markdown on, raw HTML off, links and images tamed."""
+
+from __future__ import annotations
+
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from annotation.markdown import pygments_css, render_text, word_count
+
+STATIC_CSS = Path(__file__).resolve().parents[2] / "annotation/static/css/pygments.css"
+
+PAYLOADS = [
+    "<script>window.__xss = 1</script>",
+    '<img src=x onerror="window.__xss = 2">',
+    '<a href="javascript:window.__xss=3">x</a>',
+    "[click](javascript:window.__xss=4)",
+    "[click](JaVaScRiPt:window.__xss=5)",
+    "[data](data:text/html;base64,PHNjcmlwdD4=)",
+    '<svg onload="window.__xss=6"></svg>',
+    '<iframe src="https://evil.example"></iframe>',
+    '<div style="position:fixed" onclick="window.__xss=7">overlay</div>',
+    "![x](javascript:window.__xss=8)",
+    '[x](https://ok.example "t\\" onmouseover=\\"window.__xss=9")',
+]
+
+
+def test_markdown_structure_is_rendered():
+    html = render_text(
+        "# Title\n\nSome *emphasis* and **bold**.\n\n- one\n- two\n\n1. first\n2. second\n\n"
+        "| a | b |\n|---|---|\n| 1 | 2 |\n\n> quoted\n\nInline `code`."
+    )
+    assert '<h1 dir="auto">Title</h1>' in html
+    assert "<em>emphasis</em>" in html and "<strong>bold</strong>" in html
+    assert "<li>one</li>" in html and "<ol" in html
+    assert "<table" in html and "<td>1</td>" in html
+    assert "<blockquote" in html and "<code>code</code>" in html
+
+
+def test_fenced_code_is_highlighted_by_pygments_and_stays_escaped():
+    html = render_text("Here:\n\n```python\ndef f(x):\n    return '<b>'\n```\n")
+    assert '<div class="hl"><pre dir="ltr">' in html
+    assert '<span class="k">def</span>' in html  # a Pygments token class
+    assert "&lt;b&gt;" in html and "<b>" not in html
+    # A fence without a language is code too, not guessed and coloured.
+    plain = render_text("```\nnot <i>html</i>\n```")
+    assert '<pre dir="ltr">' in plain and "not &lt;i&gt;html&lt;/i&gt;" in plain
+
+
+def test_raw_html_in_model_output_is_text_not_markup():
+    html = render_text("Use <b>bold</b> like <br> this &amp; that")
+    assert "&lt;b&gt;bold&lt;/b&gt;" in html and "<b>" not in html and "<br>" not in html
+    assert "&amp; that" in html
+
+
+class _Elements(HTMLParser):
+    """Every element and attribute of an HTML fragment, as a browser's parser sees them."""
+
+    def __init__(self, html: str):
+        super().__init__(convert_charrefs=True)
+        self.elements: list[tuple[str, dict]] = []
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        self.elements.append((tag, dict(attrs)))
+
+
+@pytest.mark.parametrize("payload", PAYLOADS)
+def test_hostile_payloads_render_inert(payload):
+    html = render_text(f"before\n\n{payload}\n\nafter")
+    for tag, attrs in _Elements(html).elements:
+        assert tag not in {"script", "img", "svg", "iframe", "style", "object", "embed"}, html
+        assert not [name for name in attrs if name.startswith("on") or name == "style"], html
+        href = (attrs.get("href") or "").strip().lower()
+        assert not href.startswith(("javascript:", "data:", "vbscript:")), html
+
+
+def test_links_open_elsewhere_and_say_nofollow_images_become_links():
+    html = render_text("[docs](https://example.org/a) and ![a chart](https://img.example/c.png)")
+    assert 'href="https://example.org/a"' in html
+    assert 'target="_blank"' in html and "noopener" in html and "nofollow" in html
+    # Images are not loaded (no tracking pixels, no labeler IPs leaked): a link instead.
+    assert "<img" not in html
+    assert '<a href="https://img.example/c.png"' in html and "[image: a chart]" in html
+    # An image inside a link becomes text, not a link nested in a link.
+    nested = render_text("[![logo](https://i.example/l.png)](https://example.org)")
+    assert nested.count("<a ") == 1 and "[image: logo]" in nested
+
+
+def test_right_to_left_paragraphs_get_dir_auto_and_code_does_not():
+    html = render_text("مرحبا بالعالم\n\n```\ncode\n```\n\nשלום")
+    assert '<p dir="auto">مرحبا بالعالم</p>' in html and '<p dir="auto">שלום</p>' in html
+    assert "<p></p>" not in html  # the code block is not wrapped in an empty paragraph
+
+
+def test_word_count_counts_cjk_characters_as_words():
+    assert word_count("") == 0
+    assert word_count("one two  three\nfour") == 4
+    assert word_count("你好世界 ok") == 5
+
+
+def test_render_is_cached_and_fast_for_k9_long_answers():
+    answers = [
+        " ".join(f"word{i}_{j}" for j in range(2000)) + "\n\n```python\n" + "x = 1\n" * 100 + "```"
+        for i in range(9)
+    ]
+    start = time.perf_counter()
+    first = [render_text(a) for a in answers]
+    cold = time.perf_counter() - start
+    start = time.perf_counter()
+    again = [render_text(a) for a in answers]
+    warm = time.perf_counter() - start
+    assert first == again
+    assert cold < 2.0  # generous for a loaded 2-core machine; about 0.1 s idle
+    assert warm < cold / 10
+
+
+def test_pygments_stylesheet_in_static_is_current():
+    assert STATIC_CSS.read_text() == pygments_css(), "regenerate: make pygments-css"
