@@ -71,6 +71,9 @@ class LoopConfig:
 # What each agreement/accuracy figure of report.json measures, and its tie rule; written
 # into the report beside the figures.
 REPORT_DEFINITIONS = {
+    "labeler_win_rate": "share of the verification round's comparisons (one new-policy and "
+    "one start-policy answer per held-out prompt, ranked by the simulated labelers) that "
+    "rank the new policy's answer first; ties count 1/2",
     "rm_accuracy": "share of the export's test pairs (all pairs without a test split) that "
     "the judge orders, pairs it scores equal left out, which the reward model orders the "
     "same way; equal rewards count 1/2",

@@ -62,7 +62,17 @@ def test_report_definitions_name_every_agreement_figure():
         "rm_accuracy",
         "rm_accuracy_vs_labels",
         "label_agreement_with_judge",
+        "labeler_agreement",
+        "labeler_win_rate",
         "win_rate_vs_start",
+        "win_rate_ci",
+        "gold_ci",
+        "kl_heldout",
+        "overoptimization",
+        "rm_length_correlation",
+        "near_duplicate_share",
     }
+    for name in ("labeler_agreement", "labeler_win_rate", "win_rate_vs_start"):
+        assert "1/2" in REPORT_DEFINITIONS[name] or "tie" in REPORT_DEFINITIONS[name], name
     assert "1/2" in REPORT_DEFINITIONS["label_agreement_with_judge"]
     assert "left out" in REPORT_DEFINITIONS["rm_accuracy"]
