@@ -72,6 +72,7 @@ class ProjectAdmin(admin.ModelAdmin):
                     "allow_edit",
                     "flags",
                     "rating_scale",
+                    "rating_labels",
                     "lease_seconds",
                     "gold_rate",
                 )

@@ -62,9 +62,7 @@ class SubmissionForm(forms.Form):
         )
         k = len(self.display_order)
         flag_choices = [(code, code) for code in project.flags or []]
-        rating_choices = [("", "-")] + [
-            (str(i), str(i)) for i in range(1, project.rating_scale + 1)
-        ]
+        rating_choices = [("", "-"), *project.rating_choices()]
         if project.task_type == TaskType.PAIRWISE:
             self.fields["choice"] = forms.ChoiceField(choices=PAIRWISE_CHOICES)
         if project.task_type == TaskType.DEMONSTRATION:

@@ -62,6 +62,12 @@ class Project(models.Model):
     rating_scale = models.PositiveSmallIntegerField(
         default=0, validators=[MaxValueValidator(10)], help_text="0 = off, else a 1..N score."
     )
+    rating_labels = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Optional anchors for the rating scale: one short label per point, lowest "
+        'first (e.g. ["Unusable", "Poor", "OK", "Good", "Excellent"]).',
+    )
     lease_seconds = models.PositiveIntegerField(default=600, validators=[MinValueValidator(10)])
     gold_rate = models.FloatField(
         default=0.0, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)]
@@ -115,7 +121,35 @@ class Project(models.Model):
             raise ValidationError({"flags": "Flags must be a list of non-empty codes."})
         if len(set(self.flags)) != len(self.flags):
             raise ValidationError({"flags": "Flag codes must be unique."})
+        self.clean_rating_labels()
         self.clean_locked_settings()
+
+    def clean_rating_labels(self) -> None:
+        labels = self.rating_labels
+        if labels in (None, []):
+            self.rating_labels = []
+            return
+        if not isinstance(labels, list) or not all(
+            isinstance(label, str) and label.strip() and len(label) <= 60 for label in labels
+        ):
+            raise ValidationError(
+                {"rating_labels": "Rating labels must be a list of texts of 1-60 characters."}
+            )
+        if len(labels) != self.rating_scale:
+            raise ValidationError(
+                {
+                    "rating_labels": f"{len(labels)} labels for a rating scale of "
+                    f"{self.rating_scale}: give one per point (or none)."
+                }
+            )
+
+    def rating_choices(self) -> list[tuple[str, str]]:
+        """(value, text) per rating point: "3" or "3 · Good" where the project names it."""
+        labels = self.rating_labels or []
+        return [
+            (str(i), f"{i} · {labels[i - 1]}" if len(labels) >= i else str(i))
+            for i in range(1, self.rating_scale + 1)
+        ]
 
     # Settings that shape stored rankings (SPEC section 11): fixed once comparisons exist.
     LOCKED_SETTINGS = ("task_type", "num_candidates", "allow_ties", "allow_edit", "rating_scale")

@@ -108,7 +108,7 @@ def _card(project: Project, *, cid: int, n: int, text: str, values, k: int) -> d
         **_text(text),
         "ranks": [(str(i), ordinal(i), str(i) == rank) for i in range(1, k + 1)],
         "flags": [(code, code in chosen_flags) for code in project.flags or []],
-        "ratings": [(str(i), str(i) == rating) for i in range(1, project.rating_scale + 1)],
+        "ratings": [(value, text, value == rating) for value, text in project.rating_choices()],
     }
 
 

@@ -68,6 +68,11 @@ class ProjectOutput(serializers.Serializer):
     )
     flags = serializers.ListField(child=serializers.CharField(), source="project.flags")
     rating_scale = serializers.IntegerField(source="project.rating_scale", help_text="0 = off.")
+    rating_labels = serializers.ListField(
+        child=serializers.CharField(),
+        source="project.rating_labels",
+        help_text="One label per rating point, lowest first; empty when the project names none.",
+    )
     lease_seconds = serializers.IntegerField(source="project.lease_seconds")
     comparisons = serializers.IntegerField(help_text="Comparisons in the project.")
     complete = serializers.IntegerField(help_text="Comparisons with all their annotations.")

@@ -134,3 +134,19 @@ def test_the_admin_sets_task_type_and_allow_edit_then_locks_them(client, make_co
     assert response.status_code == 200
     assert "allow_edit cannot change once the project has comparisons" in response.content.decode()
     assert Project.objects.get(pk=project.pk).allow_edit is True
+
+
+def test_rating_labels_one_per_point_or_none(make_project):
+    from django.core.management import call_command
+
+    project = make_project("rated", rating_scale=3, rating_labels=["Bad", "OK", "Good"])
+    assert project.rating_choices() == [("1", "1 · Bad"), ("2", "2 · OK"), ("3", "3 · Good")]
+    assert make_project("plain", rating_scale=2).rating_choices() == [("1", "1"), ("2", "2")]
+    for bad in (["Bad", "OK"], ["Bad", "", "Good"], "Bad,OK,Good", ["x" * 61] * 3):
+        with pytest.raises(ServiceValidationError, match="rating_labels|labels"):
+            make_project(f"bad{len(str(bad))}", rating_scale=3, rating_labels=bad)
+    call_command(
+        "create_project", "cli", "--rating-scale", "2", "--rating-labels", "Worse, Better",
+        stdout=__import__("io").StringIO(),
+    )  # fmt: skip
+    assert Project.objects.get(slug="cli").rating_labels == ["Worse", "Better"]

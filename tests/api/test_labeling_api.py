@@ -83,6 +83,7 @@ def test_projects_lists_own_projects_with_progress(alice, bob, comparisons):
         "allow_edit": False,
         "flags": ["unhelpful", "untruthful", "harmful"],
         "rating_scale": 0,
+        "rating_labels": [],
         "lease_seconds": 600,
         "comparisons": 3,
         "complete": 1,

@@ -88,5 +88,8 @@ def login(live_server):
         page.get_by_label("Password").fill(PASSWORD)
         page.get_by_role("button", name="Sign in").click()
         expect(page.get_by_role("heading", name="Your projects")).to_be_visible()
+        # The labeling page's first-visit walkthrough is a modal: tests of the page itself
+        # start as a returning labeler (test_tour.py covers the first visit).
+        page.evaluate("window.localStorage.setItem('rlhf.tourSeen', '1')")
 
     return sign_in

@@ -30,6 +30,10 @@ class Command(BaseCommand):
         parser.add_argument("--guidelines", type=Path, help="Markdown file")
         parser.add_argument("--flags", help="comma-separated flag codes")
         parser.add_argument("--rating-scale", type=int, default=0, help="0 = off, else 1..N")
+        parser.add_argument(
+            "--rating-labels",
+            help='comma-separated label per rating point, lowest first ("Bad,Poor,OK,Good,Great")',
+        )
         parser.add_argument("--lease-seconds", type=int, default=600)
         parser.add_argument("--gold-rate", type=float, default=0.0)
 
@@ -48,6 +52,8 @@ class Command(BaseCommand):
             "gold_rate": opts["gold_rate"],
             "allow_edit": opts["allow_edit"],
         }
+        if opts["rating_labels"]:
+            extra["rating_labels"] = [x.strip() for x in opts["rating_labels"].split(",")]
         if opts["flags"] is not None:
             extra["flags"] = [f.strip() for f in opts["flags"].split(",") if f.strip()]
         with service_errors():
