@@ -36,7 +36,13 @@ from training.ppo.metrics import (
     rollout_stats,
     tensorboard,
 )
-from training.ppo.models import PolicyAndValue, RewardFn, call_scorer, load_models
+from training.ppo.models import (
+    PolicyAndValue,
+    RewardFn,
+    call_scorer,
+    load_models,
+    update_mode,
+)
 from training.ppo.rollout import (
     eval_figures,
     eval_samples,
@@ -238,18 +244,19 @@ def train_ppo(
 
         # ------------------------------------------------------------------- PPO epochs
         lr_now = scheduler.get_last_lr()[0]
-        updates = ppo_update(
-            accelerator,
-            model,
-            trainable,
-            optimizer,
-            batch,
-            shaped,
-            config,
-            pad_id,
-            micro_batch,
-            autocast,
-        )
+        with update_mode(model, config.gradient_checkpointing):
+            updates = ppo_update(
+                accelerator,
+                model,
+                trainable,
+                optimizer,
+                batch,
+                shaped,
+                config,
+                pad_id,
+                micro_batch,
+                autocast,
+            )
         scheduler.step()
 
         # ------------------------------------------------------------------- metrics
