@@ -190,3 +190,22 @@ def test_the_saved_lora_policy_is_a_plain_model_version(tiny_lm, tmp_path):
         stdout=StringIO(),
     )
     assert ModelVersion.objects.get(path=str(tmp_path / "next")).parent == version
+
+
+def test_a_bf16_base_trains_fp32_adapters_and_head(tiny_lm, tmp_path):
+    config = tiny_config(total_episodes=16, dtype="bfloat16", **LORA)
+    models = ppo_models.load_models(tiny_lm, count_a, config, torch.device("cpu"), 16)
+    for model in (models.policy, models.value_model):
+        dtypes = {(p.requires_grad, p.dtype) for p in model.parameters()}
+        assert dtypes == {(True, torch.float32), (False, torch.bfloat16)}
+    for precision in ("no", "bf16"):  # a bf16 trunk feeds the fp32 head with or without autocast
+        result = train_ppo(
+            tiny_lm,
+            count_a,
+            PROMPTS,
+            tmp_path / precision,
+            tiny_config(total_episodes=16, dtype="bfloat16", mixed_precision=precision, **LORA),
+        )
+        assert result.steps == 1 and all(
+            torch.isfinite(torch.tensor(v)) for v in result.metrics.values()
+        )

@@ -115,7 +115,12 @@ def response_values(
     """Per-token values V(s_t) of the state before each response token: (B, T)."""
     backbone, head = _value_parts(value_model)
     hidden = backbone(**model_inputs(query_responses, pad_id), use_cache=False).last_hidden_state
-    return head(hidden[:, context_length - 1 : -1]).squeeze(-1).float()
+    # The head may be fp32 over a bf16 trunk (LoRA, see load_models): feed it the dtype of its
+    # trained weights (peft's wrapper also holds the frozen original).
+    params = list(head.parameters())
+    dtype = next((p.dtype for p in params if p.requires_grad), params[0].dtype)
+    hidden = hidden[:, context_length - 1 : -1].to(dtype)
+    return head(hidden).squeeze(-1).float()
 
 
 class PolicyAndValue(nn.Module):
@@ -291,6 +296,12 @@ def load_models(
         policy = apply_lora(policy, config, "CAUSAL_LM")
         value_model = apply_lora(value_model, config, "SEQ_CLS")
         ref_policy = None  # detail: the reference is the policy with its adapter disabled
+        for model in (policy, value_model):
+            # peft keeps adapters fp32 over a bf16 base, but not the critic's trained scalar
+            # head (modules_to_save): trained weights are fp32, as in a full fine-tune.
+            for param in model.parameters():
+                if param.requires_grad and param.dtype != torch.float32:
+                    param.data = param.data.float()
     else:
         # A copy, not a second load: an added pad row must be identical in both models.
         ref_policy = copy.deepcopy(policy).requires_grad_(False).to(device)
