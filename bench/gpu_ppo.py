@@ -227,6 +227,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--tiny", action="store_true", help="a tiny Qwen2 instead of 0.5B (automatic without CUDA)"
     )
     parser.add_argument(
+        "--full",
+        action="store_true",
+        help="the 0.5B model even without CUDA (slow on CPU: for checking the script)",
+    )
+    parser.add_argument(
         "--peak-tflops", type=float, default=None, help="peak bf16 TFLOP/s (default: the table)"
     )
     parser.add_argument("--seed", type=int, default=0)
@@ -246,7 +251,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     args = parse_args(argv)
     cuda = torch.cuda.is_available()
-    tiny = args.tiny or not cuda
+    if args.tiny and args.full:
+        raise SystemExit("--tiny and --full exclude each other")
+    tiny = args.tiny or not (cuda or args.full)
     if tiny and not args.tiny:
         print("no CUDA device: running the tiny version (--tiny)")
     if tiny:  # seconds on a CPU, so the script stays tested
