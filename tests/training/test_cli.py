@@ -50,6 +50,7 @@ PPO_CASES = {
     "lora_alpha": (["--lora-alpha", "16"], 16),
     "lora_dropout": (["--lora-dropout", "0.05"], 0.05),
     "lora_target_modules": (["--lora-target-modules", "q_proj, v_proj"], ("q_proj", "v_proj")),
+    "gradient_checkpointing": (["--gradient-checkpointing"], True),
     "rollout_batch_size": (["--rollout-batch-size", "8"], 8),
     "seed": (["--seed", "3"], 3),
     "eval_every": (["--eval-every", "0"], 0),

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.ml, pytest.mark.django_db(transaction=True)]
 
 # Figures that differ between two runs of the same maths (wall-clock time).
-TIMING = {"step_time", "episodes_per_s"}
+TIMING = {"step_time", "episodes_per_s", "time_generation", "time_scoring", "time_update"}
 
 
 def database_url() -> str:

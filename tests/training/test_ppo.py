@@ -40,7 +40,13 @@ from training.ppo.rollout import left_pad, rollout
 
 TEXTS = [f"the cat number {i} sat on the mat and said hello {i % 7}" for i in range(200)]
 PROMPTS = [f"the cat {i}" for i in range(32)]
-TIMING_KEYS = {"step_time", "episodes_per_s"}
+TIMING_KEYS = {
+    "step_time",
+    "episodes_per_s",
+    "time_generation",
+    "time_scoring",
+    "time_update",
+}
 
 
 def count_a(prompts: list, responses: list[str]) -> list[float]:

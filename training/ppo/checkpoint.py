@@ -52,6 +52,7 @@ RESUME_FREE_FIELDS = {
     "resume",
     "device",
     "progress",
+    "gradient_checkpointing",  # recomputes the same activations: same gradients
 }
 
 

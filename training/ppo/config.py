@@ -65,6 +65,9 @@ class PPOConfig:
     lora_target_modules: tuple[str, ...] | None = option(
         None, "modules to adapt, comma-separated (None: peft's default for the architecture)"
     )
+    gradient_checkpointing: bool = option(
+        False, "recompute policy and value activations in the backward pass (memory for compute)"
+    )
     rollout_batch_size: int | None = option(
         None, "episodes per forward pass during the rollout (None: the whole local batch)"
     )

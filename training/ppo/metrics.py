@@ -46,6 +46,9 @@ METRICS: dict[str, str] = {
     "eval_gold": "the judge's score on the held-out eval prompts (eval steps, with a judge)",
     "step_time": "seconds this step took",
     "episodes_per_s": "episodes per second since this call started training",
+    "time_generation": "seconds of this step spent sampling responses (generate)",
+    "time_scoring": "seconds of this step in logprob, reference, value and reward passes",
+    "time_update": "seconds of this step in the PPO epochs (forward, backward, optimizer)",
 }
 
 

@@ -6,10 +6,11 @@ depend on it, and so does exact resumption).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,34 @@ def disable_dropout(model: nn.Module) -> None:
     for name in ("attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop"):
         if config is not None and isinstance(getattr(config, name, None), float):
             setattr(config, name, 0.0)
+
+
+def enable_gradient_checkpointing(model: nn.Module) -> None:
+    """Recompute `model`'s activations in the backward pass (transformers, non-reentrant).
+
+    Non-reentrant checkpointing needs no input that requires grad, so it also works under a
+    LoRA adapter whose embeddings are frozen. transformers only recomputes in train mode:
+    `update_mode` switches the trained models to it for the update.
+    """
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+
+
+@contextlib.contextmanager
+def update_mode(model: nn.Module, enabled: bool) -> Iterator[None]:
+    """Train mode for the duration of the update when `enabled`, eval mode again after.
+
+    Dropout is 0 everywhere (`disable_dropout`), so train mode changes no result: it only lets
+    transformers' gradient checkpointing run. Without checkpointing the models stay in eval.
+    """
+    if not enabled:
+        yield
+        return
+    model.train()
+    try:
+        yield
+    finally:
+        model.eval()
 
 
 def model_inputs(query_responses: torch.Tensor, pad_id: int) -> dict[str, torch.Tensor]:
@@ -86,7 +115,12 @@ def response_values(
     """Per-token values V(s_t) of the state before each response token: (B, T)."""
     backbone, head = _value_parts(value_model)
     hidden = backbone(**model_inputs(query_responses, pad_id), use_cache=False).last_hidden_state
-    return head(hidden[:, context_length - 1 : -1]).squeeze(-1).float()
+    # The head may be fp32 over a bf16 trunk (LoRA, see load_models): feed it the dtype of its
+    # trained weights (peft's wrapper also holds the frozen original).
+    params = list(head.parameters())
+    dtype = next((p.dtype for p in params if p.requires_grad), params[0].dtype)
+    hidden = hidden[:, context_length - 1 : -1].to(dtype)
+    return head(hidden).squeeze(-1).float()
 
 
 class PolicyAndValue(nn.Module):
@@ -262,6 +296,12 @@ def load_models(
         policy = apply_lora(policy, config, "CAUSAL_LM")
         value_model = apply_lora(value_model, config, "SEQ_CLS")
         ref_policy = None  # detail: the reference is the policy with its adapter disabled
+        for model in (policy, value_model):
+            # peft keeps adapters fp32 over a bf16 base, but not the critic's trained scalar
+            # head (modules_to_save): trained weights are fp32, as in a full fine-tune.
+            for param in model.parameters():
+                if param.requires_grad and param.dtype != torch.float32:
+                    param.data = param.data.float()
     else:
         # A copy, not a second load: an added pad row must be identical in both models.
         ref_policy = copy.deepcopy(policy).requires_grad_(False).to(device)
@@ -269,6 +309,9 @@ def load_models(
         if model is not None:
             disable_dropout(model)  # detail: dropout off in policy, reference, critic (and RM)
             model.eval()
+    if config.gradient_checkpointing:
+        for model in (policy, value_model):  # the trained ones; the reference runs no backward
+            enable_gradient_checkpointing(model)
     return Models(
         policy=policy,
         ref_policy=ref_policy,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -103,6 +104,13 @@ def _chunks(n: int, size: int | None) -> Iterator[slice]:
 # =========================================================================== sampling
 
 
+def synced_clock(device: torch.device) -> float:
+    """perf_counter after the device's queued work is done (CUDA runs asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
 @dataclass
 class Rollout:
     """One batch of sampled episodes and everything PPO needs about them."""
@@ -158,10 +166,12 @@ def rollout(
     config: PPOConfig,
     stop_ids: list[int],
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    timings: dict[str, float] | None = None,
 ) -> Rollout:
     """Sample responses to left-padded `queries` and score them with policy, reference and critic.
 
     `ref_policy` None means LoRA mode: the reference is `policy` with its adapter disabled.
+    `timings`, when given, gets the seconds spent in `generate` added under "generation".
     """
     pad_id = tokenizer.pad_token_id
     context_length = queries.size(1)
@@ -171,9 +181,14 @@ def rollout(
     for chunk in _chunks(queries.size(0), config.rollout_batch_size):
         query = queries[chunk]
         with autocast():
+            started = synced_clock(query.device)
             sequences = generate(
                 policy, gen_config, input_ids=query, attention_mask=query != pad_id
             )
+            if timings is not None:
+                timings["generation"] = (
+                    timings.get("generation", 0.0) + synced_clock(query.device) - started
+                )
             # detail: truncate after the first EOS (generation pads finished rows, but a row
             # can also stop on a second stop id; one rule for all).
             responses, _, _ = truncate_after_eos(sequences[:, context_length:], stop_ids, pad_id)

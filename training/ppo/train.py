@@ -36,7 +36,13 @@ from training.ppo.metrics import (
     rollout_stats,
     tensorboard,
 )
-from training.ppo.models import PolicyAndValue, RewardFn, call_scorer, load_models
+from training.ppo.models import (
+    PolicyAndValue,
+    RewardFn,
+    call_scorer,
+    load_models,
+    update_mode,
+)
 from training.ppo.rollout import (
     eval_figures,
     eval_samples,
@@ -47,6 +53,7 @@ from training.ppo.rollout import (
     prompt_indices,
     rollout,
     score_and_shape,
+    synced_clock,
 )
 from training.ppo.update import adamw, linear_schedule, ppo_update
 from training.sampling import effective_settings
@@ -230,26 +237,31 @@ def train_ppo(
         rank = accelerator.process_index
         local = [train_ids[i] for i in indices[rank * local_batch : (rank + 1) * local_batch]]
         batch_prompts = [prompts[i] for i in local]
-        batch = sample(left_pad([encoded[i] for i in local], pad_id).to(device))
+        timings: dict[str, float] = {}
+        phase_started = synced_clock(device)
+        batch = sample(left_pad([encoded[i] for i in local], pad_id).to(device), timings=timings)
 
         # ------------------------------------------------------------------- rewards
         # Scores, minus the per-token KL penalty, then GAE advantages.
         shaped = score_and_shape(batch, batch_prompts, models.reward, kl_ctl.value, config, device)
+        scoring_done = synced_clock(device)
 
         # ------------------------------------------------------------------- PPO epochs
         lr_now = scheduler.get_last_lr()[0]
-        updates = ppo_update(
-            accelerator,
-            model,
-            trainable,
-            optimizer,
-            batch,
-            shaped,
-            config,
-            pad_id,
-            micro_batch,
-            autocast,
-        )
+        with update_mode(model, config.gradient_checkpointing):
+            updates = ppo_update(
+                accelerator,
+                model,
+                trainable,
+                optimizer,
+                batch,
+                shaped,
+                config,
+                pad_id,
+                micro_batch,
+                autocast,
+            )
+        update_done = synced_clock(device)
         scheduler.step()
 
         # ------------------------------------------------------------------- metrics
@@ -273,6 +285,10 @@ def train_ppo(
             "kl_coef": kl_coef_used,
             **row,
             "step_time": time.perf_counter() - step_started,
+            # This process's split of the step (rank 0's in the log), device work included.
+            "time_generation": timings.get("generation", 0.0),
+            "time_scoring": scoring_done - phase_started - timings.get("generation", 0.0),
+            "time_update": update_done - scoring_done,
             "episodes_per_s": (done - start_step) * config.batch_size / max(elapsed, 1e-9),
         }
 
