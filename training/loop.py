@@ -1,4 +1,4 @@
-"""One full round of the loop on a world (prompts + gold judge + starting policy).
+"""The loop on a world (prompts + gold judge + starting policy), one round or `rounds` of them.
 
 import prompts → generate candidates → build comparisons → simulated labelers → export →
 reward model → PPO → sample from the new policy, then a report against the gold judge.

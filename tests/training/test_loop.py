@@ -165,6 +165,8 @@ def test_two_rounds_on_a_second_world(tmp_path, settings, capsys):
         )
     ]
     assert any(round_one.pk in g and len(g) > 1 for g in groups)
+    assert first["strategy"] == second["strategy"] == report["config"]["strategy"] == "random"
+    assert second["label_budget"] is None  # every comparison labeled, overlap times
     final = ModelVersion.objects.get(name=second["policy_version"])
     assert final.parent == round_one  # lineage: round 2's policy ← round 1's
     assert report["lineage"][:2] == [final.name, round_one.name]
@@ -210,6 +212,7 @@ def test_two_rounds_by_uncertainty_on_a_second_world(tmp_path, settings):
     torch.set_num_threads(2)
     settings.DATA_DIR = tmp_path / "data"
     out = tmp_path / "loop"
+    printed = io.StringIO()
     call_command(
         "loop",
         "--out",
@@ -219,8 +222,11 @@ def test_two_rounds_by_uncertainty_on_a_second_world(tmp_path, settings):
         "--strategy",
         "uncertainty",
         *_second_world_args(tmp_path),
-        stdout=io.StringIO(),
+        stdout=printed,
     )
+    table = printed.getvalue().split("round  rm acc")[1].splitlines()
+    assert table[0].rstrip().endswith("built by")
+    assert table[1].rstrip().endswith(" random") and table[2].rstrip().endswith(" uncertainty")
     report = json.loads((out / "report.json").read_text())
     assert report["config"]["strategy"] == "uncertainty"
     first, second = report["rounds"]
