@@ -1,4 +1,4 @@
-"""One full round of the loop on a world (prompts + gold judge + starting policy).
+"""The loop on a world (prompts + gold judge + starting policy), one round or `rounds` of them.
 
 import prompts → generate candidates → build comparisons → simulated labelers → export →
 reward model → PPO → sample from the new policy, then a report against the gold judge.
@@ -59,13 +59,27 @@ class LoopConfig:
     dpo_beta: float = 0.1
     dpo_epochs: float = 2.0
     dpo_lr: float = 1e-4
+    # How each round after the first groups its candidates: "random" (a pool of K per
+    # prompt, mixing the new and the previous policy) or "uncertainty" (a pool of 2K per
+    # prompt, grouped and served by the previous round's reward model, most uncertain
+    # first, with the same label budget a random round has). Round 1 has no reward model
+    # yet and is always random.
+    strategy: str = "random"
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        from annotation.rules.active import validate_strategy
+
         if self.method not in ("ppo", "dpo"):
             raise ValueError(f"method must be 'ppo' or 'dpo', got {self.method!r}")
         if self.method == "dpo" and self.rounds != 1:
             raise ValueError("--method dpo runs one round (--rounds 1)")
+        validate_strategy(self.strategy)
+        if self.strategy == "uncertainty" and self.rounds < 2:
+            raise ValueError(
+                "--strategy uncertainty needs --rounds 2 or more: round 1 has no reward "
+                "model yet and is built at random"
+            )
 
 
 # What each agreement/accuracy figure of report.json measures, and its tie rule; written
@@ -99,6 +113,11 @@ REPORT_DEFINITIONS = {
     "new policy's held-out answers (a length shortcut shows as a large positive value)",
     "near_duplicate_share": "share of the new policy's held-out answers whose word-3-gram "
     "Jaccard similarity with another answer is >= 0.8",
+    "strategy": "how the round's comparisons were built: random (round 1 always) or "
+    "uncertainty (the previous round's reward model groups, per prompt, the K candidates whose "
+    "order it is least sure of and the queue serves them most uncertain first); pool_per_prompt "
+    "is the mean number of unused candidates per prompt the round built from, label_budget the "
+    "most annotations the round's labelers gave (None: every comparison, overlap times)",
 }
 
 
@@ -119,9 +138,11 @@ def loop_run(
 ) -> dict:
     """Run `config.rounds` rounds and return the report (also written to out_dir/report.json).
 
-    Each round: candidates → comparisons → simulated labels → export of all labels so far →
-    reward model (`_reward_and_ppo`) → PPO from the round's policy → candidates of the new
-    policy mixed with the round's policy's for the next round. Then a fresh labeling round on
+    Each round: candidates → comparisons (`_build_round`: at random, or with `strategy`
+    "uncertainty" after round 1 by the previous reward model over a 2K pool) → simulated
+    labels → export of all labels so far → reward model (`_reward_and_ppo`) → PPO from the
+    round's policy → candidates of the new policy mixed with the round's policy's for the
+    next round. Then a fresh labeling round on
     the held-out prompts (new vs start policy) and the report against the gold judge.
     """
     from training.ppo import load_callable
@@ -169,11 +190,16 @@ def loop_run(
     rounds: list[dict] = []
     current = policy
     stopped = None
+    previous_rm = None  # the last round's reward model: it builds by uncertainty
     for number in range(1, config.rounds + 1):
         round_dir = out / f"round-{number}" if config.rounds > 1 else out
         log(f"[loop] round {number} of {config.rounds}: policy {current}")
-        log(_run("build_comparisons", slug).strip())
-        log(f"[loop] simulated labelers: {_simulate(slug, judge_spec, config, number)}")
+        building = _build_round(project, config, previous_rm, log=log)
+        budget = building["label_budget"]
+        log(
+            f"[loop] simulated labelers: "
+            f"{_simulate(slug, judge_spec, config, number, max_annotations=budget)}"
+        )
         if config.method == "dpo":  # DPO on this round's export in place of reward model + PPO
             from annotation.services.exports import ExportOptions, export_create
             from training.loop_dpo import dpo_round
@@ -196,7 +222,8 @@ def loop_run(
             seed=config.seed + 10 * (number - 1),
             log=log,
         )
-        figures = step["figures"]
+        figures = {**building, **step["figures"]}
+        previous_rm = step["rm_dir"]
         if step["stopped"]:
             stopped = step["stopped"]
             rounds.append({"round": number, "policy_before": current, **figures})
@@ -217,9 +244,12 @@ def loop_run(
             }
         )
         # The next round's candidates: the new policy's mixed with the round's policy's
-        # (after the last round: the new policy's only, ready for labelers).
+        # (after the last round: the new policy's only, ready for labelers). By uncertainty
+        # the pool is 2K per prompt (K of each policy), for the reward model to choose from.
         if number < config.rounds:
             half = config.num_candidates // 2
+            if config.strategy == "uncertainty":
+                half = None  # generate_candidates' default: K
             log(
                 _generate(
                     slug,
@@ -236,7 +266,7 @@ def loop_run(
                     current,
                     config,
                     seed=config.seed + 100 + number,
-                    k=config.num_candidates - half,
+                    k=config.num_candidates - (half or 0),
                 )
             )
         else:
@@ -351,8 +381,47 @@ def _add_candidates(project, model, config, *, seed, k) -> str:
     return f"stored {created} more candidates for {len(prompts)} prompts from {version.name}"
 
 
-def _simulate(slug, judge_spec, config, number) -> str:
-    ties = [] if config.tie_epsilon is None else ["--tie-epsilon", str(config.tie_epsilon)]
+def _build_round(project, config: LoopConfig, reward_model_dir, *, log) -> dict:
+    """Build the round's comparisons: at random, or (strategy "uncertainty" and a reward
+    model from the previous round) by that model's uncertainty, served most uncertain first.
+
+    Returns the round's `strategy`, `pool_per_prompt` (mean unused candidates per prompt
+    before the build), `comparisons_built` and `label_budget`: by uncertainty the labelers
+    give as many annotations as a random round would (one comparison per prompt, `overlap`
+    times), so the pool larger than K costs no extra labels; the comparisons left over stay
+    in the queue behind them.
+    """
+    from annotation.models import Prompt
+    from annotation.services.comparisons import comparison_pool, comparisons_build
+
+    prompts = Prompt.objects.filter(project=project).count()
+    pooled = comparison_pool(project=project).count()
+    uncertain = config.strategy == "uncertainty" and reward_model_dir is not None
+    if uncertain:
+        from training.active import build_uncertain_comparisons
+
+        result = build_uncertain_comparisons(project, reward_model_dir)
+    else:
+        result = comparisons_build(project=project)
+    strategy = "uncertainty" if uncertain else "random"
+    budget = prompts * config.overlap if uncertain else None
+    log(
+        f"[loop] built {result.created} comparisons ({strategy}) from "
+        f"{pooled / max(1, prompts):.1f} candidates per prompt"
+        + (f", labels capped at {budget} annotations" if budget else "")
+    )
+    return {
+        "strategy": strategy,
+        "pool_per_prompt": pooled / max(1, prompts),
+        "comparisons_built": result.created,
+        "label_budget": budget,
+    }
+
+
+def _simulate(slug, judge_spec, config, number, *, max_annotations=None) -> str:
+    extra = [] if config.tie_epsilon is None else ["--tie-epsilon", str(config.tie_epsilon)]
+    if max_annotations is not None:
+        extra += ["--max-annotations", str(max_annotations)]
     return _run(
         "simulate_labelers",
         slug,
@@ -366,7 +435,7 @@ def _simulate(slug, judge_spec, config, number) -> str:
         str(config.seed + 1000 * number),
         "--verbosity",
         "0",
-        *ties,
+        *extra,
     ).strip()
 
 

@@ -165,6 +165,8 @@ def test_two_rounds_on_a_second_world(tmp_path, settings, capsys):
         )
     ]
     assert any(round_one.pk in g and len(g) > 1 for g in groups)
+    assert first["strategy"] == second["strategy"] == report["config"]["strategy"] == "random"
+    assert second["label_budget"] is None  # every comparison labeled, overlap times
     final = ModelVersion.objects.get(name=second["policy_version"])
     assert final.parent == round_one  # lineage: round 2's policy ← round 1's
     assert report["lineage"][:2] == [final.name, round_one.name]
@@ -195,3 +197,95 @@ def test_min_rm_accuracy_stops_before_ppo(tmp_path, settings):
     assert not TrainingRun.objects.filter(kind="ppo").exists()
     assert TrainingRun.objects.get(kind="reward").status == "succeeded"
     assert report["rounds"][0]["rm_accuracy_vs_labels"] < 1.01
+
+
+def test_two_rounds_by_uncertainty_on_a_second_world(tmp_path, settings):
+    """--strategy uncertainty: round 1 is random (no reward model yet); round 2 pools 2K
+    candidates per prompt, round 1's reward model groups and orders them, and the labelers
+    spend a random round's budget on the most uncertain comparisons first."""
+    import torch
+
+    from annotation.models import Annotation, Comparison
+    from annotation.rules.active import group_uncertainty
+    from training.reward.uncertainty import ensemble_scores
+
+    torch.set_num_threads(2)
+    settings.DATA_DIR = tmp_path / "data"
+    out = tmp_path / "loop"
+    printed = io.StringIO()
+    call_command(
+        "loop",
+        "--out",
+        str(out),
+        "--rounds",
+        "2",
+        "--strategy",
+        "uncertainty",
+        *_second_world_args(tmp_path),
+        stdout=printed,
+    )
+    table = printed.getvalue().split("round  rm acc")[1].splitlines()
+    assert table[0].rstrip().endswith("built by")
+    assert table[1].rstrip().endswith(" random") and table[2].rstrip().endswith(" uncertainty")
+    report = json.loads((out / "report.json").read_text())
+    assert report["config"]["strategy"] == "uncertainty"
+    first, second = report["rounds"]
+    k = report["config"]["num_candidates"]
+    assert (first["strategy"], first["label_budget"]) == ("random", None)
+    assert first["pool_per_prompt"] <= k
+    assert second["strategy"] == "uncertainty"
+    assert second["pool_per_prompt"] > k  # the new and the previous policy's K each
+    assert second["label_budget"] == 40 * report["config"]["overlap"]
+
+    comparisons = Comparison.objects.filter(project__slug=report["project"])
+    random_built = comparisons.filter(priority=0)
+    by_rm = list(comparisons.filter(priority__gt=0).select_related("prompt").order_by("-priority"))
+    assert random_built.count() == first["comparisons_built"]  # one per prompt
+    assert len(by_rm) == second["comparisons_built"] > 40  # more than one per prompt
+    assert all(0 < c.priority <= 1 for c in by_rm)
+
+    # The priorities follow round 1's reward model: re-score each group, the uncertainty
+    # falls along the serving order (one prompt source, so no diversity cap reorders it).
+    from annotation.models import Candidate
+
+    texts = dict(
+        Candidate.objects.filter(prompt__project__slug=report["project"]).values_list("id", "text")
+    )
+    rows = [(c, i) for c in by_rm for i in c.candidate_ids]
+    scores = ensemble_scores(
+        [out / "round-1" / "reward-model"],
+        [c.prompt.as_model_input() for c, _ in rows],
+        [texts[i] for _, i in rows],
+    )
+    score_of = {(c.pk, i): s for (c, i), s in zip(rows, scores)}
+    uncertainty = [group_uncertainty([score_of[(c.pk, i)] for i in c.candidate_ids]) for c in by_rm]
+    assert all(a >= b - 1e-3 for a, b in zip(uncertainty, uncertainty[1:]))
+    assert uncertainty[0] > uncertainty[-1]
+
+    # The budget went to the most uncertain comparisons; the rest wait in the queue.
+    labeled = [c.priority for c in by_rm if c.submitted_count > 0]
+    waiting = [c.priority for c in by_rm if c.submitted_count == 0]
+    assert labeled and waiting
+    assert sum(labeled) / len(labeled) > sum(waiting) / len(waiting)
+    round_two = Annotation.objects.filter(comparison__in=[c.pk for c in by_rm]).count()
+    assert round_two <= second["label_budget"]
+    assert second["pairs"] > first["pairs"]  # the second RM trained on both rounds' labels
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--strategy", "entropy"], "unknown strategy 'entropy': use one of random, uncertainty"),
+        (["--strategy", "uncertainty"], "--strategy uncertainty needs --rounds 2 or more"),
+    ],
+)
+def test_loop_rejects_a_bad_strategy(monkeypatch, tmp_path, args, message):
+    from django.core.management.base import CommandError
+
+    def fail(**kwargs):
+        raise AssertionError("the loop must not start")
+
+    monkeypatch.setattr("training.loop.loop_run", fail)
+    with pytest.raises(CommandError, match=message):
+        call_command("loop", "--out", str(tmp_path / "loop"), *args, stdout=io.StringIO())
+    assert not (tmp_path / "loop").exists()

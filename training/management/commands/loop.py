@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 class Command(BaseCommand):
     help = (
-        "Run one full round of the loop (prompts → candidates → simulated labels → export → reward "
+        "Run the loop (prompts → candidates → simulated labels → export → reward "
         "model → PPO → new candidates) and write report.json with gold scores before and after."
     )
 
@@ -63,6 +63,11 @@ class Command(BaseCommand):
             choices=["ppo", "dpo"],
             help="ppo: reward model + PPO (default); dpo: DPO on the round's export instead",
         )
+        parser.add_argument(
+            "--strategy",
+            help="random (default) or uncertainty: rounds after the first build from 2K "
+            "candidates per prompt by the previous round's reward model, most uncertain first",
+        )
         parser.add_argument("--dpo-beta", type=float)
         parser.add_argument("--dpo-epochs", type=float)
         parser.add_argument("--dpo-lr", type=float)
@@ -93,6 +98,7 @@ class Command(BaseCommand):
             "dpo_beta": "dpo_beta",
             "dpo_epochs": "dpo_epochs",
             "dpo_lr": "dpo_lr",
+            "strategy": "strategy",
         }
         values = {f: opts[o] for o, f in fields.items() if opts[o] is not None}
         if opts["no_ties"]:
@@ -162,7 +168,7 @@ class Command(BaseCommand):
         header = (
             f"{'round':>5} {'rm acc':>7} {'labelers':>8} {'vs judge':>8} {'gold before':>11} "
             f"{'gold after':>10} {'gold diff 95% CI':>18} {'win':>6} {'win 95% CI':>16} "
-            f"{'KL':>7} {'over-opt':>8}"
+            f"{'KL':>7} {'over-opt':>8} {'built by':>11}"
         )
         self.stdout.write(header)
         for r in rounds:
@@ -173,7 +179,8 @@ class Command(BaseCommand):
                 f"{f(r.get('gold_before')):>11} {f(r.get('gold_after')):>10} "
                 f"{ci(r.get('gold_ci')):>18} {f(r.get('win_rate_vs_start')):>6} "
                 f"{ci(r.get('win_rate_ci')):>16} {f(r.get('kl_heldout')):>7} "
-                f"{'yes' if over else 'no' if over is not None else 'n/a':>8}"
+                f"{'yes' if over else 'no' if over is not None else 'n/a':>8} "
+                f"{r.get('strategy') or 'n/a':>11}"
             )
         for r in rounds:
             for warning in r.get("warnings") or []:
