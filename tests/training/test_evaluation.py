@@ -71,6 +71,7 @@ def test_report_definitions_name_every_agreement_figure():
         "overoptimization",
         "rm_length_correlation",
         "near_duplicate_share",
+        "strategy",
     }
     for name in ("labeler_agreement", "labeler_win_rate", "win_rate_vs_start"):
         assert "1/2" in REPORT_DEFINITIONS[name] or "tie" in REPORT_DEFINITIONS[name], name
