@@ -67,6 +67,25 @@ def browser_type_launch_args(browser_type_launch_args):
     }
 
 
+# The labeling page's first-visit walkthrough is a modal dialog: every browser context starts
+# as a returning labeler; test_tour.py opens a first-visit one with `new_first_visit_context`.
+TOUR_SEEN = "try { window.localStorage.setItem('rlhf.tourSeen', '1'); } catch (e) {}"
+
+
+@pytest.fixture(scope="session")
+def browser(browser):
+    first_visit = browser.new_context
+
+    def new_context(**kwargs):
+        context = first_visit(**kwargs)
+        context.add_init_script(TOUR_SEEN)
+        return context
+
+    browser.new_first_visit_context = first_visit
+    browser.new_context = new_context
+    return browser
+
+
 @pytest.fixture(scope="session")
 def screenshot_dir(tmp_path_factory) -> Path:
     """Where the tests save screenshots (SCREENSHOT_DIR to keep them somewhere else)."""
@@ -88,8 +107,5 @@ def login(live_server):
         page.get_by_label("Password").fill(PASSWORD)
         page.get_by_role("button", name="Sign in").click()
         expect(page.get_by_role("heading", name="Your projects")).to_be_visible()
-        # The labeling page's first-visit walkthrough is a modal: tests of the page itself
-        # start as a returning labeler (test_tour.py covers the first visit).
-        page.evaluate("window.localStorage.setItem('rlhf.tourSeen', '1')")
 
     return sign_in

@@ -57,9 +57,11 @@ def test_write_a_demonstration_with_references(
     login(page, "wanda")
     page.goto(live_server.url + reverse("label", kwargs={"slug": "write"}))
 
-    expect(page.get_by_text("Name a primary colour.")).to_be_visible()
+    expect(page.locator(".md").get_by_text("Name a primary colour.")).to_be_visible()
     expect(page.get_by_role("heading", name="Reference 2")).to_be_visible()
-    expect(page.get_by_text('<img src=x onerror="window.__pwned=1">')).to_be_visible()
+    expect(
+        page.locator(".md").get_by_text('<img src=x onerror="window.__pwned=1">')
+    ).to_be_visible()
     fits(page, width)
     page.screenshot(path=str(screenshot_dir / f"demonstration-{width}.png"), full_page=True)
 
@@ -71,7 +73,7 @@ def test_write_a_demonstration_with_references(
 
     page.get_by_label("Your answer").fill("Red.\nA primary colour of light and paint.")
     page.get_by_role("button", name="Submit").click()
-    expect(page.get_by_text("Say hello.")).to_be_visible()  # the next task
+    expect(page.locator(".md").get_by_text("Say hello.")).to_be_visible()  # the next task
     stored = Annotation.objects.get()
     assert stored.demonstration == "Red.\nA primary colour of light and paint."
     assert stored.comparison.prompt.external_id == "a"

@@ -30,10 +30,9 @@ def test_walkthrough_on_first_visit_dismissed_remembered_and_reopened(
     )
     make_labeler("tina", projects=[project], password=PASSWORD)
     make_comparisons(project, n=2)
-    context = browser.new_context(**DEVICES[device])
+    context = browser.new_first_visit_context(**DEVICES[device])
     page = context.new_page()
     login(page, "tina")
-    page.evaluate("window.localStorage.removeItem('rlhf.tourSeen')")  # a first visit
     page.goto(f"{live_server.url}/projects/tour/label/")
 
     tour = page.get_by_role("dialog", name="How this page works")
