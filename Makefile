@@ -49,6 +49,7 @@ var/.secret_key:
 	mkdir -p var && $(PYTHON) -c "import secrets; print(secrets.token_urlsafe(50))" > $@
 
 loop: venv var/.secret_key
+	SECRET_KEY="$${SECRET_KEY:-$$(cat var/.secret_key)}" $(BIN)/python manage.py migrate --noinput -v 0
 	SECRET_KEY="$${SECRET_KEY:-$$(cat var/.secret_key)}" $(BIN)/python manage.py loop --out var/loop
 
 clean:
