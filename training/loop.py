@@ -109,6 +109,10 @@ REPORT_DEFINITIONS = {
     "overoptimization": "flagged when, over the last third of PPO steps, the running-mean RM "
     "score's least-squares slope is > 0 and the gold score's < 0; gold_peak_step is where the "
     "running-mean gold score peaked",
+    "best_gold_step": "the PPO eval step (every eval_every steps and the last) whose held-out "
+    "eval_gold, the judge's mean score on the PPO run's held-out prompts, was the highest "
+    "(ties: the earlier step; step 0, the start policy, is not a candidate); its policy is "
+    "saved at best_gold_path (best_gold.json beside it has the figures and the step-0 baseline)",
     "rm_length_correlation": "Pearson correlation of the RM score with the word count of the "
     "new policy's held-out answers (a length shortcut shows as a large positive value)",
     "near_duplicate_share": "share of the new policy's held-out answers whose word-3-gram "
@@ -597,6 +601,8 @@ def _policy_figures(step, prompts, after, start_policy, config, round_dir) -> di
         if len(after) > 2
         else None,
         "near_duplicate_share": near_duplicate_share(after),
+        "best_gold_step": ppo_run.metrics.get("best_gold_step"),
+        "best_gold_path": ppo_run.metrics.get("best_gold_path"),
         "plot": str(plot) if plot else None,
     }
 

@@ -69,6 +69,7 @@ def test_report_definitions_name_every_agreement_figure():
         "gold_ci",
         "kl_heldout",
         "overoptimization",
+        "best_gold_step",
         "rm_length_correlation",
         "near_duplicate_share",
         "strategy",

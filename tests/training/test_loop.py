@@ -79,8 +79,12 @@ def test_small_loop_round(tmp_path, settings, capsys):
     assert low <= report["win_rate_vs_start"] <= high
     assert isinstance(report["kl_heldout"], float)
     assert set(report["overoptimization"]) >= {"flagged", "gold_peak_step"}
+    # 4 PPO steps, evals every 10: the last step is the one eval step, so it is best_gold.
+    assert report["best_gold_step"] == ppo_run.metrics["best_gold_step"] == 4
+    assert report["best_gold_path"] == str(out / "policy" / "best_gold")
+    assert (out / "policy" / "best_gold" / "best_gold.json").is_file()
     assert 0 <= report["near_duplicate_share"] <= 1
-    for key in ("gold_ci", "labeler_agreement", "kl_heldout", "overoptimization"):
+    for key in ("gold_ci", "labeler_agreement", "kl_heldout", "overoptimization", "best_gold_step"):
         assert key in report["definitions"]
     # The verification round: one start and one new answer per held-out prompt.
     models = {row["model"]: row for row in report["leaderboard"]}

@@ -7,6 +7,7 @@ Reads top to bottom like CleanRL, one module per phase, in the order `train.trai
 - `rollout`: prompts drawn, responses sampled, scored, KL-shaped rewards and GAE advantages;
 - `update`: epochs of clipped policy and value losses over minibatches, optimizer, schedule;
 - `metrics`: what each step logs (METRICS) and where; `checkpoint`: save and exact resume;
+- `best_gold`: with a judge, the policy of the eval step with the best held-out gold;
 - `math`: the pure tensor math (GAE, whitening, KL estimators, losses), tested by hand.
 
 Every detail of "The N Implementation Details of RLHF with PPO" (Huang et al., 2024) that

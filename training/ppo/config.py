@@ -173,3 +173,7 @@ class PPOResult:
     # figure to report, unlike metrics["kl"] (the last training batch).
     eval_kl: float | None = None
     num_eval_prompts: int = 0  # prompts held out of training
+    # The eval step with the best held-out gold (its policy in output_dir/best_gold/) and
+    # that eval_gold; None without a judge or evals (and on processes other than the main).
+    best_gold_step: int | None = None
+    best_gold: float | None = None

@@ -19,6 +19,7 @@ import torch
 
 from training.callables import load_callable
 from training.modeling import Prompt, encode_prompt
+from training.ppo.best_gold import best_gold_start, save_best_gold
 from training.ppo.checkpoint import (
     CONFIG_FILE,
     prompts_sha256,
@@ -99,9 +100,10 @@ def train_ppo(
     """Fine-tune the policy at `policy_path` with PPO against `reward`; save it to `out_dir`.
 
     `reward` is a reward-model directory or a callable `(prompts, responses) -> list[float]`
-    (or its "module:function" name); `judge`, same form, is only logged (gold score).
-    `on_metrics` gets each step's metrics on the main process. Resumes from the latest
-    checkpoint in `out_dir` (config.resume).
+    (or its "module:function" name); `judge`, same form, is only logged (gold score); with
+    held-out evals, the policy of the eval step with the best held-out gold is also saved to
+    `out_dir/best_gold/` (see `best_gold.py`). `on_metrics` gets each step's metrics on the
+    main process. Resumes from the latest checkpoint in `out_dir` (config.resume).
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -218,8 +220,29 @@ def train_ppo(
         append_jsonl(out / SAMPLES_FILE, rows)
         return eval_figures(rows)
 
+    # best_gold (main process): the eval step with the best held-out gold, and the baseline.
+    best, baseline_gold = None, None
+    if accelerator.is_main_process:
+        best, baseline_gold = best_gold_start(out, resumed=start.resumed_from is not None)
+
+    def keep_if_best_gold(figures: dict[str, float], done: int) -> None:
+        """Save the policy as best_gold when this eval's gold beats every earlier eval step's."""
+        nonlocal best
+        gold = figures.get("eval_gold")
+        if gold is None or (best is not None and gold <= best.eval_gold):
+            return
+        record = {
+            "step": done,
+            "episodes": done * config.batch_size,
+            "eval_gold": gold,
+            "eval_kl": figures.get("eval_kl"),
+            "eval_score": figures.get("eval_score"),
+            "baseline_eval_gold": baseline_gold,
+        }
+        best = save_best_gold(unwrapped.policy, tokenizer, out, record, lora=config.lora)
+
     if start_step == 0:
-        write_eval_samples(0)
+        baseline_gold = write_eval_samples(0).get("eval_gold")
     bar = tqdm(
         total=num_steps,
         initial=start_step,
@@ -294,7 +317,9 @@ def train_ppo(
 
         # ------------------------------------------------------------------- evals, logs, checkpoints
         if config.eval_every and (done % config.eval_every == 0 or done == num_steps):
-            row.update(write_eval_samples(done))  # eval_kl, eval_score...: held-out prompts
+            figures = write_eval_samples(done)  # eval_kl, eval_score...: held-out prompts
+            row.update(figures)
+            keep_if_best_gold(figures, done)  # {} on other processes: main process only
         if accelerator.is_main_process:
             history.append(row)
             append_jsonl(out / METRICS_FILE, [row])
@@ -327,4 +352,6 @@ def train_ppo(
         resumed_from=start.resumed_from,
         eval_kl=next((r["eval_kl"] for r in reversed(history) if "eval_kl" in r), None),
         num_eval_prompts=len(eval_ids),
+        best_gold_step=None if best is None else best.step,
+        best_gold=None if best is None else best.eval_gold,
     )

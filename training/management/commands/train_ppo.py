@@ -35,6 +35,20 @@ def load_prompts(value: str) -> tuple[list, Project | None]:
     return [prompt_model_input(r.messages, is_chat=r.is_chat) for r in records], None
 
 
+def _best_gold_metrics(result) -> dict:
+    """The best_gold checkpoint for the run's metrics: recorded there, not registered as a
+    ModelVersion (a run has one output model; the folder is one of its by-products)."""
+    if result.best_gold_step is None:
+        return {}
+    from training.ppo.best_gold import BEST_GOLD_DIR
+
+    return {
+        "best_gold_step": result.best_gold_step,
+        "best_gold_eval": result.best_gold,
+        "best_gold_path": str(Path(result.output_dir) / BEST_GOLD_DIR),
+    }
+
+
 class Command(BaseCommand):
     help = "PPO with a KL penalty against a reward model (or a module:function reward); registers the new policy."
 
@@ -110,7 +124,7 @@ class Command(BaseCommand):
             ) as run:
                 run_source_record(run=run.run, project=project)
                 result = train(on_metrics=run.log)
-                run.run.metrics = dict(result.metrics)
+                run.run.metrics = {**result.metrics, **_best_gold_metrics(result)}
                 run.flush()
                 version = model_version_register(
                     path=str(result.output_dir),
@@ -129,3 +143,8 @@ class Command(BaseCommand):
                 f"next: generate_candidates SLUG --model {result.output_dir}"
             )
         )
+        if result.best_gold_step is not None:
+            self.stdout.write(
+                f"best held-out gold {result.best_gold:.4f} at step {result.best_gold_step}: "
+                f"{_best_gold_metrics(result)['best_gold_path']}"
+            )
