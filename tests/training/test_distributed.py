@@ -133,6 +133,34 @@ def test_train_ppo_two_processes_share_the_work_and_write_one_run(tmp_path, tiny
     assert ModelVersion.objects.filter(produced_by=second).count() == 1
 
 
+def test_two_processes_keep_one_best_gold(tmp_path, tiny_lm):
+    """With a judge, rank 0 alone evaluates the held-out prompts and writes best_gold."""
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"text": f"question {i}"}) + "\n" for i in range(10)))
+    logs = tmp_path / "reward-calls"
+    logs.mkdir()
+    out = tmp_path / "ppo"
+    torchrun(
+        "train_ppo",
+        "--policy", str(tiny_lm),
+        "--reward-model", "tests.training.dist_reward:score",
+        "--judge", "tests.training.test_ppo_best_gold:count_e",
+        "--prompts", str(prompts),
+        "--out", str(out),
+        "--total-episodes", "8", "--batch-size", "4", "--mini-batches", "1",
+        "--ppo-epochs", "1", "--response-length", "6",
+        "--save-every", "0", "--eval-every", "1", "--num-eval-prompts", "2", "--no-progress",
+        log_dir=logs,
+    )  # fmt: skip
+    rows = read_jsonl(out / "metrics.jsonl")
+    record = json.loads((out / "best_gold" / "best_gold.json").read_text())
+    assert record["step"] == max(rows, key=lambda r: r["eval_gold"])["step"]
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("best_gold")) == ["best_gold"]
+    run = TrainingRun.objects.get()
+    assert run.metrics["best_gold_step"] == record["step"]
+    assert run.metrics["best_gold_path"] == str(out / "best_gold")
+
+
 def test_train_reward_model_two_processes_split_the_pairs_and_write_one_run(tmp_path, tiny_lm):
     export = tmp_path / "export"
     export.mkdir()
