@@ -9,17 +9,31 @@ the reward model is retrained and the next batch is chosen:
   (annotation.rules.active: per prompt the K candidates the ensemble is least sure of, then
   most uncertain first under a per-kind share), on the scores of the current ensemble.
 
-The reward model is a stand-in that 2 shared CPU cores can retrain dozens of times: a
-Bradley-Terry linear model on hashed word features (an ensemble of ENSEMBLE bootstrap fits,
-numpy), not the transformer `train_reward_model` builds. What is measured is the selection
-rule; the model that feeds it in production is the real one.
+Accuracy is over every pair of the held-out prompts' candidates that the gold judge orders
+(its ties left out). Two reward models (`--rm`):
 
-Two worlds: `demo` (the demo world's prompts and answer kinds, gold = its judge) and
-`lexicon` (built here: responses are bags of words whose gold is the sum of sparse word
-values plus a per-topic bias; features see the words, not the bias's topic).
+`linear` (the default, seconds): a stand-in that 2 shared CPU cores can retrain dozens of
+times, a Bradley-Terry linear model on hashed word features (an ensemble of ENSEMBLE
+bootstrap fits, numpy). Worlds: `demo` (the demo world's prompts and answer kinds, gold = its
+judge) and `lexicon` (built here: responses are bags of words whose gold is the sum of sparse
+word values plus a per-topic bias; features see the words, not the bias's topic).
 
-    .venv/bin/python bench/active.py               # both worlds, 3 seeds, table + PNG
-    .venv/bin/python bench/active.py --quick       # seconds: what tests run
+`transformer` (minutes): the project's reward model, `training.reward.train_reward_model`
+(K-wise loss, epochs and learning rate from `scaled_defaults`, early stopping on a 10%
+held-out split of the labeled prompts), on the demo policy (`build_demo_policy` with its
+defaults, cached in DATA_DIR/models/demo-policy), trained once per budget on everything
+labeled so far. Candidates are real: POOL distinct answers per prompt sampled from the demo
+policy (`generate_candidates`, seeded, temperature 1), gold from the world's judge. The first
+batch is random for both strategies (there is no reward model yet, as in the loop's round 1);
+after it `uncertainty` ranks by an ensemble of `--ensemble` reward models (default 2, seeds
+differ, same labels), and the model measured is the one trained with random's seed. Worlds:
+`demo` (its prompts and judge) and `second`, imported from tests/training/second_world.py
+(its prompts and judge, warm short answers first, answered by the same demo policy).
+
+    .venv/bin/python bench/active.py                       # linear, both worlds, 3 seeds
+    .venv/bin/python bench/active.py --quick               # seconds: what tests run
+    .venv/bin/python bench/active.py --rm transformer      # real RM, 60 prompts, 3 seeds
+    .venv/bin/python bench/active.py --rm transformer --quick --policy-steps 30   # tests
 """
 
 from __future__ import annotations
@@ -158,14 +172,15 @@ def fit(x: np.ndarray, pairs: list[tuple[int, int]], rng: np.random.Generator, *
 
 
 def held_out_accuracy(scores: np.ndarray, world: World, prompts: list[int]) -> float:
+    n = len(world.texts[0])  # candidates per prompt, the same for every prompt
     right = total = 0
     for p in prompts:
         g = world.gold[p]
-        for i, j in itertools.combinations(range(POOL), 2):
+        for i, j in itertools.combinations(range(n), 2):
             if abs(g[i] - g[j]) < 1e-9:
                 continue
             total += 1
-            right += (scores[p * POOL + i] - scores[p * POOL + j]) * (g[i] - g[j]) > 0
+            right += (scores[p * n + i] - scores[p * n + j]) * (g[i] - g[j]) > 0
     return right / max(total, 1)
 
 
@@ -455,13 +470,14 @@ def run_real_curve(world, rm, strategy, seed, budgets, ensemble):
     """
     from training.reward.data import Ranking
 
+    n = len(world.texts[0])  # candidates per prompt
     rng = random.Random(seed)
     order = list(range(len(world.prompts)))
     random.Random(7 + seed).shuffle(order)
     cut = int(len(order) * 0.7)
     train, test = sorted(order[:cut]), order[cut:]
-    unused = {p: list(range(POOL)) for p in train}
-    test_rows = [(p, i) for p in test for i in range(POOL)]
+    unused = {p: list(range(n)) for p in train}
+    test_rows = [(p, i) for p in test for i in range(n)]
     rankings: list[Ranking] = []
     member_scores: list[np.ndarray] = []  # (candidates,) per ensemble member, train pool
     curve = []
@@ -480,7 +496,7 @@ def run_real_curve(world, rm, strategy, seed, budgets, ensemble):
                 Ranking(
                     prompt=world.prompts[p],
                     completions=[world.texts[p][group[i]] for i in ranked],
-                    tiers=[[n] for n in range(len(group))],
+                    tiers=[[t] for t in range(len(group))],
                 )
             )
             labeled += 1
@@ -494,9 +510,9 @@ def run_real_curve(world, rm, strategy, seed, budgets, ensemble):
         member_scores = []
         for member in range(members):
             scores = rm.fit_and_score(rankings, seed * 100 + member, prompts, responses)
-            full = np.zeros(len(world.prompts) * POOL)
+            full = np.zeros(len(world.prompts) * n)
             for (p, i), s in zip(rows, scores):
-                full[p * POOL + i] = s
+                full[p * n + i] = s
             member_scores.append(full)
         curve.append(held_out_accuracy(member_scores[0], world, test))
     return curve
@@ -504,19 +520,22 @@ def run_real_curve(world, rm, strategy, seed, budgets, ensemble):
 
 def pick_scored(world, scores, unused, take):
     """The `uncertainty` pick of `pick` on given (candidate x model) scores."""
+    n = len(world.texts[0])
     items, groups = [], {}
     for p, rest in unused.items():
         if len(rest) < K:
             continue
-        pool = [(i, scores[p * POOL + i].tolist()) for i in rest]
-        for n, (group, value) in enumerate(uncertain_groups(pool, K)):
-            groups[(p, n)] = (p, group)
-            items.append(Scored((p, n), world.kinds[p], value))
+        pool = [(i, scores[p * n + i].tolist()) for i in rest]
+        for g, (group, value) in enumerate(uncertain_groups(pool, K)):
+            groups[(p, g)] = (p, group)
+            items.append(Scored((p, g), world.kinds[p], value))
     return [groups[key] for key in informative_order(items)[:take]]
 
 
-def mean_sd(values) -> str:
-    return f"{np.mean(values):.3f}±{np.std(values, ddof=1) if len(values) > 1 else 0.0:.3f}"
+def mean_sd(values, *, sign: bool = False) -> str:
+    """mean±sd (sample sd; 0 for one value)."""
+    sd = np.std(values, ddof=1) if len(values) > 1 else 0.0
+    return f"{np.mean(values):{'+' if sign else ''}.3f}±{sd:.3f}"
 
 
 def run_transformer(args) -> int:
@@ -531,10 +550,10 @@ def run_transformer(args) -> int:
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     quick = args.quick
-    seeds = args.seeds or (1 if quick else 2)
+    seeds = args.seeds or (1 if quick else 3)
     n_prompts = args.prompts or (12 if quick else 60)
     points = 2 if quick else args.points
-    max_labels = int(n_prompts * 0.7) * POOL // K
+    max_labels = int(n_prompts * 0.7) * args.pool // K
     budgets = sorted({round(max_labels * (n + 1) / points) for n in range(points)})
     results: dict[tuple[str, str], list[list[float]]] = {}
     names = ("demo", "second")
@@ -549,7 +568,7 @@ def run_transformer(args) -> int:
         policy_s = time.perf_counter() - start
         rm = TransformerRM(policy, Path(work), max_epochs=3.0 if quick else None)
         for name in names:
-            world = real_world(name, policy, n_prompts, POOL, seed=0)
+            world = real_world(name, policy, n_prompts, args.pool, seed=0)
             for strategy in ("random", "uncertainty"):
                 results[(name, strategy)] = [
                     run_real_curve(world, rm, strategy, seed, budgets, args.ensemble)
@@ -557,17 +576,22 @@ def run_transformer(args) -> int:
                 ]
     print(
         f"real reward model (train_reward_model, K-wise, demo policy {policy}), K={K}, "
-        f"pool={POOL}, {n_prompts} prompts per world (70% labeled pool, 30% held out), "
+        f"pool={args.pool}, {n_prompts} prompts per world (70% labeled pool, 30% held out), "
         f"{seeds} seed(s), uncertainty ensemble {args.ensemble}; {rm.trained} reward models "
         f"in {rm.seconds:.0f}s, {time.perf_counter() - start:.0f}s in all "
         f"(policy {policy_s:.0f}s)"
     )
-    print(f"{'world':<8} {'labels':>6}  {'random':>12}  {'uncertainty':>12}")
+    # diff: uncertainty - random per seed (same held-out prompts and first batch), mean±sd.
+    print(f"{'world':<8} {'labels':>6}  {'random':>12}  {'uncertainty':>12}  {'diff':>13}")
     summary = []
     for name in names:
         rand, unc = np.array(results[(name, "random")]), np.array(results[(name, "uncertainty")])
         for b, budget in enumerate(budgets):
-            print(f"{name:<8} {budget:>6}  {mean_sd(rand[:, b]):>12}  {mean_sd(unc[:, b]):>12}")
+            diff = mean_sd(unc[:, b] - rand[:, b], sign=True)
+            print(
+                f"{name:<8} {budget:>6}  {mean_sd(rand[:, b]):>12}  {mean_sd(unc[:, b]):>12}"
+                f"  {diff:>13}"
+            )
         random_curve, unc_curve = rand.mean(axis=0).tolist(), unc.mean(axis=0).tolist()
         target = random_curve[-1]
         needed_random = labels_to_reach(random_curve, budgets, target)
@@ -593,9 +617,12 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="one seed, small worlds (what tests run)"
     )
-    parser.add_argument("--seeds", type=int, help="default 3 (linear), 2 (transformer)")
+    parser.add_argument("--seeds", type=int, help="default 3 (1 with --quick)")
     parser.add_argument("--prompts", type=int, help="prompts per world: default 240 / 60")
     parser.add_argument("--png", help="default bench/active.png / bench/active_transformer.png")
+    parser.add_argument(
+        "--pool", type=int, default=POOL, help="transformer: candidates sampled per prompt"
+    )
     parser.add_argument("--points", type=int, default=5, help="transformer: budgets on the curve")
     parser.add_argument(
         "--ensemble",
@@ -611,6 +638,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.ensemble < 1 or args.points < 1:
         parser.error("--ensemble and --points must be at least 1")
+    if args.pool < K:
+        parser.error(f"--pool must be at least K={K}")
     return run_linear(args) if args.rm == "linear" else run_transformer(args)
 
 

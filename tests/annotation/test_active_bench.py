@@ -57,7 +57,7 @@ def test_active_benchmark_with_the_real_reward_model_at_tiny_size(tmp_path):
     # 2 worlds x 2 strategies x 2 budgets, plus the one extra ensemble member uncertainty
     # trains to pick its second batch, per world.
     assert "10 reward models" in lines[0], lines[0]
-    assert lines[1].split() == ["world", "labels", "random", "uncertainty"]
+    assert lines[1].split() == ["world", "labels", "random", "uncertainty", "diff"]
     rows = [line.split() for line in lines if line.split()[:1] in (["demo"], ["second"])]
     assert [r[:2] for r in rows] == [
         ["demo", "8"],
@@ -66,9 +66,9 @@ def test_active_benchmark_with_the_real_reward_model_at_tiny_size(tmp_path):
         ["second", "16"],
     ]
     for row in rows:
-        for cell in row[2:]:
-            mean, sd = (float(v) for v in cell.split("±"))
-            assert 0.0 <= mean <= 1.0 and sd == 0.0  # one seed: no spread
+        (rand, _), (unc, _), (diff, sd) = ([float(v) for v in c.split("±")] for c in row[2:])
+        assert 0.0 <= rand <= 1.0 and 0.0 <= unc <= 1.0
+        assert abs(diff - (unc - rand)) <= 0.0015 and sd == 0.0  # one seed: no spread
     # The first batch is random for both strategies, same seed: same labels, same model.
     assert rows[0][2] == rows[0][3] and rows[2][2] == rows[2][3]
     assert sum("of the labels" in line or "-> n/a" in line for line in lines) == 2
