@@ -158,13 +158,21 @@ class SimulatedLabeler:
     def rank(
         self, candidate_ids: Sequence[int], scores: Sequence[float], *, allow_ties: bool = False
     ) -> list[list[int]]:
-        """Tiers of candidate ids, best first, given the judge's score of each candidate."""
+        """Tiers of candidate ids, best first, given the judge's score of each candidate.
+
+        The random draws run over the candidates sorted by id, not in the order served:
+        the display order is shuffled per (comparison, labeler) primary key, so drawing in
+        it would give other labels for the same --seed in a database with other ids.
+        """
         if len(candidate_ids) != len(scores):
             raise ValueError("one score per candidate is needed")
-        order = labeler_order(self.kind, scores, temperature=self.temperature, rng=self.rng)
         by_id = dict(zip(candidate_ids, scores))
+        ids = sorted(by_id)
+        order = labeler_order(
+            self.kind, [by_id[i] for i in ids], temperature=self.temperature, rng=self.rng
+        )
         return order_to_tiers(
-            [candidate_ids[i] for i in order],
+            [ids[i] for i in order],
             by_id,
             ties=allow_ties and self.tie_epsilon is not None,
             epsilon=self.tie_epsilon or 0.0,

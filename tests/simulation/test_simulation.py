@@ -178,6 +178,24 @@ def test_simulated_labelers_repeat_with_the_same_seed():
     assert run(7) != run(8)
 
 
+def test_labels_do_not_depend_on_the_order_candidates_are_served_in():
+    # The display order is shuffled per (comparison, labeler) primary key, so another
+    # database serves the same comparison in another order: the same seed must still give
+    # the same labels (the loop's figures would otherwise move from run to run).
+    ids, scores = [11, 12, 13, 14], [0.2, 0.9, 0.5, 0.6]
+    served = [
+        (ids, scores),
+        ([14, 12, 11, 13], [0.6, 0.9, 0.2, 0.5]),
+        ([13, 14, 12, 11], [0.5, 0.6, 0.9, 0.2]),
+    ]
+    labels = []
+    for order, values in served:
+        (labeler,) = simulated_labelers(["a"], noise=1.0, seed=3)
+        labels.append([labeler.rank(order, values) for _ in range(20)])
+    assert labels[0] == labels[1] == labels[2]
+    assert len({str(r) for r in labels[0]}) > 1  # noise 1.0 does vary the order
+
+
 def test_ranking_agreement_with_judge_by_hand():
     scores = {1: 3.0, 2: 2.0, 3: 1.0, 4: 1.0}
     # (1,2) agree, (1,3) agree, (2,3) tied in the label: half, (1,4) (2,4) agree,
