@@ -11,6 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from tests.training.test_ppo_heldout import config as heldout_config  # noqa: E402
 from training.ppo import PPOConfig, train_ppo  # noqa: E402
 
 pytestmark = pytest.mark.ml
@@ -47,20 +48,8 @@ def gold_by_step(values: dict[int, float]):
 
 
 def config(**overrides) -> PPOConfig:
-    base = dict(
-        total_episodes=16,  # 4 steps
-        batch_size=4,
-        mini_batches=1,
-        ppo_epochs=2,
-        lr=3e-3,
-        response_length=5,
-        device="cpu",
-        eval_every=1,
-        num_eval_prompts=3,
-        save_every=0,
-        progress=False,
-    )
-    return PPOConfig(**{**base, **overrides})
+    """The held-out tests' small PPO run (evals every step), 4 steps long."""
+    return heldout_config(**{"total_episodes": 16, **overrides})
 
 
 @pytest.fixture(scope="module")
