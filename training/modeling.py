@@ -11,6 +11,8 @@ render a prompt identically, so the policy is trained on exactly what labelers s
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +54,23 @@ class ModelLoadError(Exception):
 
 
 # --------------------------------------------------------------------------- device and dtype
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with `threads` intra-op CPU threads (None or 0: leave torch's setting).
+
+    CPU results depend on the thread count (float sums are split and added in another
+    order), so a run that must repeat on any machine fixes it; for models as small as the
+    demo world's one thread is also the fastest.
+    """
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:

@@ -257,3 +257,24 @@ def test_policy_build_is_deterministic(tmp_path):
     )
     assert first.keys() == second.keys()
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+@pytest.mark.ml
+def test_policy_build_gives_the_same_weights_on_any_thread_count(tmp_path):
+    """A 2-core and an 8-core machine build the same demo policy (so the same loop figures):
+    the build runs on one thread whatever torch's setting, and leaves the setting as it was."""
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import load_file
+
+    from training.demo_world.policy import DemoPolicyConfig, build_demo_policy
+
+    # Wide enough that torch splits the matrix products over threads.
+    config = DemoPolicyConfig(steps=8, corpus_size=200, vocab_size=400, warmup_steps=2)
+    weights = {}
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        out = build_demo_policy(tmp_path / str(threads), config=config, progress=False)
+        assert torch.get_num_threads() == threads
+        weights[threads] = load_file(out / "model.safetensors")
+    torch.set_num_threads(1)
+    assert all(torch.equal(weights[1][k], weights[2][k]) for k in weights[1])

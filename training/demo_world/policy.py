@@ -20,12 +20,16 @@ from typing import Any
 import torch
 
 from training.demo_world.corpus import build_corpus
-from training.modeling import encode_prompt, load_causal_lm
+from training.modeling import encode_prompt, load_causal_lm, torch_threads
 
 MARKER = "demo_policy.json"
 METRICS = "metrics.jsonl"
 # Bump when the corpus, the tokenizer or the training code change what gets built.
-DEMO_POLICY_VERSION = 2
+# 3: built on one CPU thread, so the same config gives the same weights on any core count.
+DEMO_POLICY_VERSION = 3
+# Threads the build runs on: one is the fastest for this model and fixes the order of float
+# sums (with torch's default, a 2-core and an 8-core machine build different policies).
+BUILD_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -151,17 +155,31 @@ def build_demo_policy(
     `steps` and `seed` override the same fields of `config`. Nothing is rebuilt when the
     marker in `out_dir` matches, unless `force`. The model is written to a temporary sibling
     directory and moved into place at the end, so an interrupted build never looks complete.
+    The build runs on `BUILD_THREADS` CPU threads whatever torch's setting, so the same
+    config gives the same weights on any machine of the same CPU kind and torch build.
     """
-    from tqdm.auto import tqdm
-
-    from training.tiny import build_tiny_causal_lm
-
     config = config or DemoPolicyConfig()
     overrides = {k: v for k, v in {"steps": steps, "seed": seed}.items() if v is not None}
     config = replace(config, **overrides)
     out = Path(out_dir)
     if not force and demo_policy_ready(out, config):
         return out
+    with torch_threads(BUILD_THREADS):
+        _train_and_save(out, config, progress=progress, on_metrics=on_metrics)
+    return out
+
+
+def _train_and_save(
+    out: Path,
+    config: DemoPolicyConfig,
+    *,
+    progress: bool,
+    on_metrics: Callable[[dict[str, Any]], None] | None,
+) -> None:
+    """Train the demo policy from scratch and move it into `out` when complete."""
+    from tqdm.auto import tqdm
+
+    from training.tiny import build_tiny_causal_lm
 
     started = time.perf_counter()
     corpus = build_corpus(config.corpus_size, seed=config.seed)
@@ -232,4 +250,3 @@ def build_demo_policy(
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
-    return out
