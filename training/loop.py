@@ -65,6 +65,11 @@ class LoopConfig:
     # first, with the same label budget a random round has). Round 1 has no reward model
     # yet and is always random.
     strategy: str = "random"
+    # torch's CPU threads for the whole run (None or 0: torch's default). CPU results depend
+    # on the thread count, so with it fixed a run gives the same figures on any core count;
+    # for the demo world's tiny models one thread is also the fastest. Raise it for a large
+    # policy.
+    threads: int | None = 1
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -75,6 +80,8 @@ class LoopConfig:
         if self.method == "dpo" and self.rounds != 1:
             raise ValueError("--method dpo runs one round (--rounds 1)")
         validate_strategy(self.strategy)
+        if self.threads is not None and self.threads < 0:
+            raise ValueError(f"threads must be 0 or more, got {self.threads}")
         if self.strategy == "uncertainty" and self.rounds < 2:
             raise ValueError(
                 "--strategy uncertainty needs --rounds 2 or more: round 1 has no reward "
@@ -148,7 +155,22 @@ def loop_run(
     round's policy → candidates of the new policy mixed with the round's policy's for the
     next round. Then a fresh labeling round on
     the held-out prompts (new vs start policy) and the report against the gold judge.
+    Runs on `config.threads` CPU threads.
     """
+    from training.modeling import torch_threads
+
+    with torch_threads(config.threads):
+        return _loop_run(
+            out_dir=out_dir,
+            judge_spec=judge_spec,
+            prompts_file=prompts_file,
+            policy=policy,
+            config=config,
+            log=log,
+        )
+
+
+def _loop_run(*, out_dir, judge_spec, prompts_file, policy, config: LoopConfig, log) -> dict:
     from training.ppo import load_callable
 
     started = time.perf_counter()

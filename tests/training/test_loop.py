@@ -108,6 +108,40 @@ def test_loop_command_passes_the_labelers_tie_setting(monkeypatch, tmp_path, arg
     assert seen["config"].tie_epsilon == tie_epsilon
 
 
+@pytest.mark.parametrize(
+    ("args", "threads"), [([], 1), (["--threads", "3"], 3), (["--threads", "0"], 0)]
+)
+def test_the_loop_runs_on_its_thread_count_and_gives_the_setting_back(
+    monkeypatch, tmp_path, args, threads
+):
+    """A run's figures depend on torch's thread count (float sums in another order): the loop
+    fixes it for the run (default 1; 0 keeps torch's own) and restores it afterwards."""
+    import torch
+
+    seen = {}
+
+    def fake_run(*, config, **kwargs):
+        seen["threads"] = torch.get_num_threads()
+        return {}
+
+    monkeypatch.setattr("training.loop._loop_run", fake_run)
+    torch.set_num_threads(2)
+    try:
+        call_command("loop", "--out", str(tmp_path), *args, stdout=io.StringIO())
+        assert seen["threads"] == (threads or 2)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+
+
+def test_loop_rejects_a_negative_thread_count(monkeypatch, tmp_path):
+    from django.core.management.base import CommandError
+
+    monkeypatch.setattr("training.loop.loop_run", lambda **kw: pytest.fail("must not start"))
+    with pytest.raises(CommandError, match="threads must be 0 or more, got -1"):
+        call_command("loop", "--out", str(tmp_path), "--threads", "-1", stdout=io.StringIO())
+
+
 def _second_world_args(tmp_path):
     from tests.training.second_world import write_prompts
 

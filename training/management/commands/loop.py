@@ -68,6 +68,12 @@ class Command(BaseCommand):
             help="random (default) or uncertainty: rounds after the first build from 2K "
             "candidates per prompt by the previous round's reward model, most uncertain first",
         )
+        parser.add_argument(
+            "--threads",
+            type=int,
+            help="torch CPU threads for the run (default 1: the fastest for the demo world's "
+            "tiny models, and the same figures on any core count; 0: torch's default)",
+        )
         parser.add_argument("--dpo-beta", type=float)
         parser.add_argument("--dpo-epochs", type=float)
         parser.add_argument("--dpo-lr", type=float)
@@ -99,6 +105,7 @@ class Command(BaseCommand):
             "dpo_epochs": "dpo_epochs",
             "dpo_lr": "dpo_lr",
             "strategy": "strategy",
+            "threads": "threads",
         }
         values = {f: opts[o] for o, f in fields.items() if opts[o] is not None}
         if opts["no_ties"]:
