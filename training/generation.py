@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
-from training.modeling import Prompt, encode_prompt, format_prompt, load_causal_lm
+from training.modeling import (
+    Prompt,
+    config_max_positions,
+    encode_prompt,
+    format_prompt,
+    load_causal_lm,
+)
 from training.sampling import effective_settings, generate, neutral_generation_config
 
 if TYPE_CHECKING:
@@ -173,15 +179,6 @@ def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list
     return sorted(ids)
 
 
-def _max_positions(model: PreTrainedModel) -> int | None:
-    config = model.config
-    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
 class _Sampler:
     """Runs batches of `_Sample` rows through `model.generate` and decodes the completions."""
 
@@ -322,7 +319,7 @@ def generate_candidates(
     k = config.num_candidates
 
     limit = config.max_prompt_tokens
-    positions = _max_positions(model)
+    positions = config_max_positions(model.config)
     if positions is not None:
         room = positions - config.max_new_tokens
         if room < 1:

@@ -313,6 +313,25 @@ def load_causal_lm(
 # --------------------------------------------------------------------------- prompts
 
 
+# Config fields that bound a model's input length, by architecture family.
+MAX_POSITION_FIELDS = (
+    "max_position_embeddings",
+    "n_positions",
+    "max_sequence_length",
+    "max_seq_len",
+    "seq_length",
+)
+
+
+def config_max_positions(config: Any) -> int | None:
+    """The longest input a model config's position embeddings allow, None when it says not."""
+    for name in MAX_POSITION_FIELDS:
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def lora_fan_in_fan_out(model: torch.nn.Module) -> bool:
     """Whether LoRA must transpose its weights: GPT-2-style models use Conv1D, not Linear.
 

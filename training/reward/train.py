@@ -19,7 +19,12 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from training.modeling import load_tokenizer, lora_fan_in_fan_out, resolve_device
+from training.modeling import (
+    config_max_positions,
+    load_tokenizer,
+    lora_fan_in_fan_out,
+    resolve_device,
+)
 from training.reward.calibrate import evaluate_pairs, reward_bias
 from training.reward.collators import RankingCollator, WeightedPreferenceCollator
 from training.reward.config import (
@@ -44,8 +49,6 @@ logger = logging.getLogger(__name__)
 
 # Fields that define what a run trains; a checkpoint of another run must not be resumed.
 RUN_IDENTITY = ("base_model", "data_sha256", "loss", "lora")
-# Config fields that bound a model's input length, by architecture family.
-MAX_POSITION_FIELDS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length")
 
 
 class MetricsCallback(TrainerCallback):
@@ -257,12 +260,7 @@ def model_max_positions(base_model: str | Path) -> int | None:
     """The longest input the base model's position embeddings allow, when its config says."""
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(str(base_model))
-    for name in MAX_POSITION_FIELDS:
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
+    return config_max_positions(AutoConfig.from_pretrained(str(base_model)))
 
 
 def train_reward_model(
