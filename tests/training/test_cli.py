@@ -45,6 +45,8 @@ PPO_CASES = {
     "max_grad_norm": (["--max-grad-norm", "0.5"], 0.5),
     "missing_eos_penalty": (["--missing-eos-penalty", "none"], None),
     "whiten_rewards": (["--whiten-rewards"], True),
+    "ptx_data": (["--ptx-data", "pretraining.jsonl"], "pretraining.jsonl"),
+    "ptx_coef": (["--ptx-coef", "0.5"], 0.5),
     "lora": (["--lora"], True),
     "lora_r": (["--lora-r", "8"], 8),
     "lora_alpha": (["--lora-alpha", "16"], 16),

@@ -83,6 +83,11 @@ def tiny_lm(tmp_path_factory) -> Path:
 def test_train_ppo_two_processes_share_the_work_and_write_one_run(tmp_path, tiny_lm):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"text": f"question {i}"}) + "\n" for i in range(8)))
+    # PPO-ptx too: its loss goes through the one forward DDP wraps, its batches per rank.
+    ptx = tmp_path / "ptx.jsonl"
+    ptx.write_text(
+        "".join(json.dumps({"text": f"question {i} a kind answer"}) + "\n" for i in range(20))
+    )
     logs = tmp_path / "reward-calls"
     logs.mkdir()
     out = tmp_path / "ppo"
@@ -94,6 +99,7 @@ def test_train_ppo_two_processes_share_the_work_and_write_one_run(tmp_path, tiny
         "--total-episodes", "12", "--batch-size", "4", "--mini-batches", "1",
         "--ppo-epochs", "1", "--response-length", "8",
         "--save-every", "1", "--eval-every", "0", "--no-progress",
+        "--ptx-data", str(ptx),
     ]  # fmt: skip
     done = torchrun("train_ppo", *args, log_dir=logs)
     assert done.stdout.count("saved ") == 1  # one process reports, after the run is recorded
@@ -107,6 +113,7 @@ def test_train_ppo_two_processes_share_the_work_and_write_one_run(tmp_path, tiny
     rows = read_jsonl(out / "metrics.jsonl")
     assert [r["step"] for r in rows] == [r["step"] for r in run.metrics_history] == [1, 2, 3]
     assert run.metrics["score"] == rows[-1]["score"]
+    assert all(r["ptx_loss"] > 0 for r in rows)
 
     # Sharding: per step each rank scored its own 2 of the step's 4 distinct prompts.
     calls = {rank: read_jsonl(logs / f"rank{rank}.jsonl") for rank in (0, 1)}

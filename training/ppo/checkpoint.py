@@ -154,11 +154,17 @@ def _describe(value: Any) -> str:
     return f"{value['path']}{digest}"
 
 
-LABELS = {"policy": "policy", "reward": "reward", "judge": "judge", "prompts": "prompt set"}
+LABELS = {
+    "policy": "policy",
+    "reward": "reward",
+    "judge": "judge",
+    "prompts": "prompt set",
+    "ptx_data": "ptx_data",
+}
 
 
 def check_identity(ckpt: Path, identity: dict[str, Any]) -> None:
-    """Refuse a checkpoint trained from another policy, reward, judge or prompt set."""
+    """Refuse a checkpoint trained from another policy, reward, judge, prompt set or ptx data."""
     saved_file = ckpt / IDENTITY_FILE
     if not saved_file.is_file():
         raise ValueError(
@@ -166,7 +172,7 @@ def check_identity(ckpt: Path, identity: dict[str, Any]) -> None:
             "written by an older version); use another output directory or resume=False"
         )
     saved = json.loads(saved_file.read_text())
-    for what in ("policy", "reward", "judge", "prompts"):
+    for what in LABELS:
         old, new = saved.get(what), identity.get(what)
         if (
             isinstance(old, dict)

@@ -58,6 +58,14 @@ class PPOConfig:
         1.0, "subtracted from the scores of responses without EOS (None: no penalty)"
     )
     whiten_rewards: bool = option(False, "whiten per-token rewards (without shifting the mean)")
+    ptx_data: str | None = option(
+        None,
+        "JSON lines of text or prompt/response examples whose LM loss joins every update "
+        "(PPO-ptx; None: off)",
+    )
+    ptx_coef: float = option(
+        1.0, "gamma: weight of the ptx LM loss (mean token NLL) beside the PPO loss"
+    )
     lora: bool = option(False, "train a LoRA adapter; the reference is the adapter disabled")
     lora_r: int = option(16, "LoRA rank")
     lora_alpha: int = option(32, "LoRA alpha (scaling = alpha / r)")
@@ -119,6 +127,8 @@ class PPOConfig:
                 f"batch_size ({self.batch_size}) must be divisible by mini_batches x "
                 f"gradient_accumulation_steps ({micro})"
             )
+        if self.ptx_coef < 0:
+            problems.append("ptx_coef must be 0 or more")
         if self.temperature <= 0:
             problems.append("temperature must be positive")
         if self.target_kl is not None and self.target_kl <= 0:

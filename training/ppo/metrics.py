@@ -39,6 +39,8 @@ METRICS: dict[str, str] = {
     "approx_kl": "0.5 * mean (log ratio)^2: how far each update moved from the rollout policy",
     "ratio": "mean probability ratio new / rollout policy",
     "grad_norm": "global gradient norm before clipping",
+    "ptx_loss": "mean token NLL of the policy on the ptx_data batches, mean over updates "
+    "(only with ptx_data)",
     "gold_score": "the judge's score of the responses (only with a judge)",
     "eval_kl": "KL sum per episode (like kl) on the held-out eval prompts (eval steps only)",
     "eval_score": "normalised score on the held-out eval prompts (eval steps only)",

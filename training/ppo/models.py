@@ -133,11 +133,19 @@ class PolicyAndValue(nn.Module):
         self.value_model = value_model
 
     def forward(
-        self, query_responses: torch.Tensor, context_length: int, pad_id: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self,
+        query_responses: torch.Tensor,
+        context_length: int,
+        pad_id: int,
+        ptx: dict[str, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, ...]:
+        """Response logits and values; with a `ptx` batch also the policy's LM loss on it
+        (computed here, inside the one forward the DDP / DeepSpeed wrapper sees)."""
         logits = response_logits(self.policy, query_responses, context_length, pad_id)
         values = response_values(self.value_model, query_responses, context_length, pad_id)
-        return logits, values
+        if ptx is None:
+            return logits, values
+        return logits, values, self.policy(**ptx, use_cache=False).loss
 
 
 # =========================================================================== the reward

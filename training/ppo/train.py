@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from training.callables import load_callable
-from training.modeling import Prompt, encode_prompt
+from training.modeling import Prompt, config_max_positions, encode_prompt
 from training.ppo.best_gold import best_gold_start, save_best_gold
 from training.ppo.checkpoint import (
     CONFIG_FILE,
@@ -44,6 +44,7 @@ from training.ppo.models import (
     load_models,
     update_mode,
 )
+from training.ppo.ptx import PtxBatches, load_ptx_data, ptx_identity
 from training.ppo.rollout import (
     eval_figures,
     eval_samples,
@@ -182,6 +183,13 @@ def train_ppo(
     train_ids, eval_ids = held_out_split(prompts, n_eval)
     identity = run_identity(policy_path, reward_name, judge_name, prompts)
     identity["prompts"]["held_out_sha256"] = prompts_sha256([prompts[i] for i in eval_ids])
+    ptx = None
+    if config.ptx_data:
+        # PPO-ptx: the LM loss on this data joins every update (ptx.py); a resume needs the same.
+        identity["ptx_data"] = ptx_identity(config.ptx_data)
+        longest = config_max_positions(unwrapped.policy.config) or 2048
+        examples = load_ptx_data(config.ptx_data, tokenizer, longest)
+        ptx = PtxBatches(examples, pad_id, config.seed, accelerator.process_index)
     start = resume_or_start(accelerator, out, config, kl_ctl, scheduler, identity)
     start_step, history = start.step, start.history
     if accelerator.is_main_process:
@@ -271,6 +279,8 @@ def train_ppo(
 
         # ------------------------------------------------------------------- PPO epochs
         lr_now = scheduler.get_last_lr()[0]
+        if ptx is not None:
+            ptx.start_step(step)
         with update_mode(model, config.gradient_checkpointing):
             updates = ppo_update(
                 accelerator,
@@ -283,6 +293,7 @@ def train_ppo(
                 pad_id,
                 micro_batch,
                 autocast,
+                ptx,
             )
         update_done = synced_clock(device)
         scheduler.step()

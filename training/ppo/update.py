@@ -14,6 +14,7 @@ from torch import nn
 
 from training.ppo.config import PPOConfig
 from training.ppo.math import logprobs_from_logits, masked_mean, policy_loss, value_loss
+from training.ppo.ptx import PtxBatches
 from training.ppo.rollout import Rollout, Shaped
 
 # Figures each optimizer step appends to; their means are the step's metrics.
@@ -25,6 +26,7 @@ UPDATE_STATS = (
     "approx_kl",
     "ratio",
     "grad_norm",
+    "ptx_loss",  # with ptx_data only
 )
 
 
@@ -58,12 +60,15 @@ def ppo_update(
     pad_id: int,
     micro_batch: int,
     autocast: Callable[[], contextlib.AbstractContextManager],
+    ptx: PtxBatches | None = None,
 ) -> dict[str, list[torch.Tensor]]:
     """`ppo_epochs` passes over the rollout in shuffled micro-batches; returns per-step stats.
 
     With gradient accumulation, each micro-batch's loss (a mean over its valid tokens) is
     weighted by its share of the minibatch's valid tokens, so the accumulated gradient is the
     gradient of the minibatch's token mean: exactly what one big micro-batch would give.
+    With `ptx`, each micro-batch also adds `ptx_coef` times the policy's mean token NLL on as
+    many ptx examples (averaged over the accumulated micro-batches, see ptx.py).
     """
     device = accelerator.device
     mask, context_length = batch.mask, batch.context_length  # (B, T)
@@ -82,8 +87,9 @@ def ppo_update(
                 width = int(batch.lengths[micro].max().clamp(min=1))
                 qr = batch.query_responses[micro, : context_length + width]
                 mb_mask = mask[micro, :width]
+                ptx_batch = None if ptx is None else ptx.next(len(micro), device)
                 with autocast():
-                    logits, new_values = model(qr, context_length, pad_id)
+                    logits, new_values, *ptx_out = model(qr, context_length, pad_id, ptx_batch)
                 new_logprobs = logprobs_from_logits(
                     logits, qr[:, context_length:], config.temperature
                 )
@@ -104,7 +110,11 @@ def ppo_update(
                 loss = pg_loss + config.vf_coef * vf_loss
                 # accelerate divides by the accumulation steps; the token share replaces that.
                 share = mb_mask.sum() / minibatch_tokens * accumulation
-                accelerator.backward(loss * share)
+                loss = loss * share
+                if ptx_out:
+                    loss = loss + config.ptx_coef * ptx_out[0]
+                    stats["ptx_loss"].append(ptx_out[0].detach().float())
+                accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     # detail: global gradient clipping (policy and critic together).
                     norm = accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
