@@ -52,6 +52,12 @@ class LoopConfig:
     ppo_batch_size: int = 32  # episodes per PPO rollout
     ppo_lr: float = 5e-5
     kl_coef: float = 0.1  # a tiny reward model is easy to over-optimize: stay near the start
+    # PPO-ptx (training/ppo/ptx.py): the LM loss on ptx_data joins every PPO update, so the
+    # policy keeps what the reward model cannot check. ptx_data None: the demo policy's own
+    # training corpus when the start policy is the demo policy, none with another policy.
+    # ptx_coef 0 turns it off.
+    ptx_coef: float = 1.0
+    ptx_data: str | None = None
     seed: int = 0
     rounds: int = 1  # label → reward model → PPO rounds, each from the last round's policy
     # "ppo": reward model + PPO; "dpo": DPO on the round's export in place of both.
@@ -80,6 +86,8 @@ class LoopConfig:
         if self.method == "dpo" and self.rounds != 1:
             raise ValueError("--method dpo runs one round (--rounds 1)")
         validate_strategy(self.strategy)
+        if self.ptx_coef < 0:
+            raise ValueError(f"ptx_coef must be 0 or more, got {self.ptx_coef}")
         if self.threads is not None and self.threads < 0:
             raise ValueError(f"threads must be 0 or more, got {self.threads}")
         if self.strategy == "uncertainty" and self.rounds < 2:
@@ -190,6 +198,7 @@ def _loop_run(*, out_dir, judge_spec, prompts_file, policy, config: LoopConfig, 
     train_records, eval_records = records[: config.prompts], records[config.prompts : needed]
     eval_prompts = [prompt_model_input(r.messages, is_chat=r.is_chat) for r in eval_records]
 
+    ptx_data = resolve_ptx_data(config, out, demo_policy=policy is None)
     if policy is None:
         from training.management.commands.build_demo_policy import demo_policy_dir
 
@@ -241,6 +250,7 @@ def _loop_run(*, out_dir, judge_spec, prompts_file, policy, config: LoopConfig, 
             project=project,
             policy=current,
             base_model=policy,
+            ptx_data=ptx_data,
             judge=judge,
             judge_spec=judge_spec,
             round_dir=round_dir,
@@ -309,6 +319,7 @@ def _loop_run(*, out_dir, judge_spec, prompts_file, policy, config: LoopConfig, 
         "rounds": rounds,
         "stopped_before_ppo": stopped,
         "policy_before": policy,
+        "ptx_data": None if ptx_data is None else str(ptx_data),
         "gold_before": mean(gold_start),
         "annotations": Annotation.objects.filter(comparison__project=project).count(),
         "config": asdict(config),
@@ -346,6 +357,25 @@ def _loop_run(*, out_dir, judge_spec, prompts_file, policy, config: LoopConfig, 
     report["seconds"] = round(time.perf_counter() - started, 1)
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
     return report
+
+
+def resolve_ptx_data(config: LoopConfig, out: Path, *, demo_policy: bool) -> Path | None:
+    """What PPO-ptx trains on: `config.ptx_data`, else (the start policy being the demo
+    policy) its training corpus, written to out/ptx.jsonl; None when PPO-ptx is off
+    (ptx_coef 0, or DPO) or there is nothing to use (another policy, no ptx_data)."""
+    if config.ptx_coef == 0 or config.method != "ppo":
+        return None
+    if config.ptx_data is not None:
+        if not Path(config.ptx_data).is_file():  # before minutes of labels and reward model
+            raise ValueError(f"--ptx-data {config.ptx_data} is not a file")
+        return Path(config.ptx_data)
+    if not demo_policy:
+        return None
+    from training.demo_world.corpus import write_corpus_jsonl
+    from training.demo_world.policy import DemoPolicyConfig
+
+    built = DemoPolicyConfig()  # the loop builds the demo policy on the default corpus
+    return write_corpus_jsonl(out / "ptx.jsonl", built.corpus_size, seed=built.seed)
 
 
 def sample_answers_cached(
@@ -466,11 +496,12 @@ def _simulate(slug, judge_spec, config, number, *, max_annotations=None) -> str:
 
 
 def _reward_and_ppo(
-    *, project, policy, base_model, judge, judge_spec, round_dir, config, seed, log
+    *, project, policy, base_model, ptx_data, judge, judge_spec, round_dir, config, seed, log
 ) -> dict:
     """Export all labels so far, train the reward model (data-scaled epochs and lr, early
     stopping) and, unless its held-out accuracy is below `min_rm_accuracy`, PPO from
-    `policy`. The one section a different optimiser (DPO, ...) replaces."""
+    `policy` (PPO-ptx on `ptx_data` when given). The one section a different optimiser
+    (DPO, ...) replaces."""
     from annotation.datafiles.jsonl import read_jsonl
     from annotation.services.exports import ExportOptions, export_create
     from training.evaluation import pairs_agreement_with_judge
@@ -568,6 +599,8 @@ def _reward_and_ppo(
             str(config.kl_coef),
             "--seed",
             str(seed),
+            *([] if ptx_data is None else ["--ptx-data", str(ptx_data)]),
+            *([] if ptx_data is None else ["--ptx-coef", str(config.ptx_coef)]),
         ).strip()
     )
     ppo_run = TrainingRun.objects.filter(kind=TrainingRun.Kind.PPO, source__project=project).latest(

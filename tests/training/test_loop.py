@@ -5,6 +5,7 @@ import json
 
 import pytest
 from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from lineage.models import ModelVersion, TrainingRun
 
@@ -84,6 +85,9 @@ def test_small_loop_round(tmp_path, settings, capsys):
     assert report["best_gold_path"] == str(out / "policy" / "best_gold")
     assert (out / "policy" / "best_gold" / "best_gold.json").is_file()
     assert 0 <= report["near_duplicate_share"] <= 1
+    # PPO-ptx on the demo policy's own corpus, logged by PPO every step.
+    assert report["ptx_data"] == str(out / "ptx.jsonl")
+    assert all(row["ptx_loss"] > 0 for row in history)
     for key in ("gold_ci", "labeler_agreement", "kl_heldout", "overoptimization", "best_gold_step"):
         assert key in report["definitions"]
     # The verification round: one start and one new answer per held-out prompt.
@@ -140,6 +144,45 @@ def test_loop_rejects_a_negative_thread_count(monkeypatch, tmp_path):
     monkeypatch.setattr("training.loop.loop_run", lambda **kw: pytest.fail("must not start"))
     with pytest.raises(CommandError, match="threads must be 0 or more, got -1"):
         call_command("loop", "--out", str(tmp_path), "--threads", "-1", stdout=io.StringIO())
+
+
+def test_ptx_data_is_the_demo_corpus_given_data_or_none(tmp_path):
+    from training.loop import LoopConfig, resolve_ptx_data
+
+    demo = resolve_ptx_data(LoopConfig(), tmp_path, demo_policy=True)
+    assert demo == tmp_path / "ptx.jsonl"
+    rows = [json.loads(line) for line in demo.read_text().splitlines()]
+    assert len(rows) == 4000 and set(rows[0]) == {"prompt", "response"}  # the build's corpus
+    assert resolve_ptx_data(LoopConfig(), tmp_path, demo_policy=False) is None  # --policy
+    given = tmp_path / "mine.jsonl"
+    given.write_text('{"text": "hello"}\n')
+    assert resolve_ptx_data(LoopConfig(ptx_data=str(given)), tmp_path, demo_policy=False) == given
+    for off in (LoopConfig(ptx_coef=0), LoopConfig(method="dpo")):
+        assert resolve_ptx_data(off, tmp_path, demo_policy=True) is None
+    with pytest.raises(ValueError, match="--ptx-data .*missing.jsonl is not a file"):
+        resolve_ptx_data(
+            LoopConfig(ptx_data=str(tmp_path / "missing.jsonl")), tmp_path, demo_policy=True
+        )
+
+
+def test_loop_command_passes_the_ptx_options(monkeypatch, tmp_path):
+    seen = {}
+    monkeypatch.setattr(
+        "training.loop.loop_run", lambda *, config, **kw: seen.update(c=config) or {}
+    )
+    call_command(
+        "loop",
+        "--out",
+        str(tmp_path),
+        "--ptx-coef",
+        "0.5",
+        "--ptx-data",
+        "p.jsonl",
+        stdout=io.StringIO(),
+    )
+    assert (seen["c"].ptx_coef, seen["c"].ptx_data) == (0.5, "p.jsonl")
+    with pytest.raises(CommandError, match="ptx_coef must be 0 or more"):
+        call_command("loop", "--out", str(tmp_path), "--ptx-coef", "-1", stdout=io.StringIO())
 
 
 def _second_world_args(tmp_path):

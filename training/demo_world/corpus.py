@@ -7,7 +7,9 @@ PPO something real to separate. Fixed seed: the same call gives the same corpus.
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 from typing import Any
 
 from training.demo_world.prompts import TABLES, TOPICS, parse_prompt, prompt_texts_by_kind
@@ -220,3 +222,15 @@ def build_corpus(n: int = 4000, *, seed: int = 0) -> list[dict[str, str]]:
         response = ANSWERERS[kind](rng, meta, quality)
         examples.append({"prompt": prompt, "response": response, "quality": quality})
     return examples
+
+
+def write_corpus_jsonl(path: str | Path, n: int = 4000, *, seed: int = 0) -> Path:
+    """`build_corpus(n, seed)` as JSON lines of `{"prompt", "response"}`: the data the demo
+    policy learned from, in the shape `train_ppo --ptx-data` and SFT read."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8") as fh:
+        for example in build_corpus(n, seed=seed):
+            row = {"prompt": example["prompt"], "response": example["response"]}
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return out

@@ -74,6 +74,17 @@ class Command(BaseCommand):
             help="torch CPU threads for the run (default 1: the fastest for the demo world's "
             "tiny models, and the same figures on any core count; 0: torch's default)",
         )
+        parser.add_argument(
+            "--ptx-coef",
+            type=float,
+            help="PPO-ptx: weight of the LM loss on --ptx-data in every PPO update "
+            "(default 1; 0: off)",
+        )
+        parser.add_argument(
+            "--ptx-data",
+            help="JSON lines for PPO-ptx (train_ppo --ptx-data; default: the demo policy's "
+            "training corpus with the demo policy, none with --policy)",
+        )
         parser.add_argument("--dpo-beta", type=float)
         parser.add_argument("--dpo-epochs", type=float)
         parser.add_argument("--dpo-lr", type=float)
@@ -106,6 +117,8 @@ class Command(BaseCommand):
             "dpo_lr": "dpo_lr",
             "strategy": "strategy",
             "threads": "threads",
+            "ptx_coef": "ptx_coef",
+            "ptx_data": "ptx_data",
         }
         values = {f: opts[o] for o, f in fields.items() if opts[o] is not None}
         if opts["no_ties"]:
