@@ -4,7 +4,8 @@ One `manage.py loop` run reports gold before → after with a bootstrap interval
 held-out prompts; that interval holds the prompts' noise, not the run's: another `--seed`
 draws other candidates, labels, reward-model batches and PPO samples, and moves the figures
 about as much again. This runs the loop once per seed (a `manage.py loop` subprocess each,
-the same DATA_DIR and cached demo policy, one report folder per seed), prints each seed's
+the same DATA_DIR and cached demo policy, one report folder per seed, replaced when run
+again), prints each seed's
 figures, then per figure the mean, the standard deviation and a 95% t-interval of the mean
 over seeds, and how many seeds met each of issue 18's targets.
 
@@ -23,6 +24,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -110,8 +112,10 @@ def world_args(world: str, out: Path) -> list[str]:
 
 
 def run_seed(seed: int, out: Path, extra: list[str], env: dict[str, str]) -> dict:
-    """One `manage.py loop` run; its report."""
+    """One `manage.py loop` run in a fresh out/seed-N (a folder of an earlier run is replaced:
+    the loop refuses to export into a used one); its report."""
     folder = out / f"seed-{seed}"
+    shutil.rmtree(folder, ignore_errors=True)
     command = [sys.executable, str(ROOT / "manage.py"), "loop", "--out", str(folder)]
     done = subprocess.run(
         [*command, "--seed", str(seed), *extra],

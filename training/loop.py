@@ -52,11 +52,11 @@ class LoopConfig:
     ppo_batch_size: int = 32  # episodes per PPO rollout
     ppo_lr: float = 5e-5
     kl_coef: float = 0.1  # a tiny reward model is easy to over-optimize: stay near the start
-    # PPO-ptx (training/ppo/ptx.py): the LM loss on ptx_data joins every PPO update, so the
-    # policy keeps what the reward model cannot check. ptx_data None: the demo policy's own
-    # training corpus when the start policy is the demo policy, none with another policy.
-    # ptx_coef 0 turns it off.
-    ptx_coef: float = 1.0
+    # PPO-ptx (training/ppo/ptx.py): with ptx_coef > 0 the LM loss on ptx_data joins every
+    # PPO update. ptx_data None: the demo policy's own training corpus when the start policy
+    # is the demo policy, none with another policy. Off by default: over 5 seed pairs on
+    # the demo world it did not move the gold gain beyond noise (bench/README.md).
+    ptx_coef: float = 0.0
     ptx_data: str | None = None
     seed: int = 0
     rounds: int = 1  # label → reward model → PPO rounds, each from the last round's policy

@@ -73,7 +73,7 @@ def test_two_seeds_end_to_end_and_a_seed_repeats_on_another_thread_count(tmp_pat
 
     def run(seeds, threads, name):
         command = [sys.executable, str(ROOT / "bench" / "loop_seeds.py"), "--seeds", str(seeds)]
-        command += ["--out", str(tmp_path / name), "--json", str(tmp_path / f"{name}.json")]
+        command += ["--out", str(tmp_path / "runs"), "--json", str(tmp_path / f"{name}.json")]
         done = subprocess.run(
             [*command, "--", *tiny],
             capture_output=True,
@@ -95,8 +95,9 @@ def test_two_seeds_end_to_end_and_a_seed_repeats_on_another_thread_count(tmp_pat
     diffs = [run["gold_diff"] for run in figures["runs"]]
     assert summary["mean"] == pytest.approx(sum(diffs) / 2)
     assert summary["low"] <= summary["mean"] <= summary["high"]
-    assert (tmp_path / "first" / "demo" / "seed-1" / "report.json").is_file()
+    assert (tmp_path / "runs" / "demo" / "seed-1" / "report.json").is_file()
 
-    # The same seed on 2 ambient threads: the loop runs on its own 1, the figures repeat.
+    # The same seed again, into the same folder (replaced), on 2 ambient threads: the loop
+    # runs on its own 1 thread and the figures repeat.
     _, again = run(1, 2, "again")
     assert again["runs"][0] == figures["runs"][0]

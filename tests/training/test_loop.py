@@ -38,6 +38,8 @@ def test_small_loop_round(tmp_path, settings, capsys):
         "2",
         "--noise",
         "0.1",
+        "--ptx-coef",
+        "1",
     )
     report = json.loads((out / "report.json").read_text())
     for key in (
@@ -149,19 +151,24 @@ def test_loop_rejects_a_negative_thread_count(monkeypatch, tmp_path):
 def test_ptx_data_is_the_demo_corpus_given_data_or_none(tmp_path):
     from training.loop import LoopConfig, resolve_ptx_data
 
-    demo = resolve_ptx_data(LoopConfig(), tmp_path, demo_policy=True)
+    assert resolve_ptx_data(LoopConfig(), tmp_path, demo_policy=True) is None  # off by default
+    on = LoopConfig(ptx_coef=1.0)
+    demo = resolve_ptx_data(on, tmp_path, demo_policy=True)
     assert demo == tmp_path / "ptx.jsonl"
     rows = [json.loads(line) for line in demo.read_text().splitlines()]
     assert len(rows) == 4000 and set(rows[0]) == {"prompt", "response"}  # the build's corpus
-    assert resolve_ptx_data(LoopConfig(), tmp_path, demo_policy=False) is None  # --policy
+    assert resolve_ptx_data(on, tmp_path, demo_policy=False) is None  # --policy: no corpus
     given = tmp_path / "mine.jsonl"
     given.write_text('{"text": "hello"}\n')
-    assert resolve_ptx_data(LoopConfig(ptx_data=str(given)), tmp_path, demo_policy=False) == given
-    for off in (LoopConfig(ptx_coef=0), LoopConfig(method="dpo")):
+    mine = LoopConfig(ptx_coef=1.0, ptx_data=str(given))
+    assert resolve_ptx_data(mine, tmp_path, demo_policy=False) == given
+    for off in (LoopConfig(ptx_data=str(given)), LoopConfig(ptx_coef=1.0, method="dpo")):
         assert resolve_ptx_data(off, tmp_path, demo_policy=True) is None
     with pytest.raises(ValueError, match="--ptx-data .*missing.jsonl is not a file"):
         resolve_ptx_data(
-            LoopConfig(ptx_data=str(tmp_path / "missing.jsonl")), tmp_path, demo_policy=True
+            LoopConfig(ptx_coef=1.0, ptx_data=str(tmp_path / "missing.jsonl")),
+            tmp_path,
+            demo_policy=True,
         )
 
 

@@ -78,7 +78,7 @@ class Command(BaseCommand):
             "--ptx-coef",
             type=float,
             help="PPO-ptx: weight of the LM loss on --ptx-data in every PPO update "
-            "(default 1; 0: off)",
+            "(default 0: off; 1 is train_ppo's default weight)",
         )
         parser.add_argument(
             "--ptx-data",
