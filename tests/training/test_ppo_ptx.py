@@ -11,6 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from tests.training.test_ppo import PROMPTS, TEXTS, TIMING_KEYS, count_a, tiny_config  # noqa: E402
+from tests.training.test_ppo_best_gold import Preempted, crash_after_step_3  # noqa: E402
 from training.ppo import PPOConfig, train_ppo  # noqa: E402
 from training.ppo.ptx import PtxBatches, load_ptx_data  # noqa: E402
 
@@ -162,13 +163,6 @@ def test_ptx_run_resumes_exactly_and_refuses_other_data(tiny_lm, tmp_path):
         total_episodes=8 * 4, batch_size=8, ppo_epochs=2, save_every=2, ptx_data=str(data)
     )
     straight = train_ppo(tiny_lm, count_a, PROMPTS, tmp_path / "straight", config)
-
-    class Preempted(Exception):
-        pass
-
-    def crash_after_step_3(row):
-        if row["step"] == 3:
-            raise Preempted
 
     with pytest.raises(Preempted):
         train_ppo(
