@@ -424,7 +424,8 @@ def test_huge_kl_coef_keeps_the_policy_near_the_reference(behaviour_runs):
 
 
 @pytest.mark.ml
-def test_resume_continues_exactly_like_an_uninterrupted_run(tiny_lm, tmp_path):
+@pytest.mark.parametrize("with_ptx", [False, True], ids=["plain", "ptx"])
+def test_resume_continues_exactly_like_an_uninterrupted_run(tiny_lm, tmp_path, with_ptx):
     config = tiny_config(
         total_episodes=8 * 4,
         batch_size=8,
@@ -432,6 +433,10 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tiny_lm, tmp_path):
         save_every=2,
         gradient_accumulation_steps=2,
     )
+    if with_ptx:  # PPO-ptx batches are drawn per step: a resumed step draws the same ones
+        data = tmp_path / "ptx.jsonl"
+        data.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS[:50]))
+        config = replace(config, ptx_data=str(data))
     straight = train_ppo(tiny_lm, count_a, PROMPTS, tmp_path / "straight", config)
 
     class Preempted(Exception):
