@@ -39,13 +39,81 @@ def mean(values: Sequence[float]) -> float:
     return float(sum(values) / len(values)) if values else float("nan")
 
 
-def win_rate(
-    judge: JudgeFn, prompts: Sequence[Prompt], new: Sequence[str], old: Sequence[str]
-) -> float:
-    """Share of prompts where the new answer beats the old one under the judge (ties count 1/2)."""
-    new_scores, old_scores = judge(list(prompts), list(new)), judge(list(prompts), list(old))
-    wins = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(new_scores, old_scores))
-    return wins / len(prompts) if prompts else float("nan")
+def sample_answer_sets(
+    policy: str | Path | tuple,
+    prompts: Sequence[Prompt],
+    *,
+    samples: int = 1,
+    max_new_tokens: int = 48,
+    temperature: float = 0.7,
+    seed: int = 1234,
+    device: str = "auto",
+) -> list[list[str]]:
+    """`samples` answer sets, one seeded answer per prompt in each: set s is `sample_answers`
+    under `seed + s` (set 0 is `sample_answers` under `seed`), the model loaded once.
+
+    With one answer per prompt, a small eval set's gold and win rate are as much the luck of
+    the sampled answer as the policy's quality; the mean over sets is the same estimate with
+    a fraction of that noise.
+    """
+    from training.generation import GenerationConfig
+    from training.modeling import load_causal_lm
+
+    if samples < 1:
+        raise ValueError(f"samples must be at least 1, got {samples}")
+    if not isinstance(policy, tuple):
+        policy = load_causal_lm(policy, device=device, dtype=GenerationConfig().dtype)
+    return [
+        sample_answers(
+            policy,
+            prompts,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            seed=seed + s,
+            device=device,
+        )
+        for s in range(samples)
+    ]
+
+
+def prompt_means(score_sets: Sequence[Sequence[float]]) -> list[float]:
+    """Per prompt, the mean of its scores over the answer sets (`score_sets[s][p]`)."""
+    return [mean(scores) for scores in zip(*score_sets)]
+
+
+def heldout_gold_figures(
+    gold_before: Sequence[Sequence[float]],
+    gold_after: Sequence[Sequence[float]],
+    *,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Gold before/after, win rate and their paired 95% intervals over the held-out prompts.
+
+    `gold_before[s][p]` is the judge's score of the start policy's answer set s on prompt p,
+    `gold_after` the same for the new policy (any number of sets each). Per prompt: gold is
+    the mean over its answers; the win is the share of (new answer, start answer) pairs of
+    that prompt, all against all, where the new one scores higher (equal scores count 1/2),
+    the chance that a new answer beats a start answer to it. The intervals resample prompts
+    (`bootstrap_mean_ci`), each prompt's figures kept together.
+    """
+    if not gold_before or not gold_after:
+        raise ValueError("need at least one answer set before and one after")
+    n = len(gold_before[0])
+    if any(len(row) != n for row in [*gold_before, *gold_after]):
+        raise ValueError("every answer set must score the same prompts")
+    before, after = prompt_means(gold_before), prompt_means(gold_after)
+    wins = []
+    for p in range(n):
+        pairs = [(a[p], b[p]) for a in gold_after for b in gold_before]
+        wins.append(mean(win_indicators([x for x, _ in pairs], [y for _, y in pairs])))
+    diffs = [a - b for a, b in zip(after, before)]
+    return {
+        "gold_before": mean(before),
+        "gold_after": mean(after),
+        "gold_ci": list(bootstrap_mean_ci(diffs, seed=seed)),
+        "win_rate_vs_start": mean(wins),
+        "win_rate_ci": list(bootstrap_mean_ci(wins, seed=seed)),
+    }
 
 
 # ---------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from annotation.prompts import prompt_model_input
 from annotation.services.imports import parse_prompt_file, prompts_import
 from annotation.services.projects import project_create
 from lineage.models import ModelVersion, TrainingRun
-from training.evaluation import mean
+from training.evaluation import heldout_gold_figures, mean, prompt_means
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,10 @@ class LoopConfig:
 
     prompts: int = 236  # prompts labeled (and used for PPO)
     eval_prompts: int = 48  # held-out prompts for gold scores and win rate
+    # Answers per held-out prompt and policy (seeds seed, seed+1, ...) that gold, win rate
+    # and KL average over: with one, a 48-prompt eval set's interval is as wide as the
+    # demo world's gains (bench/README.md).
+    eval_samples: int = 8
     num_candidates: int = 4  # K per comparison
     overlap: int = 2  # simulated annotations per comparison
     labelers: int = 4  # simulated labelers
@@ -86,6 +90,8 @@ class LoopConfig:
         if self.method == "dpo" and self.rounds != 1:
             raise ValueError("--method dpo runs one round (--rounds 1)")
         validate_strategy(self.strategy)
+        if self.eval_samples < 1:
+            raise ValueError(f"eval_samples must be at least 1, got {self.eval_samples}")
         if self.ptx_coef < 0:
             raise ValueError(f"ptx_coef must be 0 or more, got {self.ptx_coef}")
         if self.threads is not None and self.threads < 0:
@@ -101,8 +107,9 @@ class LoopConfig:
 # into the report beside the figures.
 REPORT_DEFINITIONS = {
     "labeler_win_rate": "share of the verification round's comparisons (one new-policy and "
-    "one start-policy answer per held-out prompt, ranked by the simulated labelers) that "
-    "rank the new policy's answer first; ties count 1/2",
+    "one start-policy answer per held-out prompt, ranked by the simulated labelers; prompts "
+    "where both answers are the same text have none) that rank the new policy's answer "
+    "first; ties count 1/2",
     "rm_accuracy": "share of the export's test pairs (all pairs without a test split) that "
     "the judge orders, pairs it scores equal left out, which the reward model orders the "
     "same way; equal rewards count 1/2",
@@ -110,17 +117,20 @@ REPORT_DEFINITIONS = {
     "rejected) that the reward model orders the same way; equal rewards count 1/2",
     "label_agreement_with_judge": "share of exported pairs (the labels' chosen over "
     "rejected) the judge orders the same way; pairs the judge scores equal count 1/2",
-    "win_rate_vs_start": "share of held-out prompts where the judge scores the new "
-    "policy's answer above the start policy's; equal scores count 1/2",
+    "win_rate_vs_start": "mean over held-out prompts of the share of (new-policy answer, "
+    "start-policy answer) pairs of the prompt, its eval_samples answers of each all against "
+    "all, where the judge scores the new one higher; equal scores count 1/2",
     "win_rate_ci": "95% percentile bootstrap interval (2000 resamples of the held-out "
     "prompts) of win_rate_vs_start",
     "gold_ci": "95% paired percentile bootstrap interval (2000 resamples of the held-out "
-    "prompts, each prompt's before/after pair kept together) of gold_after - gold_before",
+    "prompts, each prompt's before/after pair kept together) of gold_after - gold_before; "
+    "gold is the judge's mean over the eval_samples answers per prompt, then over prompts",
     "labeler_agreement": "for every two labelers of a comparison, in both directions: share "
     "of the candidate pairs the first orders strictly that the second orders the same way; "
     "a tie by the second counts 1/2 (the ceiling of rm_accuracy_vs_labels)",
-    "kl_heldout": "mean over held-out prompts of sum_t log pi(y_t) - log pi_ref(y_t) on the "
-    "new policy's sampled answer (k1 estimator of KL(pi || pi_ref), nats per answer)",
+    "kl_heldout": "mean over the new policy's sampled held-out answers (eval_samples per "
+    "prompt) of sum_t log pi(y_t) - log pi_ref(y_t) (k1 estimator of KL(pi || pi_ref), nats "
+    "per answer)",
     "overoptimization": "flagged when, over the last third of PPO steps, the running-mean RM "
     "score's least-squares slope is > 0 and the gold score's < 0; gold_peak_step is where the "
     "running-mean gold score peaked",
@@ -129,9 +139,11 @@ REPORT_DEFINITIONS = {
     "(ties: the earlier step; step 0, the start policy, is not a candidate); its policy is "
     "saved at best_gold_path (best_gold.json beside it has the figures and the step-0 baseline)",
     "rm_length_correlation": "Pearson correlation of the RM score with the word count of the "
-    "new policy's held-out answers (a length shortcut shows as a large positive value)",
-    "near_duplicate_share": "share of the new policy's held-out answers whose word-3-gram "
-    "Jaccard similarity with another answer is >= 0.8",
+    "new policy's held-out answers, all eval_samples sets (a length shortcut shows as a large "
+    "positive value)",
+    "near_duplicate_share": "mean over the new policy's held-out answer sets (one answer per "
+    "prompt each) of the share of answers whose word-3-gram Jaccard similarity with another "
+    "answer of the set is >= 0.8",
     "strategy": "how the round's comparisons were built: random (round 1 always) or "
     "uncertainty (the previous round's reward model groups, per prompt, the K candidates whose "
     "order it is least sure of and the queue serves them most uncertain first); pool_per_prompt "
@@ -217,9 +229,9 @@ def _loop_run(*, out_dir, judge_spec, prompts_file, policy, config: LoopConfig, 
     prompts_import(project=project, records=train_records, source=Path(prompts_file).name)
     log(f"[loop] project {slug}: {len(train_records)} prompts, {len(eval_records)} held out")
 
-    samples: dict[str, list[str]] = {}
+    samples: dict[str, list[list[str]]] = {}
     before = sample_answers_cached(policy, eval_prompts, config, samples)
-    gold_start = judge(eval_prompts, before)
+    gold_start = [judge(eval_prompts, answers) for answers in before]
     log(_generate(slug, policy, config, seed=config.seed))
 
     rounds: list[dict] = []
@@ -267,7 +279,9 @@ def _loop_run(*, out_dir, judge_spec, prompts_file, policy, config: LoopConfig, 
         new_dir, new_version = step["ppo_dir"], step["version"]
         after = sample_answers_cached(str(new_dir), eval_prompts, config, samples)
         figures.update(
-            _gold_figures(judge, eval_prompts, before, after, gold_start, seed=config.seed)
+            heldout_gold_figures(
+                gold_start, [judge(eval_prompts, answers) for answers in after], seed=config.seed
+            )
         )
         figures.update(_policy_figures(step, eval_prompts, after, policy, config, round_dir))
         rounds.append(
@@ -320,7 +334,7 @@ def _loop_run(*, out_dir, judge_spec, prompts_file, policy, config: LoopConfig, 
         "stopped_before_ppo": stopped,
         "policy_before": policy,
         "ptx_data": None if ptx_data is None else str(ptx_data),
-        "gold_before": mean(gold_start),
+        "gold_before": mean(prompt_means(gold_start)),
         "annotations": Annotation.objects.filter(comparison__project=project).count(),
         "config": asdict(config),
         "definitions": REPORT_DEFINITIONS,
@@ -349,8 +363,8 @@ def _loop_run(*, out_dir, judge_spec, prompts_file, policy, config: LoopConfig, 
             for p, b, a in list(
                 zip(
                     eval_prompts,
-                    before,
-                    sample_answers_cached(current, eval_prompts, config, samples),
+                    before[0],
+                    sample_answers_cached(current, eval_prompts, config, samples)[0],
                 )
             )[:8]
         ]
@@ -379,14 +393,19 @@ def resolve_ptx_data(config: LoopConfig, out: Path, *, demo_policy: bool) -> Pat
 
 
 def sample_answers_cached(
-    policy: str, prompts: list, config: LoopConfig, cache: dict[str, list[str]]
-) -> list[str]:
-    """The policy's seeded held-out answers, sampled once per loop run (`cache`) and policy."""
-    from training.evaluation import sample_answers
+    policy: str, prompts: list, config: LoopConfig, cache: dict[str, list[list[str]]]
+) -> list[list[str]]:
+    """The policy's `config.eval_samples` seeded held-out answer sets, sampled once per loop
+    run (`cache`) and policy."""
+    from training.evaluation import sample_answer_sets
 
     if policy not in cache:
-        cache[policy] = sample_answers(
-            policy, prompts, max_new_tokens=config.max_new_tokens, seed=config.seed
+        cache[policy] = sample_answer_sets(
+            policy,
+            prompts,
+            samples=config.eval_samples,
+            max_new_tokens=config.max_new_tokens,
+            seed=config.seed,
         )
     return cache[policy]
 
@@ -610,24 +629,9 @@ def _reward_and_ppo(
     return result
 
 
-def _gold_figures(judge, prompts, before, after, gold_start, *, seed) -> dict:
-    """Gold before/after on the held-out prompts, with paired intervals (REPORT_DEFINITIONS)."""
-    from training.evaluation import bootstrap_mean_ci, mean, win_indicators
-
-    gold_after = judge(prompts, after)
-    wins = win_indicators(gold_after, gold_start)
-    diffs = [a - b for a, b in zip(gold_after, gold_start)]
-    return {
-        "gold_before": mean(gold_start),
-        "gold_after": mean(gold_after),
-        "gold_ci": list(bootstrap_mean_ci(diffs, seed=seed)),
-        "win_rate_vs_start": mean(wins),
-        "win_rate_ci": list(bootstrap_mean_ci(wins, seed=seed)),
-    }
-
-
 def _policy_figures(step, prompts, after, start_policy, config, round_dir) -> dict:
-    """KL on held-out prompts, PPO curves (over-optimization) and shortcut flags."""
+    """KL on held-out prompts, PPO curves (over-optimization) and shortcut flags, over the
+    new policy's held-out answer sets `after`."""
     from training.evaluation import (
         heldout_kl,
         near_duplicate_share,
@@ -645,17 +649,19 @@ def _policy_figures(step, prompts, after, start_policy, config, round_dir) -> di
         history, round_dir / "reward_vs_kl.png", kl_key=kl_key, rm_key="score"
     )
     flag = overoptimization(history, gold_key="gold_score", rm_key="score")
-    rm_scores = load_reward_model(step["rm_dir"]).score(prompts, after)
+    every_prompt = [p for answers in after for p in prompts]
+    every_answer = [a for answers in after for a in answers]
+    rm_scores = load_reward_model(step["rm_dir"]).score(every_prompt, every_answer)
     return {
         "kl": ppo_run.metrics.get(kl_key),
-        "kl_heldout": heldout_kl(str(step["ppo_dir"]), start_policy, prompts, after),
+        "kl_heldout": heldout_kl(str(step["ppo_dir"]), start_policy, every_prompt, every_answer),
         "rm_score_first": history[0].get("score") if history else None,
         "rm_score_last": history[-1].get("score") if history else None,
         "overoptimization": asdict(flag),
-        "rm_length_correlation": pearson(rm_scores, [float(len(a.split())) for a in after])
-        if len(after) > 2
+        "rm_length_correlation": pearson(rm_scores, [float(len(a.split())) for a in every_answer])
+        if len(every_answer) > 2
         else None,
-        "near_duplicate_share": near_duplicate_share(after),
+        "near_duplicate_share": mean([near_duplicate_share(answers) for answers in after]),
         "best_gold_step": ppo_run.metrics.get("best_gold_step"),
         "best_gold_path": ppo_run.metrics.get("best_gold_path"),
         "plot": str(plot) if plot else None,
@@ -678,7 +684,11 @@ def _round_line(r: dict) -> str:
 def _labeler_round(*, slug, eval_records, start, new, new_name, judge_spec, config, log) -> dict:
     """A fresh labeling round on the held-out prompts: one answer of the start policy and one
     of the new policy per prompt, ranked by new simulated labelers; the head-to-head record
-    gives `labeler_win_rate` and the model leaderboard."""
+    gives `labeler_win_rate` and the model leaderboard.
+
+    One answer each, not `eval_samples`: a project stores a prompt's answers once each, so
+    several would be distinct samples, drawn from further into the tail of a sharper policy
+    than of the start policy, a bias against the policy PPO made surer."""
     from annotation.rules.leaderboard import model_leaderboard
 
     eval_slug = f"{slug}-verify"

@@ -34,7 +34,11 @@ def dpo_round(
     """Train with DPO on `export`, sample the new policy, write and return report.json."""
     from annotation.datafiles.jsonl import read_jsonl
     from annotation.models import Annotation
-    from training.evaluation import mean, pairs_agreement_with_judge, sample_answers, win_rate
+    from training.evaluation import (
+        heldout_gold_figures,
+        pairs_agreement_with_judge,
+        sample_answer_sets,
+    )
 
     dpo_dir = out / "policy"
     log(
@@ -80,11 +84,20 @@ def dpo_round(
             "--no-progress",
         ).strip()
     )
-    before = sample_answers(
-        policy, eval_prompts, max_new_tokens=config.max_new_tokens, seed=config.seed
+    before, after = (
+        sample_answer_sets(
+            model,
+            eval_prompts,
+            samples=config.eval_samples,
+            max_new_tokens=config.max_new_tokens,
+            seed=config.seed,
+        )
+        for model in (policy, str(dpo_dir))
     )
-    after = sample_answers(
-        str(dpo_dir), eval_prompts, max_new_tokens=config.max_new_tokens, seed=config.seed
+    gold = heldout_gold_figures(
+        [judge(eval_prompts, answers) for answers in before],
+        [judge(eval_prompts, answers) for answers in after],
+        seed=config.seed,
     )
     pairs = read_jsonl(Path(export.path) / "pairs.jsonl")
     report = {
@@ -96,9 +109,7 @@ def dpo_round(
         "label_agreement_with_judge": pairs_agreement_with_judge(
             judge, pairs, judge_ties="half"
         ).rate,
-        "gold_before": mean(judge(eval_prompts, before)),
-        "gold_after": mean(judge(eval_prompts, after)),
-        "win_rate_vs_start": win_rate(judge, eval_prompts, after, before),
+        **gold,
         "kl": None,
         "rm_score_first": None,
         "rm_score_last": None,
@@ -116,7 +127,7 @@ def dpo_round(
         "config": asdict(config),
         "samples": [
             {"prompt": p, "before": b, "after": a}
-            for p, b, a in list(zip(eval_prompts, before, after))[:8]
+            for p, b, a in list(zip(eval_prompts, before[0], after[0]))[:8]
         ],
         "definitions": {
             **definitions,

@@ -40,6 +40,8 @@ def test_small_loop_round(tmp_path, settings, capsys):
         "0.1",
         "--ptx-coef",
         "1",
+        "--eval-samples",
+        "2",
     )
     report = json.loads((out / "report.json").read_text())
     for key in (
@@ -81,6 +83,17 @@ def test_small_loop_round(tmp_path, settings, capsys):
     low, high = report["win_rate_ci"]
     assert low <= report["win_rate_vs_start"] <= high
     assert isinstance(report["kl_heldout"], float)
+    # Gold is the mean over 2 seeded answers per held-out prompt (seeds 0 and 1).
+    from training.demo_world.judge import judge
+    from training.demo_world.prompts import load_prompts
+    from training.evaluation import sample_answer_sets
+
+    held_out = [r["text"] for r in load_prompts()[48:64]]
+    sets = sample_answer_sets(
+        report["policy_before"], held_out, samples=2, max_new_tokens=40, seed=0
+    )
+    scores = [s for answers in sets for s in judge(held_out, answers)]
+    assert report["gold_before"] == pytest.approx(sum(scores) / len(scores))
     assert set(report["overoptimization"]) >= {"flagged", "gold_peak_step"}
     # 4 PPO steps, evals every 10: the last step is the one eval step, so it is best_gold.
     assert report["best_gold_step"] == ppo_run.metrics["best_gold_step"] == 4
@@ -146,6 +159,22 @@ def test_loop_rejects_a_negative_thread_count(monkeypatch, tmp_path):
     monkeypatch.setattr("training.loop.loop_run", lambda **kw: pytest.fail("must not start"))
     with pytest.raises(CommandError, match="threads must be 0 or more, got -1"):
         call_command("loop", "--out", str(tmp_path), "--threads", "-1", stdout=io.StringIO())
+
+
+@pytest.mark.parametrize(("args", "samples"), [([], 8), (["--eval-samples", "3"], 3)])
+def test_loop_command_passes_the_eval_samples(monkeypatch, tmp_path, args, samples):
+    seen = {}
+    monkeypatch.setattr(
+        "training.loop.loop_run", lambda *, config, **kw: seen.update(c=config) or {}
+    )
+    call_command("loop", "--out", str(tmp_path), *args, stdout=io.StringIO())
+    assert seen["c"].eval_samples == samples
+
+
+def test_loop_rejects_no_eval_samples(monkeypatch, tmp_path):
+    monkeypatch.setattr("training.loop.loop_run", lambda **kw: pytest.fail("must not start"))
+    with pytest.raises(CommandError, match="eval_samples must be at least 1, got 0"):
+        call_command("loop", "--out", str(tmp_path), "--eval-samples", "0", stdout=io.StringIO())
 
 
 def test_ptx_data_is_the_demo_corpus_given_data_or_none(tmp_path):

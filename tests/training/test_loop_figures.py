@@ -7,6 +7,7 @@ import pytest
 
 from training.evaluation import (
     bootstrap_mean_ci,
+    heldout_gold_figures,
     labeler_agreement,
     near_duplicate_share,
     overoptimization,
@@ -95,6 +96,51 @@ def test_bootstrap_interval_brackets_the_mean_and_narrows_with_data():
 
 def test_win_indicators_count_ties_half():
     assert win_indicators([0.9, 0.5, 0.1], [0.1, 0.5, 0.9]) == [1.0, 0.5, 0.0]
+
+
+def test_heldout_gold_figures_with_one_answer_per_prompt():
+    figures = heldout_gold_figures([[0.2, 0.5, 0.9]], [[0.6, 0.5, 0.3]], seed=1)
+    assert figures["gold_before"] == pytest.approx(1.6 / 3)
+    assert figures["gold_after"] == pytest.approx(1.4 / 3)
+    assert figures["win_rate_vs_start"] == pytest.approx(0.5)  # a win, a tie, a loss
+    low, high = figures["gold_ci"]
+    assert low <= figures["gold_after"] - figures["gold_before"] <= high
+    assert figures["gold_ci"] == pytest.approx(bootstrap_mean_ci([0.4, 0.0, -0.6], seed=1))
+    assert figures["win_rate_ci"] == list(bootstrap_mean_ci([1.0, 0.5, 0.0], seed=1))
+
+
+def test_heldout_gold_figures_average_answer_sets_and_pit_every_answer_against_every_other():
+    before = [[0.5, 1.0], [1.0, 0.0]]  # two answer sets of the start policy, two prompts
+    after = [[1.0, 0.0], [1.0, 0.5], [1.0, 1.0]]  # three of the new policy
+    figures = heldout_gold_figures(before, after)
+    # Prompt 0: before 0.5 and 1.0, after 1.0 three times: 3 wins and 3 ties of 6 pairs.
+    # Prompt 1: before 1.0 and 0.0; after 0.0 (a loss, a tie), 0.5 (a loss, a win),
+    # 1.0 (a tie, a win): 2.0 of 6.
+    assert figures["win_rate_vs_start"] == pytest.approx(((3 + 1.5) / 6 + 3 / 6) / 2)
+    assert figures["gold_before"] == pytest.approx((0.75 + 0.5) / 2)
+    assert figures["gold_after"] == pytest.approx((1.0 + 0.5) / 2)
+    with pytest.raises(ValueError, match="same prompts"):
+        heldout_gold_figures([[0.5, 1.0]], [[1.0]])
+    with pytest.raises(ValueError, match="at least one answer set"):
+        heldout_gold_figures([], [[1.0]])
+
+
+def test_more_answers_per_prompt_narrow_the_intervals_of_the_same_policies():
+    """What eval_samples buys: two policies of equal quality whose single answers are coin
+    flips give a wide interval from one set and a narrow one, near zero, from many."""
+    import random
+
+    rng = random.Random(0)
+
+    def answer_sets(n):
+        return [[float(rng.random() < 0.5) for _ in range(48)] for _ in range(n)]
+
+    one = heldout_gold_figures(answer_sets(1), answer_sets(1))
+    many = heldout_gold_figures(answer_sets(16), answer_sets(16))
+    width = lambda ci: ci[1] - ci[0]  # noqa: E731
+    assert width(many["gold_ci"]) < width(one["gold_ci"]) / 2
+    assert width(many["win_rate_ci"]) < width(one["win_rate_ci"]) / 2
+    assert many["gold_ci"][0] < 0 < many["gold_ci"][1]
 
 
 # ------------------------------------------------------------------ over-optimization

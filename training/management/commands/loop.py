@@ -23,6 +23,12 @@ class Command(BaseCommand):
         )
         parser.add_argument("--num-prompts", type=int, dest="prompts_n")
         parser.add_argument("--eval-prompts", type=int)
+        parser.add_argument(
+            "--eval-samples",
+            type=int,
+            help="answers per held-out prompt and policy that gold, win rate and KL average "
+            "over (default 8)",
+        )
         parser.add_argument("--labelers", type=int)
         parser.add_argument("--noise", type=float)
         parser.add_argument("--overlap", type=int, help="annotations per comparison")
@@ -95,6 +101,7 @@ class Command(BaseCommand):
         fields = {
             "prompts_n": "prompts",
             "eval_prompts": "eval_prompts",
+            "eval_samples": "eval_samples",
             "labelers": "labelers",
             "noise": "noise",
             "overlap": "overlap",
