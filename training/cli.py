@@ -127,3 +127,41 @@ def config_from_options(
         if name in names and value is not None:
             values[name] = coerce(name, hints[name], value)
     return config_cls(**values)
+
+
+class TrainConfig:
+    """What the trainers' frozen config dataclasses (SFT, DPO, reward model) share.
+
+    A subclass sets `NAME` (for error messages), `DEFAULT_LR` (full fine-tuning, LoRA) and
+    `ALIASES` (other names of its fields: trl's, older ones), and declares `lr`, `lora`.
+    """
+
+    NAME = "config"
+    DEFAULT_LR = (1e-5, 1e-4)
+    ALIASES: Mapping[str, str] = {}
+
+    @property
+    def learning_rate(self) -> float:
+        """The learning rate actually used: `lr`, else the default for full fine-tuning or LoRA."""
+        if self.lr is not None:  # type: ignore[attr-defined]
+            return self.lr  # type: ignore[attr-defined]
+        full, lora = self.DEFAULT_LR
+        return lora if self.lora else full  # type: ignore[attr-defined]
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> Any:
+        """Build from command options: unknown keys (verbosity, out, ...) and None values are
+        ignored, so the defaults apply."""
+        return config_from_options(cls, options, cls.ALIASES)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict of every field, plus the resolved learning rate."""
+        data = dataclasses.asdict(self)  # type: ignore[call-overload]
+        data["learning_rate"] = self.learning_rate
+        return data
+
+    def refuse_failed(self, checks: Mapping[str, bool]) -> None:
+        """Raise one ValueError naming every check (message -> passed) that failed."""
+        failed = [message for message, ok in checks.items() if not ok]
+        if failed:
+            raise ValueError(f"invalid {self.NAME}: " + "; ".join(failed))

@@ -20,14 +20,13 @@ the export's `weight` and `margin` columns are not used; `training_config.json` 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from training.cli import config_from_options, option
+from training.cli import TrainConfig, option
 from training.sft import CONFIG_FILE, OPTION_ALIASES, lora_config, loss_summary, save_policy
 
 LOSS_TYPES = (
@@ -49,8 +48,12 @@ LOSS_TYPES = (
 
 
 @dataclass(frozen=True)
-class DPOTrainConfig:
+class DPOTrainConfig(TrainConfig):
     """Hyperparameters of one DPO run; all of them are logged in training_config.json."""
+
+    NAME = "DPO config"
+    DEFAULT_LR = (5e-7, 5e-6)
+    ALIASES = OPTION_ALIASES
 
     beta: float = option(0.1, "strength of the implicit KL to the reference (higher: stay closer)")
     loss_type: Literal[LOSS_TYPES] = option(  # type: ignore[valid-type]
@@ -111,24 +114,7 @@ class DPOTrainConfig:
             "precision must be auto, fp32, bf16 or fp16": self.precision
             in ("auto", "fp32", "bf16", "fp16"),
         }
-        failed = [message for message, ok in checks.items() if not ok]
-        if failed:
-            raise ValueError("invalid DPO config: " + "; ".join(failed))
-
-    @property
-    def learning_rate(self) -> float:
-        if self.lr is not None:
-            return self.lr
-        return 5e-6 if self.lora else 5e-7
-
-    @classmethod
-    def from_options(cls, options: dict[str, Any]) -> DPOTrainConfig:
-        return config_from_options(cls, options, OPTION_ALIASES)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["learning_rate"] = self.learning_rate
-        return data
+        self.refuse_failed(checks)
 
 
 @dataclass

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from training.cli import config_from_options, option
+from training.cli import TrainConfig, option
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +48,12 @@ class SFTDataError(ValueError):
 
 
 @dataclass(frozen=True)
-class SFTTrainConfig:
+class SFTTrainConfig(TrainConfig):
     """Hyperparameters of one SFT run; all of them are logged in training_config.json."""
+
+    NAME = "SFT config"
+    DEFAULT_LR = (2e-5, 2e-4)
+    ALIASES = OPTION_ALIASES
 
     lora: bool = option(False, "train LoRA adapters (peft), merged into the saved weights")
     lora_r: int = option(16, "LoRA rank")
@@ -98,24 +102,7 @@ class SFTTrainConfig:
             "precision must be auto, fp32, bf16 or fp16": self.precision
             in ("auto", "fp32", "bf16", "fp16"),
         }
-        failed = [message for message, ok in checks.items() if not ok]
-        if failed:
-            raise ValueError("invalid SFT config: " + "; ".join(failed))
-
-    @property
-    def learning_rate(self) -> float:
-        if self.lr is not None:
-            return self.lr
-        return 2e-4 if self.lora else 2e-5
-
-    @classmethod
-    def from_options(cls, options: dict[str, Any]) -> SFTTrainConfig:
-        return config_from_options(cls, options, OPTION_ALIASES)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["learning_rate"] = self.learning_rate
-        return data
+        self.refuse_failed(checks)
 
 
 @dataclass

@@ -7,12 +7,11 @@ shows it, and `training_config.json` beside the model records every value.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from training.cli import config_from_options, option
+from training.cli import TrainConfig, option
 
 # training_config.json rather than config.json: the output directory is a transformers model
 # directory whose config.json is the model's.
@@ -30,8 +29,12 @@ OPTION_ALIASES = {
 
 
 @dataclass(frozen=True)
-class RewardConfig:
+class RewardConfig(TrainConfig):
     """Hyperparameters of one reward-model run; all of them are logged in training_config.json."""
+
+    NAME = "RewardConfig"
+    DEFAULT_LR = (1e-5, 1e-4)
+    ALIASES = OPTION_ALIASES
 
     loss: Literal["pairwise", "kwise"] = option(
         "pairwise",
@@ -125,27 +128,7 @@ class RewardConfig:
             "logging_steps must be >= 1": self.logging_steps >= 1,
             "early_stopping_patience must be >= 0": self.early_stopping_patience >= 0,
         }
-        failed = [message for message, ok in checks.items() if not ok]
-        if failed:
-            raise ValueError("invalid RewardConfig: " + "; ".join(failed))
-
-    @property
-    def learning_rate(self) -> float:
-        """The learning rate actually used."""
-        if self.lr is not None:
-            return self.lr
-        return 1e-4 if self.lora else 1e-5
-
-    @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> RewardConfig:
-        """Build from command options: unknown keys (verbosity, out, ...) and None values are ignored."""
-        return config_from_options(cls, options, OPTION_ALIASES)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict of every field, plus the resolved learning rate."""
-        data = dataclasses.asdict(self)
-        data["learning_rate"] = self.learning_rate
-        return data
+        self.refuse_failed(checks)
 
 
 @dataclass
