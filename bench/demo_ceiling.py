@@ -2,9 +2,10 @@
 
 For each policy given (default: the demo policy), on the loop's held-out prompts (the 48
 demo prompts after the 236 it labels, as `make loop` splits them) with the loop's sampling
-(one answer per prompt, seed 0, 40 new tokens): the judge's components per prompt kind,
-the share of answers the judge already scores 1.0, and, against the first policy's
-answers, the win rate of
+(`--samples` answers per prompt, default 8 as the loop's `--eval-samples`, seeds 0, 1, ...,
+40 new tokens): the judge's components per prompt kind, the share of answers the judge
+already scores 1.0, and, against the first policy's answers, the win rate (as the loop's
+`win_rate_vs_start`: every answer against every answer to the same prompt) of
 
 - each later policy given (e.g. the loop's `var/loop/policy`), as the loop reports it;
 - `style fix`: the first policy's answers with the corpus's rude tails deleted, the gain a
@@ -61,50 +62,60 @@ def breakdown(prompts: list[str], answers: list[str]) -> dict[str, dict[str, flo
     }
 
 
-def win_rate(new: list[float], old: list[float]) -> float:
-    return sum(1.0 if n > o else 0.5 if n == o else 0.0 for n, o in zip(new, old)) / len(old)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("policies", nargs="*", help="policy folders (default: the demo policy)")
     parser.add_argument("--max-new-tokens", type=int, default=40)
+    parser.add_argument("--samples", type=int, default=8, help="answers per prompt and policy")
     args = parser.parse_args(argv)
 
     from training.demo_world.judge import judge
     from training.demo_world.policy import build_demo_policy
     from training.demo_world.prompts import load_prompts
-    from training.evaluation import mean, sample_answers
+    from training.evaluation import heldout_gold_figures, mean, sample_answer_sets
 
     policies = args.policies or [str(build_demo_policy(ROOT / "var" / "models" / "demo-policy"))]
     records = load_prompts()[LOOP_PROMPTS : LOOP_PROMPTS + LOOP_EVAL_PROMPTS]
     prompts = [r["text"] for r in records]
     answers = {
-        p: sample_answers(p, prompts, max_new_tokens=args.max_new_tokens, seed=0) for p in policies
+        p: sample_answer_sets(
+            p, prompts, samples=args.samples, max_new_tokens=args.max_new_tokens, seed=0
+        )
+        for p in policies
     }
+    every_prompt = [p for _ in range(args.samples) for p in prompts]
+
+    def gold_sets(sets: list[list[str]]) -> list[list[float]]:
+        return [judge(prompts, answers) for answers in sets]
+
+    def win(sets: list[list[str]]) -> float:
+        return heldout_gold_figures(start_gold, gold_sets(sets))["win_rate_vs_start"]
+
     start = answers[policies[0]]
-    start_gold = judge(prompts, start)
+    start_gold = gold_sets(start)
 
     columns = ("n", "correct", "follow", "brevity", "polite", "gold", "perfect")
     for policy in policies:
         print(f"\n{policy}")
         print(f"{'kind':<11}" + "".join(f"{c:>9}" for c in columns))
-        for kind, row in sorted(breakdown(prompts, answers[policy]).items()):
+        every_answer = [a for answer_set in answers[policy] for a in answer_set]
+        for kind, row in sorted(breakdown(every_prompt, every_answer).items()):
             print(
                 f"{kind:<11}"
                 + "".join(f"{row[c]:>9.2f}" if c != "n" else f"{row[c]:>9d}" for c in columns)
             )
 
-    print(f"\nagainst {policies[0]} (gold {mean(start_gold):.3f}):")
+    def gold(sets: list[list[str]]) -> float:
+        return mean([g for scores in gold_sets(sets) for g in scores])
+
+    print(f"\nagainst {policies[0]} (gold {gold(start):.3f}):")
     print(f"{'':<28}{'gold':>8}{'win rate':>10}")
     for policy in policies[1:]:
-        gold = judge(prompts, answers[policy])
-        print(f"{Path(policy).name:<28}{mean(gold):>8.3f}{win_rate(gold, start_gold):>10.3f}")
-    fixed = judge(prompts, [without_rude_tails(a) for a in start])
-    print(
-        f"{'style fix (no rude tails)':<28}{mean(fixed):>8.3f}{win_rate(fixed, start_gold):>10.3f}"
-    )
-    perfect = sum(g >= 0.999 for g in start_gold) / len(start_gold)
+        sets = answers[policy]
+        print(f"{Path(policy).name:<28}{gold(sets):>8.3f}{win(sets):>10.3f}")
+    fixed = [[without_rude_tails(a) for a in answer_set] for answer_set in start]
+    print(f"{'style fix (no rude tails)':<28}{gold(fixed):>8.3f}{win(fixed):>10.3f}")
+    perfect = mean([float(g >= 0.999) for scores in start_gold for g in scores])
     print(f"{'oracle (all perfect)':<28}{1.0:>8.3f}{1 - perfect / 2:>10.3f}")
     return 0
 
