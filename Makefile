@@ -50,7 +50,7 @@ var/.secret_key:
 
 loop: venv var/.secret_key
 	SECRET_KEY="$${SECRET_KEY:-$$(cat var/.secret_key)}" $(BIN)/python manage.py migrate --noinput -v 0
-	SECRET_KEY="$${SECRET_KEY:-$$(cat var/.secret_key)}" $(BIN)/python manage.py loop --out var/loop
+	SECRET_KEY="$${SECRET_KEY:-$$(cat var/.secret_key)}" $(BIN)/python manage.py loop --out var/loop --overwrite
 
 clean:
 	rm -rf $(VENV) var staticfiles .pytest_cache .ruff_cache

@@ -158,6 +158,51 @@ def _run(*args) -> str:
     return out.getvalue()
 
 
+# What a loop run writes into its out folder (round-N/ folders too): an earlier run's are
+# replaced with `overwrite`, else the loop refuses to start (an export folder is never
+# written into twice).
+RUN_ENTRIES = (
+    "report.json",
+    "prompts.jsonl",
+    "ptx.jsonl",
+    "export",
+    "reward-model",
+    "policy",
+    "reward_vs_kl.png",
+)
+
+
+def previous_run_entries(out: Path, *, keep: tuple[Path, ...] = ()) -> list[Path]:
+    """The entries of `out` an earlier loop run wrote (`keep`: input files to leave alone)."""
+    if not out.is_dir():
+        return []
+    kept = {p.resolve() for p in keep}
+    found = [out / name for name in RUN_ENTRIES if (out / name).exists()]
+    found += sorted(p for p in out.glob("round-*") if p.is_dir())
+    return [p for p in found if p.resolve() not in kept]
+
+
+def clear_previous_run(out: Path, *, overwrite: bool, keep: tuple[Path, ...] = ()) -> None:
+    """Remove an earlier run's entries from `out` with `overwrite`; without, refuse (ValueError
+    naming them) before anything is written."""
+    import shutil
+
+    previous = previous_run_entries(out, keep=keep)
+    if not previous:
+        return
+    if not overwrite:
+        names = ", ".join(p.name for p in previous[:4]) + (", ..." if len(previous) > 4 else "")
+        raise ValueError(
+            f"{out} holds an earlier loop run ({names}): pass --overwrite to replace it, "
+            "or choose another --out"
+        )
+    for path in previous:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
 def loop_run(
     *,
     out_dir: str | Path,
@@ -165,6 +210,7 @@ def loop_run(
     prompts_file: str | Path | None = None,
     policy: str | Path | None = None,
     config: LoopConfig = LoopConfig(),
+    overwrite: bool = False,
     log=print,
 ) -> dict:
     """Run `config.rounds` rounds and return the report (also written to out_dir/report.json).
@@ -175,10 +221,13 @@ def loop_run(
     round's policy → candidates of the new policy mixed with the round's policy's for the
     next round. Then a fresh labeling round on
     the held-out prompts (new vs start policy) and the report against the gold judge.
-    Runs on `config.threads` CPU threads.
+    Runs on `config.threads` CPU threads. An earlier run in out_dir is replaced with
+    `overwrite`, else refused (`clear_previous_run`).
     """
     from training.modeling import torch_threads
 
+    inputs = tuple(Path(p) for p in (prompts_file, config.ptx_data) if p is not None)
+    clear_previous_run(Path(out_dir), overwrite=overwrite, keep=inputs)
     with torch_threads(config.threads):
         return _loop_run(
             out_dir=out_dir,

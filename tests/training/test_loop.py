@@ -177,6 +177,44 @@ def test_loop_rejects_no_eval_samples(monkeypatch, tmp_path):
         call_command("loop", "--out", str(tmp_path), "--eval-samples", "0", stdout=io.StringIO())
 
 
+def _earlier_run(out):
+    (out / "export").mkdir(parents=True)
+    (out / "export" / "pairs.jsonl").write_text("{}\n")
+    (out / "round-2" / "policy").mkdir(parents=True)
+    (out / "report.json").write_text("{}")
+    (out / "prompts.jsonl").write_text('{"text": "mine"}\n')
+    (out / "notes.txt").write_text("not the loop's")
+
+
+def test_an_earlier_run_in_out_is_refused_untouched_or_replaced_with_overwrite(
+    monkeypatch, tmp_path
+):
+    """`make loop` twice used to die in the export with a traceback ("pairs.jsonl already
+    exists"), minutes in; now the loop refuses at once, or replaces the earlier run's files."""
+    out = tmp_path / "loop"
+    _earlier_run(out)
+    monkeypatch.setattr("training.loop._loop_run", lambda **kw: pytest.fail("must not start"))
+    with pytest.raises(
+        CommandError, match=r"holds an earlier loop run \(report.json, .*--overwrite"
+    ):
+        call_command("loop", "--out", str(out), stdout=io.StringIO())
+    assert (out / "export" / "pairs.jsonl").is_file() and (out / "round-2").is_dir()
+
+    started = {}
+    monkeypatch.setattr("training.loop._loop_run", lambda **kw: started.update(kw) or {})
+    prompts = out / "prompts.jsonl"  # an input inside the folder stays
+    call_command(
+        "loop", "--out", str(out), "--prompts", str(prompts), "--overwrite", stdout=io.StringIO()
+    )
+    assert started["out_dir"] == out
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "prompts.jsonl"]
+    # Nothing earlier is left: it runs; without --prompts the prompts file is the loop's own.
+    call_command("loop", "--out", str(out), "--prompts", str(prompts), stdout=io.StringIO())
+    with pytest.raises(CommandError, match=r"earlier loop run \(prompts.jsonl\)"):
+        call_command("loop", "--out", str(out), stdout=io.StringIO())
+    call_command("loop", "--out", str(tmp_path / "new"), stdout=io.StringIO())
+
+
 def test_ptx_data_is_the_demo_corpus_given_data_or_none(tmp_path):
     from training.loop import LoopConfig, resolve_ptx_data
 

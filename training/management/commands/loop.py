@@ -19,6 +19,11 @@ class Command(BaseCommand):
         )
         parser.add_argument("--prompts", type=Path, help="prompts .jsonl (default: the demo world)")
         parser.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="replace an earlier loop run in --out (without it the loop refuses to start)",
+        )
+        parser.add_argument(
             "--policy", help="starting policy (default: the demo policy, built if missing)"
         )
         parser.add_argument("--num-prompts", type=int, dest="prompts_n")
@@ -142,6 +147,7 @@ class Command(BaseCommand):
                 prompts_file=opts["prompts"],
                 policy=opts["policy"],
                 config=config,
+                overwrite=opts["overwrite"],
                 log=lambda line: self.stdout.write(line),
             )
         except ValueError as exc:
