@@ -215,6 +215,17 @@ def test_an_earlier_run_in_out_is_refused_untouched_or_replaced_with_overwrite(
     call_command("loop", "--out", str(tmp_path / "new"), stdout=io.StringIO())
 
 
+def test_a_step_the_services_refuse_is_a_command_error_not_a_traceback(monkeypatch, tmp_path):
+    from annotation.errors import ServiceValidationError
+
+    def refused(**kwargs):
+        raise ServiceValidationError("export folder is not empty\nmore detail")
+
+    monkeypatch.setattr("training.loop._loop_run", refused)
+    with pytest.raises(CommandError, match=r"^export folder is not empty$"):
+        call_command("loop", "--out", str(tmp_path / "loop"), stdout=io.StringIO())
+
+
 def test_ptx_data_is_the_demo_corpus_given_data_or_none(tmp_path):
     from training.loop import LoopConfig, resolve_ptx_data
 

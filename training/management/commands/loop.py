@@ -101,6 +101,7 @@ class Command(BaseCommand):
         parser.add_argument("--dpo-lr", type=float)
 
     def handle(self, *args, **opts):
+        from annotation.errors import ServiceError
         from training.loop import LoopConfig, loop_run
 
         fields = {
@@ -150,7 +151,7 @@ class Command(BaseCommand):
                 overwrite=opts["overwrite"],
                 log=lambda line: self.stdout.write(line),
             )
-        except ValueError as exc:
+        except (ValueError, ServiceError) as exc:  # bad input or a refused step: no traceback
             raise CommandError(str(exc).splitlines()[0]) from None
         self.stdout.write("")
         for key in (
