@@ -173,7 +173,8 @@ RUN_ENTRIES = (
 
 
 def previous_run_entries(out: Path, *, keep: tuple[Path, ...] = ()) -> list[Path]:
-    """The entries of `out` an earlier loop run wrote (`keep`: input files to leave alone)."""
+    """The entries of `out` an earlier loop run wrote (`keep`: inputs, such as a start policy
+    that is the earlier run's `policy/`, to leave alone)."""
     if not out.is_dir():
         return []
     kept = {p.resolve() for p in keep}
@@ -190,6 +191,13 @@ def clear_previous_run(out: Path, *, overwrite: bool, keep: tuple[Path, ...] = (
     previous = previous_run_entries(out, keep=keep)
     if not previous:
         return
+    for path in previous:
+        inside = [p for p in keep if path.resolve() in p.resolve().parents]
+        if inside:
+            raise ValueError(
+                f"{inside[0]} is inside {path}, which replacing the earlier run would delete: "
+                "copy it elsewhere or choose another --out"
+            )
     if not overwrite:
         names = ", ".join(p.name for p in previous[:4]) + (", ..." if len(previous) > 4 else "")
         raise ValueError(
@@ -226,7 +234,7 @@ def loop_run(
     """
     from training.modeling import torch_threads
 
-    inputs = tuple(Path(p) for p in (prompts_file, config.ptx_data) if p is not None)
+    inputs = tuple(Path(p) for p in (prompts_file, policy, config.ptx_data) if p is not None)
     clear_previous_run(Path(out_dir), overwrite=overwrite, keep=inputs)
     with torch_threads(config.threads):
         return _loop_run(

@@ -212,6 +212,15 @@ def test_an_earlier_run_in_out_is_refused_untouched_or_replaced_with_overwrite(
     call_command("loop", "--out", str(out), "--prompts", str(prompts), stdout=io.StringIO())
     with pytest.raises(CommandError, match=r"earlier loop run \(prompts.jsonl\)"):
         call_command("loop", "--out", str(out), stdout=io.StringIO())
+
+    # The earlier run's policy as the next start policy stays; one inside it is refused.
+    (out / "policy" / "best_gold").mkdir(parents=True)
+    args = ["loop", "--out", str(out), "--prompts", str(prompts), "--overwrite"]
+    call_command(*args, "--policy", str(out / "policy"), stdout=io.StringIO())
+    assert (out / "policy" / "best_gold").is_dir()
+    with pytest.raises(CommandError, match=r"best_gold is inside .*policy, which replacing"):
+        call_command(*args, "--policy", str(out / "policy" / "best_gold"), stdout=io.StringIO())
+    assert (out / "policy" / "best_gold").is_dir()
     call_command("loop", "--out", str(tmp_path / "new"), stdout=io.StringIO())
 
 
