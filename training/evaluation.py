@@ -11,30 +11,6 @@ Prompt = str | list[dict[str, Any]]
 JudgeFn = Callable[[Sequence[Prompt], Sequence[str]], list[float]]
 
 
-def sample_answers(
-    policy: str | Path | tuple,
-    prompts: Sequence[Prompt],
-    *,
-    max_new_tokens: int = 48,
-    temperature: float = 0.7,
-    seed: int = 1234,
-    device: str = "auto",
-) -> list[str]:
-    """One seeded sample per prompt: the policy's answer used for gold scoring."""
-    from training.generation import GenerationConfig, generate_candidates
-
-    config = GenerationConfig(
-        num_candidates=1,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        seed=seed,
-        device=device,
-        max_resample_rounds=0,
-    )
-    result = generate_candidates(policy, list(prompts), config, progress=False)
-    return [row[0].text if row else "" for row in result.candidates]
-
-
 def mean(values: Sequence[float]) -> float:
     return float(sum(values) / len(values)) if values else float("nan")
 
@@ -49,31 +25,33 @@ def sample_answer_sets(
     seed: int = 1234,
     device: str = "auto",
 ) -> list[list[str]]:
-    """`samples` answer sets, one seeded answer per prompt in each: set s is `sample_answers`
-    under `seed + s` (set 0 is `sample_answers` under `seed`), the model loaded once.
+    """`samples` answer sets, one seeded sample per prompt in each (set s under `seed + s`;
+    "" where a prompt gave nothing), the model loaded once: the answers gold is scored on.
 
     With one answer per prompt, a small eval set's gold and win rate are as much the luck of
     the sampled answer as the policy's quality; the mean over sets is the same estimate with
     a fraction of that noise.
     """
-    from training.generation import GenerationConfig
+    from training.generation import GenerationConfig, generate_candidates
     from training.modeling import load_causal_lm
 
     if samples < 1:
         raise ValueError(f"samples must be at least 1, got {samples}")
     if not isinstance(policy, tuple):
         policy = load_causal_lm(policy, device=device, dtype=GenerationConfig().dtype)
-    return [
-        sample_answers(
-            policy,
-            prompts,
+    sets = []
+    for s in range(samples):
+        config = GenerationConfig(
+            num_candidates=1,
             max_new_tokens=max_new_tokens,
             temperature=temperature,
             seed=seed + s,
             device=device,
+            max_resample_rounds=0,
         )
-        for s in range(samples)
-    ]
+        result = generate_candidates(policy, list(prompts), config, progress=False)
+        sets.append([row[0].text if row else "" for row in result.candidates])
+    return sets
 
 
 def prompt_means(score_sets: Sequence[Sequence[float]]) -> list[float]:

@@ -376,15 +376,16 @@ def test_sample_seed_depends_on_every_input():
 
 
 def test_answer_sets_are_one_seeded_sample_per_prompt_and_set(plain_dir):
-    """The loop's held-out answers: set s is sample_answers under seed + s, so set 0 is the
-    single answer older reports used, and answers repeat (they are samples, not candidates)."""
-    from training.evaluation import sample_answer_sets, sample_answers
+    """The loop's held-out answers: set s depends on seed + s alone, so set 0 is the single
+    answer older reports used, and answers repeat (they are samples, not candidates)."""
+    from training.evaluation import sample_answer_sets
 
     prompts = ["hi", "hello there friend", "hi"]
     sets = sample_answer_sets(plain_dir, prompts, samples=3, max_new_tokens=6, seed=5)
     assert len(sets) == 3 and all(len(answers) == len(prompts) for answers in sets)
     for s, answers in enumerate(sets):
-        assert answers == sample_answers(plain_dir, prompts, max_new_tokens=6, seed=5 + s)
+        alone = sample_answer_sets(plain_dir, prompts, samples=1, max_new_tokens=6, seed=5 + s)
+        assert answers == alone[0]
     assert sets[0][0] == sets[0][2]  # the same prompt under the same seed: the same answer
     assert len({tuple(answers) for answers in sets}) > 1  # other seeds, other answers
     with pytest.raises(ValueError, match="samples must be at least 1"):
