@@ -88,9 +88,6 @@ def main(argv: list[str] | None = None) -> int:
     def gold_sets(sets: list[list[str]]) -> list[list[float]]:
         return [judge(prompts, answers) for answers in sets]
 
-    def win(sets: list[list[str]]) -> float:
-        return heldout_gold_figures(start_gold, gold_sets(sets))["win_rate_vs_start"]
-
     start = answers[policies[0]]
     start_gold = gold_sets(start)
 
@@ -105,16 +102,16 @@ def main(argv: list[str] | None = None) -> int:
                 + "".join(f"{row[c]:>9.2f}" if c != "n" else f"{row[c]:>9d}" for c in columns)
             )
 
-    def gold(sets: list[list[str]]) -> float:
-        return mean([g for scores in gold_sets(sets) for g in scores])
+    def line(label: str, sets: list[list[str]]) -> str:
+        figures = heldout_gold_figures(start_gold, gold_sets(sets))
+        return f"{label:<28}{figures['gold_after']:>8.3f}{figures['win_rate_vs_start']:>10.3f}"
 
-    print(f"\nagainst {policies[0]} (gold {gold(start):.3f}):")
+    print(f"\nagainst {policies[0]} (gold {mean([g for s in start_gold for g in s]):.3f}):")
     print(f"{'':<28}{'gold':>8}{'win rate':>10}")
     for policy in policies[1:]:
-        sets = answers[policy]
-        print(f"{Path(policy).name:<28}{gold(sets):>8.3f}{win(sets):>10.3f}")
+        print(line(Path(policy).name, answers[policy]))
     fixed = [[without_rude_tails(a) for a in answer_set] for answer_set in start]
-    print(f"{'style fix (no rude tails)':<28}{gold(fixed):>8.3f}{win(fixed):>10.3f}")
+    print(line("style fix (no rude tails)", fixed))
     perfect = mean([float(g >= 0.999) for scores in start_gold for g in scores])
     print(f"{'oracle (all perfect)':<28}{1.0:>8.3f}{1 - perfect / 2:>10.3f}")
     return 0

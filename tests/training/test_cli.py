@@ -188,3 +188,27 @@ def test_configs_and_export_reading_import_without_torch():
         "from training.reward import RewardConfig, RewardDataError\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    ("module", "cls", "name", "full", "lora"),
+    [
+        ("training.sft", "SFTTrainConfig", "SFT config", 2e-5, 2e-4),
+        ("training.dpo", "DPOTrainConfig", "DPO config", 5e-7, 5e-6),
+        ("training.reward.config", "RewardConfig", "RewardConfig", 1e-5, 1e-4),
+    ],
+)
+def test_the_trainer_configs_share_learning_rate_options_and_refusals(
+    module, cls, name, full, lora
+):
+    import importlib
+
+    config_cls = getattr(importlib.import_module(module), cls)
+    assert config_cls().learning_rate == full and config_cls(lora=True).learning_rate == lora
+    given = config_cls.from_options({"learning_rate": 3e-4, "num_train_epochs": 2, "out": "x"})
+    assert (given.lr, given.epochs, given.learning_rate) == (3e-4, 2.0, 3e-4)
+    assert given.to_dict()["learning_rate"] == 3e-4 and given.to_dict()["lr"] == 3e-4
+    with pytest.raises(
+        ValueError, match=rf"^invalid {name}: epochs must be > 0; lora_r must be >= 1$"
+    ):
+        config_cls(epochs=0, lora_r=0)

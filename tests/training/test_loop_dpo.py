@@ -31,6 +31,12 @@ def test_small_dpo_loop_round(tmp_path, settings):
     assert report["method"] == "dpo" and report["rm_accuracy"] is None
     for key in ("gold_before", "gold_after", "win_rate_vs_start"):
         assert isinstance(report[key], float)
+    # The same held-out figures as a PPO round: 8 answers per prompt, paired intervals.
+    assert report["config"]["eval_samples"] == 8
+    low, high = report["gold_ci"]
+    assert low <= report["gold_after"] - report["gold_before"] <= high
+    low, high = report["win_rate_ci"]
+    assert low <= report["win_rate_vs_start"] <= high
     assert not TrainingRun.objects.filter(kind__in=["reward", "ppo"]).exists()
     run = TrainingRun.objects.get(kind="dpo")
     assert run.status == "succeeded" and run.source.export_id == report["export_id"]
