@@ -39,7 +39,7 @@ def counted_annotations(
     zone = timezone.get_current_timezone()
     if since is not None:
         rows = rows.filter(created_at__gte=datetime.combine(since, time.min, tzinfo=zone))
-    if until is not None:
+    if until is not None and until < date.max:  # date.max: no day after it to stop before
         end = datetime.combine(until + timedelta(days=1), time.min, tzinfo=zone)
         rows = rows.filter(created_at__lt=end)
     return rows

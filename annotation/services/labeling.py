@@ -113,11 +113,16 @@ def _renew_open_lease(
 
 def _lease(
     comparison: Comparison, labeler, now: datetime, lease: timedelta, prior: int | None
-) -> Assignment:
+) -> Assignment | None:
+    """A lease on `comparison` for the labeler; None when their prior row was closed meanwhile."""
     if prior is not None:
         # The labeler's lapsed or expired lease on it: the same row, leased again (the
-        # display order is seeded per (comparison, labeler), so it does not change).
+        # display order is seeded per (comparison, labeler), so it does not change). The
+        # queue read it before the comparison's lock; a late submit or a skip of that lease
+        # may have committed since, and must not be turned back into a lease.
         assignment = Assignment.objects.select_for_update().get(pk=prior)
+        if assignment.status not in (Assignment.Status.LEASED, Assignment.Status.EXPIRED):
+            return None
         assignment.status = Assignment.Status.LEASED
         assignment.leased_at = now
         assignment.expires_at = now + lease
@@ -173,9 +178,10 @@ def _lease_from_queue(
                 comparison = found.comparison
             # The queue's subqueries read a snapshot from before the lock was granted;
             # recount now that nobody else can change this comparison's reservations.
-            # (The labeler's prior row cannot change meanwhile: their queue row is locked.)
             if comparison_has_room(comparison.pk, now):
-                return _lease(comparison, labeler, now, lease, found.prior_assignment_id)
+                leased = _lease(comparison, labeler, now, lease, found.prior_assignment_id)
+                if leased is not None:
+                    return leased
             transaction.set_rollback(True)
         taken.append(comparison.pk)
     return None
@@ -318,9 +324,11 @@ def _ranking_submit(
     comparison, project = target.comparison, target.project
     if not (labeler.is_staff or target.labeler_is_member):
         raise NotAllowedError("You are not a member of this project.")
-    if current.status == Assignment.Status.SUBMITTED:
-        # Only a submitted assignment can hold this token already: then it is a replay.
-        # (A token used on another assignment trips the unique constraint on insert.)
+    if current.status in (Assignment.Status.SUBMITTED, Assignment.Status.REJECTED):
+        # Only an assignment with an annotation can hold this token already: then it is a
+        # replay (a client retrying after a lost response), answered with what was stored,
+        # even when staff have rejected it since. A token used on another assignment trips
+        # the unique constraint on insert.
         first = Annotation.objects.filter(labeler=labeler, client_token=token).first()
         if first is not None:
             if first.assignment_id != assignment.pk:
@@ -445,6 +453,10 @@ def assignment_skip(*, assignment: Assignment, labeler, now: datetime | None = N
         current = Assignment.objects.select_for_update().get(pk=assignment.pk)
         if current.status == Assignment.Status.SUBMITTED:
             raise ConflictError("This assignment was already submitted; it cannot be skipped.")
+        if current.status == Assignment.Status.REJECTED:
+            # Its slot went back to the comparison already; a skip would let a restore
+            # count the annotation again on top of whoever took the slot.
+            raise ConflictError("Staff rejected this answer; the assignment cannot be skipped.")
         if current.status != Assignment.Status.SKIPPED:
             current.status = Assignment.Status.SKIPPED
             current.save(update_fields=["status"])

@@ -124,16 +124,23 @@ def annotation_restore(*, annotation: Annotation, now: datetime | None = None) -
         if current.rejected_at is None:
             return ReviewResult(current, False)
         assignment = current.assignment
-        if assignment.status == Assignment.Status.REJECTED:
-            if not comparison_has_room(comparison.pk, now):
-                raise ConflictError(
-                    f"Comparison {comparison.pk} has been filled by others since the rejection; "
-                    f"annotation {current.pk} cannot count again.",
-                    {"comparison": [f"{comparison.pk} is full"]},
-                )
-            assignment.status = Assignment.Status.SUBMITTED
-            assignment.save(update_fields=["status"])
-            comparison_count_submission(comparison=comparison, now=now)
+        if assignment.status != Assignment.Status.REJECTED:
+            # Counting the annotation again needs its slot back; without the rejected
+            # assignment holding it, the comparison could end with more than `required`.
+            raise ConflictError(
+                f"Annotation {current.pk}'s assignment {assignment.pk} is {assignment.status}, "
+                "not rejected; the annotation cannot count again.",
+                {"assignment": [f"{assignment.pk} is {assignment.status}"]},
+            )
+        if not comparison_has_room(comparison.pk, now):
+            raise ConflictError(
+                f"Comparison {comparison.pk} has been filled by others since the rejection; "
+                f"annotation {current.pk} cannot count again.",
+                {"comparison": [f"{comparison.pk} is full"]},
+            )
+        assignment.status = Assignment.Status.SUBMITTED
+        assignment.save(update_fields=["status"])
+        comparison_count_submission(comparison=comparison, now=now)
         current.rejected_at = None
         current.rejected_by = None
         current.rejection_reason = ""

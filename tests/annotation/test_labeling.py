@@ -677,3 +677,31 @@ def test_the_queue_query_walks_the_queue_index_in_order(project, labeler, make_c
             )
             assert "TEMP B-TREE" not in plan, plan  # ordered by the index, not sorted
             assert "SCAN" not in plan, plan
+
+
+def test_a_queue_head_read_before_a_late_submit_does_not_lease_that_row_again(
+    make_project, make_labeler, make_comparisons, monkeypatch
+):
+    # On PostgreSQL the queue is read before the comparison's lock is granted (see the
+    # step-by-step version in test_labeling_concurrency.py); a late submit of the lease it
+    # names as the row to reuse can commit in between. Here the stale read is replayed.
+    from annotation.selectors.queue import queue_head
+    from annotation.services import labeling
+
+    project = make_project("stale", num_candidates=2, overlap=2, lease_seconds=60)
+    user = make_labeler("stale", projects=[project])
+    make_comparisons(project, 1)
+    lapsed = assignment_next(project=project, labeler=user, now=at(0))
+    stale = queue_head(project=project, labeler=user, gold=False, now=at(120))
+    assert stale.prior_assignment_id == lapsed.pk
+    ranking_submit(
+        assignment=lapsed,
+        labeler=user,
+        ranking=[[c] for c in lapsed.display_order],
+        client_token=uuid.uuid4(),
+        now=at(120),
+    )
+    monkeypatch.setattr(labeling, "queue_head", lambda **kwargs: stale)
+    assert assignment_next(project=project, labeler=user, now=at(121)) is None
+    assert Assignment.objects.get(pk=lapsed.pk).status == "submitted"
+    assert Annotation.objects.filter(labeler=user).count() == 1

@@ -295,3 +295,34 @@ def test_a_slot_taken_under_the_lock_is_recounted_not_leased(
         assignment is None
     )  # the queue's snapshot said "room"; the recount under the lock did not
     assert list(Assignment.objects.values_list("labeler", flat=True)) == [rival.pk]
+
+
+def test_a_late_submit_under_the_lock_is_not_turned_back_into_a_lease(
+    make_project, make_labeler, make_comparisons
+):
+    # The queue names the labeler's lapsed lease as the row to reuse before the lock is
+    # granted; their late submit of that lease commits meanwhile. Leasing the row again would
+    # let them submit twice and fill both slots alone.
+    _needs_skip_locked()
+    project = make_project("late", num_candidates=2, overlap=2, lease_seconds=60)
+    user = make_labeler("late", projects=[project])
+    (only,) = make_comparisons(project, 1)
+    lapsed = assignment_next(project=project, labeler=user)
+    later = timezone.now() + timedelta(seconds=120)
+
+    def submit_late() -> None:
+        ranking_submit(
+            assignment=lapsed,
+            labeler=user,
+            ranking=[[c] for c in lapsed.display_order],
+            client_token=uuid.uuid4(),
+            now=later,
+        )
+
+    holder = _Holder(only.pk, then=submit_late)
+    with holder:
+        threading.Timer(0.3, holder.release.set).start()
+        assignment = assignment_next(project=project, labeler=user, now=later)
+    assert assignment is None  # their one slot is used; the other is for someone else
+    assert Assignment.objects.get(pk=lapsed.pk).status == "submitted"
+    assert Annotation.objects.filter(labeler=user).count() == 1

@@ -11,9 +11,9 @@ from django.utils import timezone
 
 from annotation.errors import ConflictError, ServiceValidationError
 from annotation.models import Annotation, Assignment, Comparison
-from annotation.selectors.stats import project_stats
+from annotation.selectors.stats import counted_annotations, project_stats
 from annotation.services.exports import ExportOptions, export_create
-from annotation.services.labeling import assignment_next, ranking_submit
+from annotation.services.labeling import assignment_next, assignment_skip, ranking_submit
 from annotation.services.review import (
     annotation_reject,
     annotation_restore,
@@ -118,6 +118,54 @@ def test_restore_after_the_slot_was_taken_is_a_conflict(team, staff_user):
     assert comparison.submitted_count == 1
     annotation.refresh_from_db()
     assert annotation.rejected_at is not None
+
+
+def test_a_rejected_assignment_cannot_be_skipped_to_count_twice(team, staff_user):
+    # Skip after reject, then someone else takes the slot: a restore must not count the
+    # rejected annotation on top of theirs (the comparison would hold two of one required).
+    project, (ann, ben, _), comparison = team
+    annotation = label(project, ann)
+    annotation_reject(annotation=annotation, reason="oops", by=staff_user)
+    with pytest.raises(ConflictError, match="rejected"):
+        assignment_skip(assignment=annotation.assignment, labeler=ann)
+    assert Assignment.objects.get(pk=annotation.assignment_id).status == "rejected"
+    label(project, ben)
+    with pytest.raises(ConflictError, match="filled"):
+        annotation_restore(annotation=annotation)
+    comparison.refresh_from_db()
+    assert comparison.submitted_count == 1
+    assert counted_annotations(project).count() == 1
+
+
+def test_restore_refuses_an_assignment_that_no_longer_holds_the_slot(team, staff_user):
+    project, (ann, _, _), comparison = team
+    annotation = label(project, ann)
+    annotation_reject(annotation=annotation, reason="oops", by=staff_user)
+    Assignment.objects.filter(pk=annotation.assignment_id).update(status="skipped")
+    with pytest.raises(ConflictError, match="not rejected"):
+        annotation_restore(annotation=annotation)
+    annotation.refresh_from_db()
+    assert annotation.rejected_at is not None
+    comparison.refresh_from_db()
+    assert comparison.submitted_count == 0
+
+
+def test_a_replayed_token_after_rejection_returns_the_stored_annotation(team, staff_user):
+    # A client retrying after a lost response gets what was stored (SPEC section 3), not
+    # a conflict, even when staff have rejected it in between.
+    project, (ann, _, _), _ = team
+    assignment = assignment_next(project=project, labeler=ann)
+    token = uuid.uuid4()
+    ranking = [[c] for c in assignment.display_order]
+    annotation, created = ranking_submit(
+        assignment=assignment, labeler=ann, ranking=ranking, client_token=token
+    )
+    annotation_reject(annotation=annotation, reason="oops", by=staff_user)
+    again, created = ranking_submit(
+        assignment=assignment, labeler=ann, ranking=ranking, client_token=token
+    )
+    assert (again.pk, created) == (annotation.pk, False)
+    assert Annotation.objects.count() == 1
 
 
 def test_restore_waits_for_an_open_lease_on_the_slot(team, staff_user):

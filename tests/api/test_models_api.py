@@ -103,6 +103,9 @@ def test_gold_and_date_range_filter_and_bad_dates_are_400(staff, alice, comparis
     assert bad.status_code == 400 and "since" in bad.json()["errors"]
     backwards = staff.get(f"{URL}?since={today}&until={old}")
     assert backwards.status_code == 400 and "until" in backwards.json()["errors"]
+    # The last day there is: no day after it to stop before, and no 500 for trying.
+    last_day = staff.get(f"{URL}?until=9999-12-31")
+    assert last_day.status_code == 200 and last_day.json() == staff.get(URL).json()
 
 
 def test_an_empty_project_has_an_empty_board_and_labelers_are_refused(staff, alice, project):
