@@ -240,7 +240,10 @@ class ProjectAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/annotation/project/stats.html", context)
 
-    @admin.action(description="Export preferences (JSONL, all pairs, defaults)")
+    # The export page asks for change permission; so does its one-click form here.
+    @admin.action(
+        description="Export preferences (JSONL, all pairs, defaults)", permissions=["change"]
+    )
     def export_preferences(self, request, queryset):
         for project in queryset:
             try:

@@ -6,9 +6,10 @@ from django.conf import settings
 from django.http import HttpResponse, JsonResponse
 from django.urls import Resolver404, resolve
 
-# URL names (namespace api) of the staff bulk-import endpoints, the only ones allowed
-# bodies up to IMPORT_MAX_BYTES; every other request is held to DATA_UPLOAD_MAX_MEMORY_SIZE.
-IMPORT_URL_NAMES = frozenset({"api:prompts", "api:candidates"})
+# URL names of the staff bulk-import endpoints (the API's and the admin's upload page), the
+# only ones allowed bodies up to IMPORT_MAX_BYTES; every other request is held to
+# DATA_UPLOAD_MAX_MEMORY_SIZE.
+IMPORT_URL_NAMES = frozenset({"api:prompts", "api:candidates", "admin:annotation_project_import"})
 
 
 def body_limit_for(path_info: str) -> int:

@@ -124,6 +124,39 @@ def test_a_bad_line_imports_nothing_and_names_file_and_line(client, root, projec
     assert "c.jsonl:1:" in response.content.decode() and Candidate.objects.count() == 0
 
 
+def test_uploads_past_the_request_cap_up_to_import_max_bytes_are_taken(
+    client, root, project, settings
+):
+    # The upload page is a staff import endpoint: it takes IMPORT_MAX_BYTES, not the 1 MiB
+    # every other request is held to.
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 2_000
+    settings.IMPORT_MAX_BYTES = 100_000
+    lines = [{"external_id": f"q{i}", "text": f"question number {i}"} for i in range(200)]
+    response = upload(client, project, "prompts", "many.jsonl", lines)
+    assert response.status_code == 200, response.content[:200]
+    assert "many.jsonl: 200 created" in response.content.decode()
+    settings.IMPORT_MAX_BYTES = 5_000
+    response = upload(client, project, "prompts", "more.jsonl", lines)
+    assert response.status_code == 413
+    assert Prompt.objects.count() == 200
+
+
+def test_the_export_action_needs_change_permission(client, labeled, settings, tmp_path):
+    from django.contrib.auth.models import Permission
+
+    settings.DATA_DIR = tmp_path
+    viewer = get_user_model().objects.create_user("viewer", password="pw-view-123", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_project"))
+    client.force_login(viewer)
+    changelist = reverse("admin:annotation_project_changelist")
+    assert "export_preferences" not in client.get(changelist).content.decode()
+    client.post(changelist, {"action": "export_preferences", "_selected_action": [labeled.pk]})
+    assert Export.objects.count() == 0
+    viewer.user_permissions.add(Permission.objects.get(codename="change_project"))
+    client.post(changelist, {"action": "export_preferences", "_selected_action": [labeled.pk]})
+    assert Export.objects.count() == 1
+
+
 def test_uploads_over_import_max_bytes_are_refused(client, root, project, settings):
     settings.IMPORT_MAX_BYTES = 10
     response = upload(

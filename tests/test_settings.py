@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -39,8 +41,11 @@ def test_check_deploy_is_clean_with_secret_and_hosts(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_without_secret_key_and_debug_off_commands_refuse_to_start(tmp_path):
-    result = manage("check", env={"DATA_DIR": str(tmp_path)})
+@pytest.mark.parametrize("key", [None, "   "], ids=["unset", "blank"])
+def test_without_secret_key_and_debug_off_commands_refuse_to_start(tmp_path, key):
+    # A key of spaces would sign sessions and pseudonymise exports as badly as none.
+    env = {"DATA_DIR": str(tmp_path)} | ({} if key is None else {"SECRET_KEY": key})
+    result = manage("check", env=env)
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [
         "error: SECRET_KEY is not set: set it in the environment (any long random string), "
