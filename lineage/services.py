@@ -186,6 +186,28 @@ def model_version_register(
     return version
 
 
+def check_model_version_name(name: str | None, *, path: str | None = None, kind=None) -> None:
+    """Refuse a `--name` another model version holds (names are unique), before any work.
+
+    With `path` and `kind` (a model registered as it is, not trained), naming the version
+    already registered for that model by its own name again is fine. A run's output is
+    always a new version, so for it any taken name is refused. Raises ValueError.
+    """
+    if not name:
+        return
+    holder = ModelVersion.objects.filter(name=name).first()
+    if holder is None:
+        return
+    if path is not None:
+        latest = ModelVersion.objects.filter(path=str(path), kind=kind).order_by("-id").first()
+        if latest == holder:
+            return
+    raise ValueError(
+        f"--name {name!r} is taken by model version {holder.pk} ({holder.kind}, "
+        f"{holder.path}): choose another name, or leave --name out for one from the folder"
+    )
+
+
 def _unique_name(path: str) -> str:
     base = path.rstrip("/").split("/")[-1] or "model"
     name, n = base, 1

@@ -20,14 +20,13 @@ the export's `weight` and `margin` columns are not used; `training_config.json` 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from training.cli import TrainConfig, option
-from training.sft import CONFIG_FILE, OPTION_ALIASES, lora_config, loss_summary, save_policy
+from training.sft import OPTION_ALIASES, lora_config, loss_summary, save_policy
 
 LOSS_TYPES = (
     "sigmoid",
@@ -198,7 +197,7 @@ def train_dpo(
     import trl
 
     from training.reward.data import PreferenceData, load_preferences
-    from training.reward.train import MetricsCallback, _prepare_out_dir
+    from training.reward.train import MetricsCallback, prepare_out_dir_once
     from training.sft import clamp_max_length
 
     config = config or DPOTrainConfig()
@@ -228,7 +227,6 @@ def train_dpo(
             "peft": peft.__version__,
         },
     }
-    checkpoint = _prepare_out_dir(out_dir, run, config.resume)
     history: list[dict[str, Any]] = []
 
     def record(row: dict[str, Any]) -> None:
@@ -239,8 +237,10 @@ def train_dpo(
     trainer, tokenizer, n_train, n_test = build_dpo_trainer(
         prefs, policy, out_dir, config, [MetricsCallback(out_dir, record)]
     )
-    run.update(num_train_pairs=n_train, num_eval_pairs=n_test)
-    (out_dir / CONFIG_FILE).write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
+    run.update(
+        num_train_pairs=n_train, num_eval_pairs=n_test, num_processes=trainer.args.world_size
+    )
+    checkpoint = prepare_out_dir_once(trainer.args, out_dir, run, config.resume)
     output = trainer.train(resume_from_checkpoint=checkpoint)
     evaluation = trainer.evaluate() if n_test else {}
     if trainer.is_world_process_zero():

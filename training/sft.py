@@ -381,7 +381,7 @@ def train_sft(
     import transformers
     import trl
 
-    from training.reward.train import MetricsCallback, _prepare_out_dir
+    from training.reward.train import MetricsCallback, prepare_out_dir_once
 
     config = config or SFTTrainConfig()
     out_dir = Path(out_dir).expanduser()
@@ -404,7 +404,6 @@ def train_sft(
             "peft": peft.__version__,
         },
     }
-    checkpoint = _prepare_out_dir(out_dir, run, config.resume)
     history: list[dict[str, Any]] = []
 
     def record(row: dict[str, Any]) -> None:
@@ -416,7 +415,8 @@ def train_sft(
         demos, base_model, out_dir, config, [MetricsCallback(out_dir, record)]
     )
     run["masking"] = mode
-    (out_dir / CONFIG_FILE).write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
+    run["num_processes"] = trainer.args.world_size
+    checkpoint = prepare_out_dir_once(trainer.args, out_dir, run, config.resume)
     output = trainer.train(resume_from_checkpoint=checkpoint)
     if trainer.is_world_process_zero():
         save_policy(trainer, tokenizer, out_dir, config.lora)

@@ -279,3 +279,43 @@ def ppo_command(policy: str, reward: str, out) -> None:
         "--out",
         str(out),
     )
+
+
+def test_a_taken_name_is_refused_before_any_work(tmp_path, project, make_comparisons):
+    # ModelVersion names are unique: a clash found after training used to be a traceback,
+    # with the run failed and its weights unregistered.
+    make_comparisons(project, n=1)
+    ModelVersion.objects.create(name="taken", path="/models/elsewhere", kind="policy")
+    export = write_export(tmp_path / "export")
+    with pytest.raises(CommandError, match=r"--name 'taken' is taken by model version \d+"):
+        reward_command(str(export), "any-base", tmp_path / "rm", "--name", "taken")
+    with pytest.raises(CommandError, match="--name 'taken' is taken"):
+        call_command(
+            "train_ppo",
+            *("--policy", "p", "--reward-model", "training.demo_world.judge:judge"),
+            *("--prompts", "demo", "--out", str(tmp_path / "ppo"), "--name", "taken"),
+        )
+    with pytest.raises(CommandError, match="--name 'taken' is taken"):
+        call_command("generate_candidates", "demo", "--model", "/models/other", "--name", "taken")
+    assert not TrainingRun.objects.exists() and ModelVersion.objects.count() == 1
+    assert not (tmp_path / "rm").exists() and not (tmp_path / "ppo").exists()
+    # Sampling again from the model that holds the name is no clash: it is that version.
+    with pytest.raises(CommandError, match="does not exist"):
+        call_command(
+            "generate_candidates", "demo", "--model", "/models/elsewhere", "--name", "taken"
+        )
+
+
+def test_an_out_dir_of_another_run_is_refused_before_any_row(tmp_path):
+    # The trainer refuses to resume a checkpoint of a different run; the command says so
+    # before it registers the base model or opens a run (it used to leave a failed run).
+    export = write_export(tmp_path / "export")
+    out = tmp_path / "rm"
+    (out / "checkpoints" / "checkpoint-4").mkdir(parents=True)
+    previous = {"base_model": "another-base", "data_sha256": "0" * 64, "loss": "pairwise"}
+    (out / "training_config.json").write_text(json.dumps({**previous, "lora": False}))
+    with pytest.raises(CommandError, match=r"different run \(base_model, data_sha256 changed\)"):
+        reward_command(str(export), "any-base", out)
+    assert not TrainingRun.objects.exists() and not ModelVersion.objects.exists()
+    with pytest.raises(CommandError, match="does not exist"):  # starting over gets past it
+        reward_command(str(export), tmp_path / "no-model", out, "--no-resume")

@@ -196,3 +196,71 @@ def test_train_reward_model_two_processes_split_the_pairs_and_write_one_run(tmp_
     assert steps == [1, 2, 3, 4]
     assert json.loads((out / "training_config.json").read_text())["num_processes"] == 2
     assert [r["step"] for r in run.metrics_history if "loss" in r] == [1, 2, 3, 4]
+
+
+@pytest.fixture(scope="module")
+def chat_lm(tmp_path_factory) -> Path:
+    from training.tiny import build_tiny_causal_lm
+
+    texts = [f"say {i} ok {i}" for i in range(40)]
+    return build_tiny_causal_lm(
+        tmp_path_factory.mktemp("tiny") / "chat", texts, chat_template=True, vocab_size=200
+    )
+
+
+def _one_run_and_one_version(kind: str, out: Path) -> TrainingRun:
+    run = TrainingRun.objects.get()  # not one per process
+    assert (run.kind, run.status, run.config["num_processes"]) == (kind, "succeeded", 2)
+    assert list(ModelVersion.objects.filter(produced_by__isnull=False)) == [run.output_model]
+    assert json.loads((out / "training_config.json").read_text())["num_processes"] == 2
+    return run
+
+
+def test_train_sft_two_processes_write_one_run(tmp_path, chat_lm):
+    data = tmp_path / "sft.jsonl"
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"say {i}"},
+                {"role": "assistant", "content": f"ok {i}"},
+            ]
+        }
+        for i in range(16)
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "sft"
+    done = torchrun(
+        "train_sft",
+        "--data", str(data), "--base-model", str(chat_lm), "--out", str(out),
+        "--epochs", "1", "--batch-size", "2", "--logging-steps", "1", "--max-length", "64",
+        log_dir=tmp_path,
+    )  # fmt: skip
+    assert done.stdout.count("saved ") == 1
+    run = _one_run_and_one_version("sft", out)
+    # 16 conversations, 2 per process and step: 4 optimizer steps, each logged once.
+    steps = [r["step"] for r in read_jsonl(out / "metrics.jsonl") if "loss" in r]
+    assert steps == [1, 2, 3, 4]
+    assert [r["step"] for r in run.metrics_history if "loss" in r] == [1, 2, 3, 4]
+    assert (out / "config.json").is_file()
+
+
+def test_train_dpo_two_processes_write_one_run(tmp_path, chat_lm):
+    export = tmp_path / "export"
+    export.mkdir()
+    rows = [
+        {"prompt": f"say {i}", "chosen": f"ok {i}", "rejected": "no", "split": "train"}
+        for i in range(16)
+    ]
+    (export / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "dpo"
+    done = torchrun(
+        "train_dpo",
+        "--export", str(export / "pairs.jsonl"), "--policy", str(chat_lm), "--out", str(out),
+        "--batch-size", "2", "--logging-steps", "1",
+        log_dir=tmp_path,
+    )  # fmt: skip
+    assert done.stdout.count("saved ") == 1
+    run = _one_run_and_one_version("dpo", out)
+    steps = [r["step"] for r in read_jsonl(out / "metrics.jsonl") if "loss" in r]
+    assert steps == [1, 2, 3, 4]
+    assert [r["step"] for r in run.metrics_history if "loss" in r] == [1, 2, 3, 4]

@@ -157,6 +157,10 @@ def test_bad_options_policy_and_modified_export_write_nothing(tmp_path, chat_lm)
         dpo(folder, chat_lm, tmp_path / "o", "--beta", "0")
     with pytest.raises(CommandError, match="No export with id 999"):
         dpo("999", chat_lm, tmp_path / "o")
+    ModelVersion.objects.create(name="taken", path="/models/elsewhere")
+    with pytest.raises(CommandError, match="--name 'taken' is taken"):
+        dpo(folder, chat_lm, tmp_path / "o", "--name", "taken")
+    ModelVersion.objects.filter(name="taken").delete()
     with (folder / "pairs.jsonl").open("a") as f:
         f.write(json.dumps({"prompt": "p", "chosen": "planted", "rejected": "x"}) + "\n")
     with pytest.raises(CommandError, match="modified after export"):
@@ -173,3 +177,18 @@ def test_loss_type_choices_come_from_trl():
             "train_dpo", "--export", "1", "--policy", "p", "--out", "o", "--loss-type", "nope"
         )
     assert {"sigmoid", "ipo", "hinge", "robust"} <= set(LOSS_TYPES)
+
+
+@pytest.mark.ml
+def test_a_second_run_resumes_its_checkpoint_and_other_data_is_refused_first(tmp_path, chat_lm):
+    folder = write_pairs(tmp_path / "export")
+    out = tmp_path / "o"
+    args = ("--max-steps", "2", "--batch-size", "4", "--save-steps", "2", "--logging-steps", "1")
+    dpo(folder, chat_lm, out, *args)
+    assert (out / "checkpoints" / "checkpoint-2").is_dir()
+    dpo(folder, chat_lm, out, *args)  # its own checkpoint: resumed, not refused
+    assert TrainingRun.objects.filter(status="succeeded").count() == 2
+    versions = ModelVersion.objects.count()
+    with pytest.raises(CommandError, match=r"different run \(loss changed\)"):
+        dpo(folder, chat_lm, out, *args, "--loss-type", "ipo")
+    assert TrainingRun.objects.count() == 2 and ModelVersion.objects.count() == versions

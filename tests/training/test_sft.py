@@ -247,3 +247,28 @@ def test_bad_base_model_writes_nothing(tmp_path):
         sft(write_sft(tmp_path / "d"), tmp_path / "no-model", tmp_path / "o")
     assert not TrainingRun.objects.exists() and not ModelVersion.objects.exists()
     assert not (tmp_path / "o").exists()
+
+
+def test_a_taken_name_is_refused_before_training(tmp_path):
+    ModelVersion.objects.create(name="taken", path="/models/elsewhere")
+    with pytest.raises(CommandError, match="--name 'taken' is taken"):
+        sft(write_sft(tmp_path / "d"), tmp_path / "no-model", tmp_path / "o", "--name", "taken")
+    assert not TrainingRun.objects.exists() and ModelVersion.objects.count() == 1
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.ml
+def test_a_second_run_resumes_its_checkpoint_and_other_data_is_refused_first(tmp_path, chat_lm):
+    folder = write_sft(tmp_path / "d")
+    out = tmp_path / "o"
+    args = ("--max-steps", "4", "--batch-size", "2", "--save-steps", "2", "--logging-steps", "1")
+    sft(folder, chat_lm, out, *args)
+    assert (out / "checkpoints" / "checkpoint-4").is_dir()
+    # The same run again: the checkpoint is its own, so the command lets it resume.
+    sft(folder, chat_lm, out, *args)
+    assert TrainingRun.objects.filter(status="succeeded").count() == 2
+    versions = ModelVersion.objects.count()
+    other = write_sft(tmp_path / "other", [{"messages": conversations()[0]}])
+    with pytest.raises(CommandError, match=r"different run \(data_sha256 changed\)"):
+        sft(other, chat_lm, out, *args)
+    assert TrainingRun.objects.count() == 2 and ModelVersion.objects.count() == versions

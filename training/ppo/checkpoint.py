@@ -86,7 +86,7 @@ def write_manifest(ckpt: Path) -> None:
 
 def verify_checkpoint(ckpt: Path) -> None:
     """Refuse a checkpoint unless its files are exactly the ones its manifest lists, unchanged."""
-    advice = "delete that checkpoint folder, or start over with resume=False"
+    advice = "delete that checkpoint folder, or start over with resume=False (--no-resume)"
     try:
         manifest = json.loads((ckpt / MANIFEST_FILE).read_text())
         listed = manifest["files"]
@@ -169,7 +169,7 @@ def check_identity(ckpt: Path, identity: dict[str, Any]) -> None:
     if not saved_file.is_file():
         raise ValueError(
             f"cannot resume from {ckpt}: it records no policy/reward/prompts identity ({IDENTITY_FILE}, "
-            "written by an older version); use another output directory or resume=False"
+            "written by an older version); use another output directory or resume=False (--no-resume)"
         )
     saved = json.loads(saved_file.read_text())
     for what in LABELS:
@@ -186,7 +186,7 @@ def check_identity(ckpt: Path, identity: dict[str, Any]) -> None:
         if not same:
             raise ValueError(
                 f"cannot resume from {ckpt}: the {LABELS[what]} differs (checkpoint: {_describe(old)}; "
-                f"now: {_describe(new)}); use another output directory or resume=False"
+                f"now: {_describe(new)}); use another output directory or resume=False (--no-resume)"
             )
 
 
@@ -202,7 +202,7 @@ def check_resumable(ckpt: Path, config: PPOConfig) -> None:
     if changed:
         raise ValueError(
             f"cannot resume from {ckpt}: it was trained with different {', '.join(changed)}; "
-            "use another output directory or resume=False to start over"
+            "use another output directory or resume=False (--no-resume) to start over"
         )
 
 
@@ -272,7 +272,7 @@ def resume_or_start(
             raise CheckpointError(
                 f"cannot resume from {claimed[-1][1]}: it has no {MANIFEST_FILE} (written by an "
                 "older version, interrupted, or not by train_ppo), so nothing is loaded; delete "
-                "that checkpoint folder, or start over with resume=False"
+                "that checkpoint folder, or start over with resume=False (--no-resume)"
             )
     if not config.resume and accelerator.is_main_process:
         # Starting over: a stale checkpoint must never be picked up by a later resume.

@@ -188,6 +188,31 @@ def _training_arguments(
     )
 
 
+def refuse_foreign_checkpoint(out_dir: str | Path, identity: dict[str, Any], resume: bool) -> None:
+    """Raise ValueError now for an out_dir training would refuse later: one that holds a
+    checkpoint of a different run (`identity` holds the RUN_IDENTITY fields). Writes nothing,
+    so a command can check before it records a run."""
+    missing = sorted(set(RUN_IDENTITY) - set(identity))
+    if missing:
+        raise TypeError(f"identity lacks {', '.join(missing)}")
+    _prepare_out_dir(Path(out_dir).expanduser(), identity, resume, write=False)
+
+
+def prepare_out_dir_once(args, out_dir: Path, run: dict[str, Any], resume: bool) -> str | None:
+    """`_prepare_out_dir` for every process of a job; returns the checkpoint to resume from.
+
+    Under torchrun / accelerate launch, rank 0 (of `args`, the trainer's arguments) checks
+    and prepares out_dir and writes the run's config first; the other ranks then find the
+    same checkpoint without writing (one writer, no half-written files).
+    """
+    with args.main_process_first(local=False, desc="preparing the output directory"):
+        main = args.process_index == 0
+        checkpoint = _prepare_out_dir(out_dir, run, resume, write=main)
+        if main:
+            (out_dir / CONFIG_FILE).write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
+    return checkpoint
+
+
 def _prepare_out_dir(
     out_dir: Path, run: dict[str, Any], resume: bool, *, write: bool = True
 ) -> str | None:
@@ -205,7 +230,7 @@ def _prepare_out_dir(
         if changed:
             raise ValueError(
                 f"{out_dir} holds a checkpoint of a different run ({', '.join(changed)} changed): "
-                "choose another output directory or pass resume=False to start over"
+                "choose another output directory or pass resume=False (--no-resume) to start over"
             )
         step = int(Path(last).name.rsplit("-", 1)[1])
         metrics = out_dir / METRICS_FILE
@@ -343,13 +368,7 @@ def train_reward_model(
         config, out_dir, has_eval=eval_dataset is not None, early_stop=early_stop
     )
     run["num_processes"] = args.world_size
-    # Under torchrun / accelerate launch, rank 0 checks and prepares out_dir first; the other
-    # ranks then find the same checkpoint without writing (one writer, no half-written files).
-    with args.main_process_first(local=False, desc="preparing the output directory"):
-        main = args.process_index == 0
-        checkpoint = _prepare_out_dir(out_dir, run, config.resume, write=main)
-        if main:
-            (out_dir / CONFIG_FILE).write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
+    checkpoint = prepare_out_dir_once(args, out_dir, run, config.resume)
 
     set_seed(config.seed)  # before the model: the score head is freshly initialised
     model = load_sequence_classifier(base_model, tokenizer)

@@ -6,7 +6,7 @@ from annotation.models import Prompt
 from annotation.services.imports import CandidateRecord, candidates_import
 from annotation.services.runs import run_source_record
 from lineage.models import ModelVersion, TrainingRun
-from lineage.services import model_version_register, training_run
+from lineage.services import check_model_version_name, model_version_register, training_run
 
 
 class Command(BaseCommand):
@@ -43,6 +43,9 @@ class Command(BaseCommand):
                 batch_size=opts["batch_size"],
                 seed=opts["seed"],
                 device=opts["device"],
+            )
+            check_model_version_name(
+                opts["name"], path=opts["model"], kind=ModelVersion.Kind.POLICY
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from None

@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from annotation.services.runs import run_source_record
 from lineage.models import ModelVersion, TrainingRun
-from lineage.services import model_version_register, training_run
+from lineage.services import check_model_version_name, model_version_register, training_run
 from training.cli import add_config_arguments
 from training.dpo import DPOTrainConfig
 from training.management.commands.train_reward_model import check_export_row, resolve_export
@@ -33,24 +33,40 @@ class Command(BaseCommand):
         add_config_arguments(parser.add_argument_group("DPO hyperparameters"), DPOTrainConfig)
 
     def handle(self, *args, **opts):
+        from training.distributed import is_main_process, wait_for_everyone, world_size
         from training.dpo import train_dpo
         from training.modeling import ModelLoadError, check_model_reference
         from training.reward.data import RewardDataError, load_preferences
+        from training.reward.train import refuse_foreign_checkpoint
 
         # Validate everything before writing anything: no run, no output folder on bad input.
         data, export = resolve_export(opts["export"])
         allow_modified = opts["allow_modified"]
         try:
             config = DPOTrainConfig.from_options(opts)
+            check_model_version_name(opts["name"])
             prefs = load_preferences(data, loss="pairwise", allow_modified=allow_modified)
             if export is not None:
                 check_export_row(export, prefs, allow_modified=allow_modified)
+            identity = {"base_model": str(opts["policy"]), "data_sha256": prefs.sha256}
+            identity |= {"loss": f"dpo-{config.loss_type}", "lora": config.lora}
+            refuse_foreign_checkpoint(opts["out"], identity, config.resume)
             check_model_reference(opts["policy"], causal_lm=True)
         except (RewardDataError, ModelLoadError, TypeError, ValueError) as exc:
             raise CommandError(str(exc).splitlines()[0]) from None
         if prefs.rankings:
             # A rankings file serves too: its pairs are derived (all pairs across tiers).
             self.stdout.write(f"note: {prefs.source} is a rankings file: training on its pairs")
+
+        if not is_main_process():
+            # Another rank of a torchrun / accelerate job: it trains on its share of the pairs
+            # and writes nothing; rank 0 records the one run and model version.
+            try:
+                train_dpo(prefs, opts["policy"], opts["out"], config)
+            except (RewardDataError, ModelLoadError, ValueError) as exc:
+                raise CommandError(str(exc).splitlines()[0]) from None
+            wait_for_everyone()
+            return
 
         parent = model_version_register(path=opts["policy"], kind=ModelVersion.Kind.POLICY)
         try:
@@ -62,6 +78,7 @@ class Command(BaseCommand):
                     "policy": opts["policy"],
                     "data_sha256": prefs.sha256,
                     "data_modified": prefs.modified,
+                    "num_processes": world_size(),
                 },
                 input_models=[parent],
                 output_dir=opts["out"],
@@ -98,6 +115,7 @@ class Command(BaseCommand):
                 )
         except (RewardDataError, ModelLoadError, ValueError) as exc:
             raise CommandError(str(exc).splitlines()[0]) from None
+        wait_for_everyone()  # the other ranks exit once the run is recorded
         accuracy = "n/a" if result.eval_accuracy is None else f"{result.eval_accuracy:.3f}"
         self.stdout.write(
             self.style.SUCCESS(

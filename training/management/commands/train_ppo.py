@@ -8,7 +8,7 @@ from annotation.models import Project
 from annotation.prompts import prompt_model_input
 from annotation.services.runs import run_source_record
 from lineage.models import ModelVersion, TrainingRun
-from lineage.services import model_version_register, training_run
+from lineage.services import check_model_version_name, model_version_register, training_run
 from training.cli import add_config_arguments
 from training.distributed import is_main_process, wait_for_everyone, world_size
 from training.ppo.config import PPOConfig
@@ -75,6 +75,7 @@ class Command(BaseCommand):
         prompts, project = load_prompts(opts["prompts"])
         try:
             config = PPOConfig.from_options(opts)
+            check_model_version_name(opts["name"])
             reward_spec = opts["reward_model"]
             is_callable = ":" in reward_spec and not Path(reward_spec).exists()
             reward = load_callable(reward_spec) if is_callable else reward_spec

@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 from annotation.models import Export
 from annotation.services.runs import run_source_record
 from lineage.models import ModelVersion, TrainingRun
-from lineage.services import model_version_register, training_run
+from lineage.services import check_model_version_name, model_version_register, training_run
 from training.cli import add_config_arguments
 from training.distributed import is_main_process, wait_for_everyone, world_size
 from training.reward.config import RewardConfig
@@ -71,13 +71,14 @@ class Command(BaseCommand):
         from training.modeling import ModelLoadError, check_model_reference
         from training.reward import train_reward_model
         from training.reward.data import RewardDataError, load_preferences
-        from training.reward.train import model_max_positions
+        from training.reward.train import model_max_positions, refuse_foreign_checkpoint
 
         # Validate everything before writing anything (SPEC section 4): a bad or modified
         # export, or a base model that cannot load, leaves no TrainingRun behind.
         data, export = resolve_export(opts["export"])
         try:
             config = RewardConfig.from_options(opts)
+            check_model_version_name(opts["name"])
         except (TypeError, ValueError) as exc:
             raise CommandError(str(exc)) from None
         allow_modified = opts["allow_modified"]
@@ -85,9 +86,12 @@ class Command(BaseCommand):
             prefs = load_preferences(data, loss=config.loss, allow_modified=allow_modified)
             if export is not None:
                 check_export_row(export, prefs, allow_modified=allow_modified)
+            identity = {"base_model": str(opts["base_model"]), "data_sha256": prefs.sha256}
+            identity |= {"loss": config.loss, "lora": config.lora}
+            refuse_foreign_checkpoint(opts["out"], identity, config.resume)
             check_model_reference(opts["base_model"])
             limit = model_max_positions(opts["base_model"])
-        except (RewardDataError, ModelLoadError) as exc:
+        except (RewardDataError, ModelLoadError, ValueError) as exc:
             raise CommandError(str(exc).splitlines()[0]) from None
         notes = []
         if limit is not None and config.max_length > limit:

@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from annotation.models import Export
 from annotation.services.runs import run_source_record
 from lineage.models import ModelVersion, TrainingRun
-from lineage.services import model_version_register, training_run
+from lineage.services import check_model_version_name, model_version_register, training_run
 from training.cli import add_config_arguments
 from training.sft import SFTTrainConfig
 
@@ -44,17 +44,33 @@ class Command(BaseCommand):
         add_config_arguments(parser.add_argument_group("SFT hyperparameters"), SFTTrainConfig)
 
     def handle(self, *args, **opts):
+        from training.distributed import is_main_process, wait_for_everyone, world_size
         from training.modeling import ModelLoadError, check_model_reference
+        from training.reward.train import refuse_foreign_checkpoint
         from training.sft import SFTDataError, load_demonstrations, train_sft
 
         # Validate everything before writing anything: no run, no output folder on bad input.
         data, export = resolve_data(opts["data"])
         try:
             config = SFTTrainConfig.from_options(opts)
+            check_model_version_name(opts["name"])
             demos = load_demonstrations(data)
+            identity = {"base_model": str(opts["base_model"]), "data_sha256": demos.sha256}
+            identity |= {"loss": "sft", "lora": config.lora}
+            refuse_foreign_checkpoint(opts["out"], identity, config.resume)
             check_model_reference(opts["base_model"], causal_lm=True)
         except (SFTDataError, ModelLoadError, TypeError, ValueError) as exc:
             raise CommandError(str(exc).splitlines()[0]) from None
+
+        if not is_main_process():
+            # Another rank of a torchrun / accelerate job: it trains on its share of the
+            # demonstrations and writes nothing; rank 0 records the one run and model version.
+            try:
+                train_sft(demos, opts["base_model"], opts["out"], config)
+            except (SFTDataError, ModelLoadError, ValueError) as exc:
+                raise CommandError(str(exc).splitlines()[0]) from None
+            wait_for_everyone()
+            return
 
         base = model_version_register(path=opts["base_model"], kind=ModelVersion.Kind.POLICY)
         try:
@@ -65,6 +81,7 @@ class Command(BaseCommand):
                     "data": str(demos.source),
                     "base_model": opts["base_model"],
                     "data_sha256": demos.sha256,
+                    "num_processes": world_size(),
                 },
                 input_models=[base],
                 output_dir=opts["out"],
@@ -95,6 +112,7 @@ class Command(BaseCommand):
                 )
         except (SFTDataError, ModelLoadError, ValueError) as exc:
             raise CommandError(str(exc).splitlines()[0]) from None
+        wait_for_everyone()  # the other ranks exit once the run is recorded
         loss = "n/a" if result.train_loss is None else f"{result.train_loss:.3f}"
         self.stdout.write(
             self.style.SUCCESS(
