@@ -138,25 +138,41 @@ def default_export_dir(project: Project) -> Path:
     return Path(settings.DATA_DIR) / "exports" / f"{project.slug}-{stamp}-{uuid.uuid4().hex[:8]}"
 
 
+def _counted(project: Project):
+    """The annotations an export reads: the latest of each assignment, not rejected."""
+    return Annotation.objects.filter(
+        comparison__project=project, superseded_by__isnull=True, rejected_at__isnull=True
+    )
+
+
 def _annotation_stream(project: Project, chunk_size: int) -> Iterator[tuple]:
     """Latest annotation of every assignment, ordered by comparison: one query, streamed."""
     return (
-        Annotation.objects.filter(
-            comparison__project=project, superseded_by__isnull=True, rejected_at__isnull=True
-        )
+        _counted(project)
         .order_by("comparison_id", "id")
         .values_list(*_ROW_FIELDS)
         .iterator(chunk_size=chunk_size)
     )
 
 
+def _exported_between(project: Project, low: int, high: int):
+    """Ids (a subquery) of the comparisons low..high that `_annotation_stream` yields rows of.
+
+    Not every comparison in the range: with priorities and later rounds the labeled ones lie
+    scattered among thousands unlabeled, whose texts an export has no use for.
+    """
+    return (
+        _counted(project)
+        .filter(comparison_id__gte=low, comparison_id__lte=high)
+        .values("comparison_id")
+    )
+
+
 def _candidate_texts(project: Project, low: int, high: int) -> dict[int, CandidateText]:
-    """Texts and model labels of the candidates of comparisons low..high: one query."""
+    """Texts and model labels of the candidates of the exported comparisons low..high: one query."""
     through = Comparison.candidates.through
     rows = (
-        through.objects.filter(
-            comparison_id__gte=low, comparison_id__lte=high, comparison__project=project
-        )
+        through.objects.filter(comparison_id__in=_exported_between(project, low, high))
         .annotate(
             text=F("candidate__text"),
             version=F("candidate__model_version__name"),
@@ -168,8 +184,8 @@ def _candidate_texts(project: Project, low: int, high: int) -> dict[int, Candida
 
 
 def _comparison_infos(project: Project, low: int, high: int) -> dict[int, _ComparisonInfo]:
-    """Gold flag, candidate order and prompt of the comparisons low..high: one query."""
-    rows = Comparison.objects.filter(project=project, id__gte=low, id__lte=high).values_list(
+    """Gold flag, candidate order and prompt of the exported comparisons low..high: one query."""
+    rows = Comparison.objects.filter(id__in=_exported_between(project, low, high)).values_list(
         "id", "is_gold", "candidate_ids", "prompt__messages"
     )
     return {cid: _ComparisonInfo(gold, ids, messages) for cid, gold, ids, messages in rows}

@@ -344,6 +344,39 @@ def test_query_count_does_not_grow_with_the_data(project, labelers, make_compari
     assert queries_for(2, "a") == queries_for(20, "b")
 
 
+def test_unlabeled_comparisons_between_labeled_ones_are_not_read(
+    project, labelers, make_comparisons, tmp_path, monkeypatch
+):
+    # Priorities and later rounds scatter the labeled comparisons among unlabeled ones; a
+    # chunk reads the comparisons and candidate texts of its labeled ones only, not of the
+    # whole id range between them (memory grew with the project, not the labels).
+    from annotation.services import exports
+
+    comparisons = make_comparisons(project, n=60, prefix="gap")
+    labeled = comparisons[::20]
+    for comparison in labeled:
+        annotate(comparison, labelers[0], strict(comparison))
+    read = {"comparisons": 0, "texts": 0}
+    infos, texts = exports._comparison_infos, exports._candidate_texts
+
+    def counting_infos(*args):
+        found = infos(*args)
+        read["comparisons"] += len(found)
+        return found
+
+    def counting_texts(*args):
+        found = texts(*args)
+        read["texts"] += len(found)
+        return found
+
+    monkeypatch.setattr(exports, "_comparison_infos", counting_infos)
+    monkeypatch.setattr(exports, "_candidate_texts", counting_texts)
+    done = export(project, tmp_path)
+    k = project.num_candidates
+    assert done.rows == len(labeled) * k * (k - 1) // 2
+    assert read == {"comparisons": len(labeled), "texts": len(labeled) * k}
+
+
 def test_chunks_never_split_a_comparison(project, disputed, ranked, tmp_path):
     small = export_create(
         project=project,
