@@ -333,7 +333,8 @@ def candidate_record(raw, *, line: int) -> CandidateRecord:
     if not isinstance(raw, dict):
         raise ValueError("each record must be a JSON object")
     if raw.get("prompt_external_id") is not None:
-        ref = ("external_id", str(raw["prompt_external_id"]))
+        # Stripped as prompt external ids are, so a file copying them as written matches.
+        ref = ("external_id", str(raw["prompt_external_id"]).strip())
     elif raw.get("prompt_id") is not None:
         if isinstance(raw["prompt_id"], bool) or not isinstance(raw["prompt_id"], int):
             raise ValueError("'prompt_id' must be an integer")
@@ -425,6 +426,18 @@ def candidates_import(
     return result
 
 
+def prompts_import_file(
+    *, project: Project, path: str | Path, records: list[PromptRecord], source: str = ""
+) -> ImportResult:
+    """`prompts_import` of the records parsed from `path`: a refusal names file and line."""
+    try:
+        return prompts_import(project=project, records=records, source=source)
+    except ImportFileError:
+        raise
+    except ServiceValidationError as exc:
+        raise ImportFileError(path, exc.errors.get("line"), exc.detail.split(": ", 1)[-1]) from None
+
+
 def candidates_import_file(*, project: Project, path: str | Path) -> ImportResult:
     records = parse_candidate_file(path)
     try:
@@ -454,7 +467,7 @@ def import_upload(
         try:
             if kind == "prompts":
                 records = parse_prompt_file(path)
-                return prompts_import(project=project, records=records, source=base)
+                return prompts_import_file(project=project, path=path, records=records, source=base)
             return candidates_import_file(project=project, path=path)
         except ImportFileError as exc:
             raise ImportFileError(base, exc.line, exc.message) from None

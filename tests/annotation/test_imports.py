@@ -7,14 +7,18 @@ from django.core.management import CommandError, call_command
 
 from annotation.errors import ImportFileError, ServiceValidationError
 from annotation.models import Candidate, Prompt
-from annotation.services.imports import candidates_import_file, parse_prompt_file, prompts_import
+from annotation.services import imports
+from annotation.services.imports import candidates_import_file, parse_prompt_file
 
 pytestmark = pytest.mark.django_db
 
 
 def prompts_import_file(*, project, path):
     """What the import_prompts command does: validate the whole file, then import it."""
-    return prompts_import(project=project, records=parse_prompt_file(path), source=path.name)
+    records = parse_prompt_file(path)
+    return imports.prompts_import_file(
+        project=project, path=path, records=records, source=path.name
+    )
 
 
 def write_jsonl(path, rows):
@@ -120,9 +124,23 @@ def test_existing_external_id_with_other_content_is_refused(project, tmp_path):
         tmp_path / "b.jsonl",
         [{"external_id": "new", "text": "y"}, {"external_id": "a", "text": "changed"}],
     )
-    with pytest.raises(ServiceValidationError, match="line 2: external_id 'a' already exists"):
+    with pytest.raises(ImportFileError, match=r"b\.jsonl:2: external_id 'a' already exists"):
         prompts_import_file(project=project, path=path)
+    with pytest.raises(CommandError, match=r"b\.jsonl:2: external_id 'a' already exists"):
+        call_command("import_prompts", "demo", str(path))
     assert Prompt.objects.count() == 1
+
+
+def test_candidate_prompt_ids_match_as_the_prompt_file_wrote_them(project, tmp_path):
+    # Prompt external ids are stored stripped; a candidates file copying " q1 " verbatim
+    # names the same prompt.
+    prompts_import_file(
+        project=project,
+        path=write_jsonl(tmp_path / "p.jsonl", [{"external_id": " q1 ", "text": "Hi?"}]),
+    )
+    path = write_jsonl(tmp_path / "c.jsonl", [{"prompt_external_id": " q1 ", "text": "Hello."}])
+    assert candidates_import_file(project=project, path=path).created == 1
+    assert Candidate.objects.get().prompt.external_id == "q1"
 
 
 def test_import_prompts_command(project, tmp_path, capsys):
@@ -283,14 +301,12 @@ def test_jsonl_reading_streams_line_by_line(tmp_path):
 def test_a_refusal_after_a_written_batch_still_writes_nothing(project, tmp_path, monkeypatch):
     # Prompts are written a batch at a time inside one transaction; a conflict found after
     # the first batch rolls every batch back.
-    from annotation.services import imports
-
     monkeypatch.setattr(imports, "BULK_BATCH", 2)
     prompts_import_file(
         project=project, path=write_jsonl(tmp_path / "a.jsonl", [{"external_id": "z", "text": "x"}])
     )
     rows = [{"external_id": f"n{i}", "text": f"t{i}"} for i in range(5)]
     rows.append({"external_id": "z", "text": "changed"})
-    with pytest.raises(ServiceValidationError, match="line 6: external_id 'z' already exists"):
+    with pytest.raises(ServiceValidationError, match=r"b\.jsonl:6: external_id 'z' already exists"):
         prompts_import_file(project=project, path=write_jsonl(tmp_path / "b.jsonl", rows))
     assert Prompt.objects.count() == 1

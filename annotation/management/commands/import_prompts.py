@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from annotation.management.base import get_project, service_errors
 from annotation.rules.promptprep import DEDUP_MODES, PII_MODES, PrepOptions
-from annotation.services.imports import parse_prompt_file, prompts_import
+from annotation.services.imports import parse_prompt_file, prompts_import_file
 from annotation.services.promptprep import prompts_prepare, removed_file_stage
 
 
@@ -82,7 +82,9 @@ class Command(BaseCommand):
             prep = prompts_prepare(project=project, records=records, options=options)
             staged = removed_file_stage(prep.removed, removed_path) if prep.removed else None
             try:
-                result = prompts_import(project=project, records=prep.kept, source=path.name)
+                result = prompts_import_file(
+                    project=project, path=path, records=prep.kept, source=path.name
+                )
             except BaseException:
                 if staged:
                     staged.unlink(missing_ok=True)
