@@ -579,6 +579,31 @@ def test_dropout_is_disabled_everywhere(tiny_lm):
 
 
 @pytest.mark.ml
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_attention_dropout_copied_into_modules_is_disabled_too(attention):
+    # Llama-family attention keeps its own float copy of config.attention_dropout and applies
+    # it in train mode (the update runs in train mode under gradient checkpointing).
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        attention_dropout=0.3,
+        attn_implementation=attention,
+    )
+    model = LlamaForCausalLM(config)
+    ppo.disable_dropout(model)
+    model.train()
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    assert model.model.layers[0].self_attn.attention_dropout == 0.0
+    assert torch.equal(model(ids).logits, model(ids).logits)
+
+
+@pytest.mark.ml
 def test_bad_reward_callable_fails_clearly(tiny_lm, tmp_path):
     config = tiny_config(total_episodes=16)
     with pytest.raises(ValueError, match="returned 1 scores for 16 responses"):

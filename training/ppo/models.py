@@ -32,11 +32,20 @@ SUPPRESSED_LOGIT = -1e4
 # =========================================================================== forward passes
 
 
+# Float probabilities that attention modules copy from the config when they are built and
+# apply in train mode with a functional dropout, out of reach of nn.Dropout (Llama, Qwen2,
+# Mistral and most newer architectures: `self.attention_dropout`).
+MODULE_DROPOUT_ATTRIBUTES = ("attention_dropout", "attn_dropout", "dropout")
+
+
 def disable_dropout(model: nn.Module) -> None:
     """Set every dropout probability to 0 (detail: dropout off, so logprobs are reproducible)."""
     for module in model.modules():
         if isinstance(module, nn.Dropout):
             module.p = 0.0
+        for name in MODULE_DROPOUT_ATTRIBUTES:
+            if isinstance(getattr(module, name, None), float):
+                setattr(module, name, 0.0)
     config = getattr(model, "config", None)
     for name in ("attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop"):
         if config is not None and isinstance(getattr(config, name, None), float):
