@@ -115,6 +115,10 @@ REPORT_DEFINITIONS = {
     "same way; equal rewards count 1/2",
     "rm_accuracy_vs_labels": "share of the export's test pairs (the labels' chosen over "
     "rejected) that the reward model orders the same way; equal rewards count 1/2",
+    "rm_selection_split": "the pairs the reward model's epoch (rm_best_epoch) was picked on: "
+    "validation, a tenth of the training prompts held out, so the test pairs behind "
+    "rm_accuracy only report; test when the export had too few to spare (the accuracies are "
+    "then optimistic)",
     "label_agreement_with_judge": "share of exported pairs (the labels' chosen over "
     "rejected) the judge orders the same way; pairs the judge scores equal count 1/2",
     "win_rate_vs_start": "mean over held-out prompts of the share of (new-policy answer, "
@@ -628,6 +632,7 @@ def _reward_and_ppo(
         "rm_lr": lr,
         "rm_best_epoch": rm_run.metrics.get("best_epoch"),
         "rm_epochs_run": rm_run.metrics.get("epochs_run"),
+        "rm_selection_split": rm_run.metrics.get("selection_split"),
         "rm_accuracy": _rm_accuracy_vs_judge(rm_dir, judge, test_pairs),
         "rm_accuracy_vs_labels": accuracy_vs_labels,
         "labeler_agreement": agreement,

@@ -91,6 +91,7 @@ REWARD_CASES = {
     "mixed_precision": (["--mixed-precision", "no"], "no"),
     "gradient_checkpointing": (["--gradient-checkpointing"], True),
     "early_stopping_patience": (["--early-stopping-patience", "3"], 3),
+    "validation_fraction": (["--validation-fraction", "0.2"], 0.2),
     "logging_steps": (["--logging-steps", "5"], 5),
     "save_steps": (["--save-steps", "50"], 50),
     "save_total_limit": (["--save-total-limit", "none"], None),

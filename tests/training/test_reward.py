@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -315,6 +316,33 @@ def test_eval_fraction_holds_out_the_prompts_the_export_would(tmp_path):
     ]
 
 
+def test_validation_takes_training_prompts_only_and_steps_back_when_too_small(tmp_path):
+    from training.reward.dataset import hold_out_validation, in_validation
+
+    prompts = [f"prompt {i}" for i in range(400)]
+    path = tmp_path / "pairs.jsonl"
+    rows = [{"prompt": p, "chosen": "a", "rejected": "b", "split": "train"} for p in prompts]
+    for row in rows[:100]:
+        row["split"] = "test"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = load_preferences(path)
+    assert hold_out_validation(data, 0.1)
+    moved = [p for p in data.pairs if p.split == "validation"]
+    assert {p.prompt for p in moved} == {p for p in prompts[100:] if in_validation(p, 0.1)}
+    assert 15 <= len(moved) <= 45  # about a tenth of the 300 training prompts
+    assert sum(p.split == "test" for p in data.pairs) == 100  # the test split is untouched
+    # Its own hash, not the test split's: the test prompts would fall in validation alike.
+    assert 3 <= sum(in_validation(p, 0.1) for p in prompts[:100]) <= 20
+
+    tiny = tmp_path / "tiny.jsonl"
+    tiny.write_text("".join(json.dumps(r) + "\n" for r in rows[100:103]))
+    data = load_preferences(tiny)
+    assert not any(in_validation(p.prompt, 0.1) for p in data.pairs)
+    assert not hold_out_validation(data, 0.1)  # nothing to spare: the caller picks on test
+    assert {p.split for p in data.pairs} == {"train"}
+    assert not hold_out_validation(load_preferences(path), 0.0)
+
+
 GOOD_PAIR = {
     "prompt": "p",
     "chosen": "a",
@@ -435,7 +463,15 @@ def test_pairwise_training_learns_the_planted_rule(pairwise_run, export_dir, bas
     result, logged = pairwise_run
     assert result.accuracy >= 0.8
     assert set(result.accuracy_by_margin) == {"1", "2"}
-    assert (result.num_train_pairs, result.num_eval_pairs) == (300, 100)
+    # Early stopping picks the epoch on a validation split of the training prompts; the
+    # 100 test pairs only report.
+    assert result.selection_split == "validation"
+    assert (result.num_train_pairs + result.num_validation_pairs, result.num_eval_pairs) == (
+        300,
+        100,
+    )
+    assert 0 < result.num_validation_pairs < 100
+    assert all(e["selection_split"] == "validation" for e in result.epoch_evaluations)
     assert result.truncated_count == 0
     out = result.output_dir
     for name in ("training_config.json", "metrics.jsonl", "README.md", "reward_normalization.json"):
@@ -453,8 +489,10 @@ def test_pairwise_training_learns_the_planted_rule(pairwise_run, export_dir, bas
 @pytest.mark.ml
 def test_kwise_training_learns_the_planted_rule(kwise_run):
     assert kwise_run.accuracy >= 0.8
-    assert (kwise_run.num_train_pairs, kwise_run.num_eval_pairs) == (300, 100)
-    assert kwise_run.global_step == 45  # 60 rankings / 4 per batch * 3 epochs
+    pairs = kwise_run.num_train_pairs + kwise_run.num_validation_pairs
+    assert (pairs, kwise_run.num_eval_pairs) == (300, 100)
+    rankings = kwise_run.num_train_pairs // 5  # each ranking of 4 tiers gives 5 pairs here
+    assert kwise_run.global_step == -(-rankings // 4) * 3  # rankings / 4 per batch, 3 epochs
 
 
 @pytest.mark.ml
@@ -563,10 +601,40 @@ def test_resume_continues_from_the_checkpoint(export_dir, base_model, tmp_path):
     b = load_reward_model(out).score(prompts[:20], responses[:20], normalize=False)
     assert b == pytest.approx(a, abs=1e-4)  # same weights as the uninterrupted run
     assert resumed.truncated_count > 0  # max_length=16 cuts responses: counted, not dropped
-    assert resumed.num_train_pairs == 300
+    assert resumed.num_train_pairs + resumed.num_validation_pairs == 300
 
     with pytest.raises(ValueError, match="different run"):
         train_reward_model(export_dir, base_model, out, RewardConfig(loss="kwise", save_steps=6))
+
+
+@pytest.mark.ml
+def test_a_resumed_run_remembers_the_epochs_before_the_crash(export_dir, base_model, tmp_path):
+    # Early stopping's evaluations and best weights live in the checkpoint: after a crash in
+    # epoch 2 the resumed run numbers epochs on and keeps the epoch the whole run keeps.
+    config = fast(epochs=3, lr=3e-3, lr_scheduler="constant", logging_steps=1, save_steps=1000)
+    whole = train_reward_model(export_dir, base_model, tmp_path / "whole", config)
+    per_epoch = whole.global_step // 3
+    config = dataclasses.replace(config, save_steps=per_epoch)
+
+    def crash_in_epoch_2(record: dict) -> None:
+        if record.get("step") == per_epoch + 2:
+            raise Interrupted
+
+    out = tmp_path / "crashed"
+    with pytest.raises(Interrupted):
+        train_reward_model(export_dir, base_model, out, config, on_metrics=crash_in_epoch_2)
+    saved = out / "checkpoints" / f"checkpoint-{per_epoch}" / "early_stopping.json"
+    assert [e["epoch"] for e in json.loads(saved.read_text())["evaluations"]] == [1]
+    resumed = train_reward_model(export_dir, base_model, out, config)
+
+    assert [e["epoch"] for e in resumed.epoch_evaluations] == [1, 2, 3]
+    assert resumed.best_epoch == whole.best_epoch
+    got = [e["selection_accuracy"] for e in resumed.epoch_evaluations]
+    assert got == pytest.approx([e["selection_accuracy"] for e in whole.epoch_evaluations])
+    prompts, responses = reference_inputs(export_dir)
+    a = load_reward_model(whole.output_dir).score(prompts[:20], responses[:20], normalize=False)
+    b = load_reward_model(out).score(prompts[:20], responses[:20], normalize=False)
+    assert b == pytest.approx(a, abs=1e-4)  # the same epoch's weights kept
 
 
 # --------------------------------------------------------------------------- integrity, limits

@@ -82,8 +82,14 @@ class RewardConfig(TrainConfig):
     )
     early_stopping_patience: int = option(
         2,
-        "with a test split: evaluate after every epoch, keep the best epoch's weights (held-out "
+        "with a test split: evaluate after every epoch, keep the best epoch's weights (validation "
         "accuracy, then loss) and stop after this many epochs without improvement; 0 keeps the last",
+    )
+    validation_fraction: float = option(
+        0.1,
+        "share of the training prompts (stable hash, drawn apart from the test split's) held out "
+        "for early stopping to pick the epoch on, so the test split only reports; 0, or too few "
+        "pairs to spare, picks on the test split (its accuracy is then optimistic)",
     )
     device: str = option(
         "auto",
@@ -123,6 +129,7 @@ class RewardConfig(TrainConfig):
             "max_length must be >= 4": self.max_length >= 4,
             "margin_scale must be >= 0": self.margin_scale >= 0,
             "eval_fraction must be in [0, 1)": 0 <= self.eval_fraction < 1,
+            "validation_fraction must be in [0, 1)": 0 <= self.validation_fraction < 1,
             "lora_r must be >= 1": self.lora_r >= 1,
             "save_steps must be >= 1": self.save_steps >= 1,
             "logging_steps must be >= 1": self.logging_steps >= 1,
@@ -154,7 +161,11 @@ class RewardResult:
     best_epoch: int | None = None
     """1-based epoch whose weights were kept (early stopping); None without it"""
     epoch_evaluations: list[dict[str, Any]] = field(default_factory=list)
-    """held-out accuracy and loss after each epoch (early stopping)"""
+    """selection accuracy and loss after each epoch (early stopping)"""
+    selection_split: str | None = None
+    """the pairs early stopping picked the epoch on: validation (carved from the training
+    prompts) or test (too few to spare; then `accuracy` is optimistic); None without it"""
+    num_validation_pairs: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""

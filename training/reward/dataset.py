@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from annotation.rules.splits import split_for_prompt
+from annotation.rules.splits import prompt_digest, split_for_prompt
 from training.reward.config import RewardConfig
 from training.reward.data import PreferenceData, RewardDataError
 from training.reward.scoring import render_reward_input
@@ -24,6 +24,35 @@ def apply_eval_fraction(data: PreferenceData, fraction: float) -> None:
             row.split = "test"
     if not data.split_pairs("train"):
         raise RewardDataError(f"{data.source}: eval_fraction={fraction} left no training rows")
+
+
+VALIDATION = "validation"
+
+
+def in_validation(prompt: Any, fraction: float) -> bool:
+    """Whether a training prompt is held out for validation: a stable hash of the prompt,
+    from other digest bytes than the test split's, so it is uniform among training prompts."""
+    return int.from_bytes(prompt_digest(prompt)[8:16], "big") / 2**64 < fraction
+
+
+def hold_out_validation(data: PreferenceData, fraction: float) -> bool:
+    """Move the training rows of `fraction` of the training prompts to a validation split.
+
+    Early stopping picks the epoch on it, so the test split's accuracy stays an unbiased
+    report. Returns False and changes nothing when that leaves no validation or no training
+    pairs (a small export): the caller then picks on the test split.
+    """
+    if fraction <= 0:
+        return False
+    rows = [r for r in (data.rankings or data.pairs) if r.split == "train"]
+    moved = [r for r in rows if in_validation(r.prompt, fraction)]
+    for row in moved:
+        row.split = VALIDATION
+    if data.split_pairs(VALIDATION) and data.split_pairs("train"):
+        return True
+    for row in moved:
+        row.split = "train"
+    return False
 
 
 class Renderer:

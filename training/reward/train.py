@@ -11,6 +11,7 @@ import dataclasses
 import importlib.util
 import json
 import logging
+import math
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +36,13 @@ from training.reward.config import (
     RewardResult,
 )
 from training.reward.data import PreferenceData, load_preferences
-from training.reward.dataset import Renderer, apply_eval_fraction, build_dataset
+from training.reward.dataset import (
+    VALIDATION,
+    Renderer,
+    apply_eval_fraction,
+    build_dataset,
+    hold_out_validation,
+)
 from training.reward.kwise import KwiseRewardTrainer
 from training.reward.pairwise import PairwiseRewardTrainer
 from training.reward.schedule import early_stopping
@@ -49,6 +56,10 @@ logger = logging.getLogger(__name__)
 
 # Fields that define what a run trains; a checkpoint of another run must not be resumed.
 RUN_IDENTITY = ("base_model", "data_sha256", "loss", "lora")
+# Early stopping's state in a checkpoint: the epochs evaluated so far and the best one's
+# weights (only when they are not the checkpoint's own).
+EARLY_STOPPING_FILE = "early_stopping.json"
+BEST_STATE_FILE = "early_stopping_best.pt"
 
 
 class MetricsCallback(TrainerCallback):
@@ -77,13 +88,15 @@ class MetricsCallback(TrainerCallback):
 
 
 class EarlyStoppingCallback(TrainerCallback):
-    """After every epoch: held-out accuracy and loss, the best epoch's weights kept in memory,
-    training stopped after `patience` epochs without improvement; the best weights restored
-    when training ends (before the model is saved).
+    """After every epoch: accuracy and loss on the selection pairs, the best epoch's weights
+    kept in memory, training stopped after `patience` epochs without improvement; the best
+    weights restored when training ends (before the model is saved).
 
-    The held-out figures are those of `evaluate_pairs` (the run's final accuracy), so the
-    epoch kept is the one the model card reports. Weights live on the CPU: a copy of the
-    model's trainable state (the adapters and head with LoRA).
+    The selection pairs are a validation split carved from the training prompts, so the test
+    split's accuracy (the model card's) is not the maximum of several looks at it. Weights
+    live on the CPU: a copy of the model's trainable state. A checkpoint holds this state too
+    (`EARLY_STOPPING_FILE`, and the best weights when they are not the checkpoint's own), so
+    a resumed run remembers the epochs before the crash.
     """
 
     def __init__(
@@ -92,28 +105,68 @@ class EarlyStoppingCallback(TrainerCallback):
         patience: int,
         out_dir: Path,
         on_metrics: Callable[[dict[str, Any]], None] | None = None,
+        *,
+        split: str = VALIDATION,
     ):
         self.evaluate = evaluate
         self.on_metrics = on_metrics
         self.patience = patience
         self.out_dir = out_dir
+        self.split = split
         self.evaluations: list[dict[str, Any]] = []
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_epoch: int | None = None
 
+    def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+        # Resuming: the Trainer has loaded the checkpoint's state; ours lies beside it.
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        saved = folder / EARLY_STOPPING_FILE
+        if state.global_step == 0 or not saved.is_file():
+            return
+        record = json.loads(saved.read_text(encoding="utf-8"))
+        self.evaluations = record["evaluations"]
+        self.best_epoch = record["best_epoch"]
+        weights = folder / BEST_STATE_FILE
+        self.best_state = torch.load(weights, map_location="cpu") if weights.is_file() else None
+
+    def on_save(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
+        if not state.is_world_process_zero:
+            return
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if not folder.is_dir():
+            return
+        record = {"evaluations": self.evaluations, "best_epoch": self.best_epoch}
+        (folder / EARLY_STOPPING_FILE).write_text(json.dumps(record), encoding="utf-8")
+        if self.best_state is not None and self.best_epoch != len(self.evaluations):
+            torch.save(self.best_state, folder / BEST_STATE_FILE)  # else: the checkpoint's own
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
+        # The step that completes an epoch, before the Trainer saves a checkpoint there
+        # (on_epoch_end comes after that save, which would then lack this epoch's figures).
+        if state.epoch is not None and state.epoch >= len(self.evaluations) + 1 - 1e-6:
+            self._evaluate_epoch(state, control, model)
+        return control
+
     def on_epoch_end(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
+        # Only a last, partial epoch (`max_steps` within an epoch) is still to evaluate here.
+        if state.epoch is not None and math.ceil(state.epoch - 1e-6) > len(self.evaluations):
+            self._evaluate_epoch(state, control, model)
+        return control
+
+    def _evaluate_epoch(self, state, control, model) -> None:  # noqa: ANN001
         with torch.no_grad():
             figures = self.evaluate(model)
         epoch = len(self.evaluations) + 1
         record = {
             "step": state.global_step,
             "epoch": epoch,
-            "eval_accuracy": figures["accuracy"],
-            "eval_loss": figures["eval_loss"],
+            "selection_split": self.split,
+            "selection_accuracy": figures["accuracy"],
+            "selection_loss": figures["eval_loss"],
         }
         self.evaluations.append(record)
         decision = early_stopping(
-            [(e["eval_accuracy"], e["eval_loss"]) for e in self.evaluations],
+            [(e["selection_accuracy"], e["selection_loss"]) for e in self.evaluations],
             patience=self.patience,
         )
         if decision.is_best:
@@ -134,12 +187,13 @@ class EarlyStoppingCallback(TrainerCallback):
                 self.best_epoch,
             )
             control.should_training_stop = True
-        return control
 
     def on_train_end(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
         if self.best_state is not None and self.best_epoch != len(self.evaluations):
             model.load_state_dict(self.best_state)
-            logger.info("kept the weights of epoch %d (best held-out accuracy)", self.best_epoch)
+            logger.info(
+                "kept the weights of epoch %d (best %s accuracy)", self.best_epoch, self.split
+            )
         self.best_state = None
 
 
@@ -249,6 +303,15 @@ def _prepare_out_dir(
     return None
 
 
+def _epoch_kept(result: RewardResult) -> str:
+    if result.best_epoch is None:
+        return "n/a"
+    kept = f"{result.best_epoch} of {len(result.epoch_evaluations)}"
+    if result.selection_split == VALIDATION:
+        return f"{kept}, picked on {result.num_validation_pairs} validation pairs"
+    return f"{kept}, picked on the test split (too few pairs for a validation split)"
+
+
 def _write_model_card(out_dir: Path, run: dict[str, Any], result: RewardResult) -> None:
     accuracy = "n/a (no test split)" if result.accuracy is None else f"{result.accuracy:.3f}"
     by_margin = (
@@ -267,7 +330,7 @@ Trained by rlhf-studio (`train_reward_model`) with the {run["loss"]} loss{" and 
 | held-out pairs | {result.num_eval_pairs} |
 | held-out pairwise accuracy | {accuracy} |
 | accuracy by tier gap | {by_margin} |
-| epoch kept (early stopping) | {"n/a" if result.best_epoch is None else f"{result.best_epoch} of {len(result.epoch_evaluations)}"} |
+| epoch kept (early stopping) | {_epoch_kept(result)} |
 | held-out loss | {"n/a" if result.eval_loss is None else f"{result.eval_loss:.4f}"} |
 | responses truncated to {run["config"]["max_length"]} tokens | {result.truncated_count} |
 | reward bias / std | {result.bias:.4f} / {result.std:.4f} |
@@ -314,6 +377,17 @@ def train_reward_model(
     else:
         prefs = load_preferences(data, loss=config.loss, allow_modified=allow_modified)
     apply_eval_fraction(prefs, config.eval_fraction)
+    early_stop = bool(config.early_stopping_patience and prefs.split_pairs("test"))
+    selection = None
+    if early_stop:
+        carved = hold_out_validation(prefs, config.validation_fraction)
+        selection = VALIDATION if carved else "test"
+        if not carved:
+            logger.warning(
+                "early stopping picks the epoch on the test split (validation_fraction=%s "
+                "left no validation pairs): its accuracy is optimistic",
+                config.validation_fraction,
+            )
     tokenizer = load_tokenizer(base_model)
     requested_length = config.max_length
     limit = model_max_positions(base_model)
@@ -332,6 +406,7 @@ def train_reward_model(
     train_dataset = build_dataset(prefs, "train", config, render)
     eval_dataset = build_dataset(prefs, "test", config, render)
     train_pairs, eval_pairs = prefs.split_pairs("train"), prefs.split_pairs("test")
+    selection_pairs = prefs.split_pairs(selection) if selection else []
     if render.truncated:
         logger.warning(
             "%d reward inputs were truncated to %d tokens", render.truncated, config.max_length
@@ -354,6 +429,8 @@ def train_reward_model(
         "num_train_pairs": len(train_pairs),
         "num_eval_pairs": len(eval_pairs),
         "num_train_rankings": len(prefs.split_rankings("train")),
+        "selection_split": selection,
+        "num_validation_pairs": len(prefs.split_pairs(VALIDATION)),
         "skipped_ties": prefs.skipped_ties,
         "truncated_count": render.truncated,
         "versions": {
@@ -363,7 +440,6 @@ def train_reward_model(
             "peft": peft.__version__,
         },
     }
-    early_stop = bool(config.early_stopping_patience and eval_pairs)
     args = _training_arguments(
         config, out_dir, has_eval=eval_dataset is not None, early_stop=early_stop
     )
@@ -397,11 +473,12 @@ def train_reward_model(
     if early_stop:
         stopper = EarlyStoppingCallback(
             lambda m: evaluate_pairs(
-                m, eval_pairs, render, margin_scale=config.margin_scale, batch_size=eval_batch
+                m, selection_pairs, render, margin_scale=config.margin_scale, batch_size=eval_batch
             ),
             config.early_stopping_patience,
             out_dir,
             on_metrics,
+            split=selection,
         )
     trainer = trainer_cls(
         model=model,
@@ -438,6 +515,8 @@ def train_reward_model(
         metrics=dict(train_output.metrics),
         best_epoch=stopper.best_epoch if stopper else None,
         epoch_evaluations=list(stopper.evaluations) if stopper else [],
+        selection_split=selection,
+        num_validation_pairs=len(prefs.split_pairs(VALIDATION)),
     )
     if trainer.is_world_process_zero():
         write_normalization(out_dir, bias=bias, std=std, max_length=config.max_length, count=count)
@@ -452,6 +531,7 @@ def train_reward_model(
             "truncated_count": result.truncated_count,
             "best_epoch": result.best_epoch,
             "epochs_run": len(result.epoch_evaluations) or None,
+            "selection_split": selection,
         }
         with (out_dir / METRICS_FILE).open("a", encoding="utf-8") as f:
             f.write(json.dumps(final) + "\n")

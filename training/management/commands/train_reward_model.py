@@ -148,6 +148,8 @@ class Command(BaseCommand):
                     "labeler_agreement": agreement,
                     "best_epoch": result.best_epoch,
                     "epochs_run": len(result.epoch_evaluations) or None,
+                    "selection_split": result.selection_split,
+                    "validation_pairs": result.num_validation_pairs,
                     "eval_loss": result.eval_loss,
                     "bias": result.bias,
                     "std": result.std,
