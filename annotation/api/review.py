@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation.api.permissions import IsStaff
-from annotation.api.serializers import MAX_CANDIDATES, ErrorSerializer, TextField
+from annotation.api.serializers import MAX_CANDIDATES, ErrorSerializer, StrictInput, TextField
 from annotation.api.views import BAD_INPUT, ERRORS_STAFF, NOT_FOUND
 from annotation.models import Annotation, Comparison
 from annotation.services.gold import comparison_gold_clear, comparison_gold_set
@@ -24,7 +24,7 @@ from annotation.services.review import REASON_MAX_LENGTH, annotation_reject, ann
 CONFLICT = {409: OpenApiResponse(ErrorSerializer, description="Conflicts with the current state.")}
 
 
-class GoldInput(serializers.Serializer):
+class GoldInput(StrictInput):
     ranking = serializers.ListField(
         child=serializers.ListField(
             child=serializers.IntegerField(), allow_empty=False, max_length=MAX_CANDIDATES
@@ -41,7 +41,7 @@ class GoldOutput(serializers.Serializer):
     gold_ranking = serializers.JSONField(allow_null=True)
 
 
-class RejectInput(serializers.Serializer):
+class RejectInput(StrictInput):
     reason = TextField(max_length=REASON_MAX_LENGTH)
 
 

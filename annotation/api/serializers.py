@@ -40,6 +40,21 @@ class ErrorSerializer(serializers.Serializer):
     errors = serializers.DictField(child=serializers.JSONField())
 
 
+class StrictInput(serializers.Serializer):
+    """A request body that refuses keys it does not know (400 naming them).
+
+    DRF drops unknown keys silently, so a misspelt field (`"flag"` for `"flags"`,
+    `"pairng"`) would store or export something other than what the client meant.
+    """
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(str(key)[:50] for key in data if key not in self.fields)
+            if unknown:
+                raise serializers.ValidationError({key: ["Unknown field."] for key in unknown[:10]})
+        return super().to_internal_value(data)
+
+
 class TokenInput(serializers.Serializer):
     username = serializers.CharField(max_length=150)
     password = serializers.CharField(max_length=256, style={"input_type": "password"})
@@ -185,7 +200,7 @@ class TextField(serializers.CharField):
         return super().to_internal_value(data)
 
 
-class SubmitInput(serializers.Serializer):
+class SubmitInput(StrictInput):
     """A ranking as tiers, best first (ids are candidate ids of the comparison), or on a
     demonstration project the written answer."""
 
@@ -346,11 +361,11 @@ class CandidateRecordsField(RecordListField):
         super().__init__(parse=candidate_record, **kwargs)
 
 
-class PromptsImportInput(serializers.Serializer):
+class PromptsImportInput(StrictInput):
     prompts = PromptRecordsField()
 
 
-class CandidatesImportInput(serializers.Serializer):
+class CandidatesImportInput(StrictInput):
     candidates = CandidateRecordsField()
 
 
@@ -371,7 +386,7 @@ class BuildOutput(serializers.Serializer):
 # ---------------------------------------------------------------------------------------
 
 
-class ExportInput(serializers.Serializer):
+class ExportInput(StrictInput):
     """Export options (SPEC section 5); the export service re-checks them."""
 
     format = serializers.ChoiceField(choices=list(FORMATS), default="jsonl")

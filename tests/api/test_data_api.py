@@ -272,6 +272,14 @@ def test_export_create_and_download(staff, annotated):
     assert "attachment" in download["Content-Disposition"]
 
 
+def test_an_unknown_export_option_is_400_and_exports_nothing(staff, annotated):
+    # "pairng" would otherwise export with the default pairing, as if the client had not asked.
+    response = post(staff, url("demo", "exports"), {"pairng": "best_vs_rest"})
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"pairng": ["Unknown field."]}
+    assert not Export.objects.exists()
+
+
 def test_export_download_of_manifest_rankings_and_all(staff, annotated):
     export_id = post(staff, url("demo", "exports"), {}).json()["id"]
     base = f"/api/v1/exports/{export_id}/download/"

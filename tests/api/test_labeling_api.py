@@ -292,6 +292,8 @@ DROP = object()
         ({"flags": ["harmful"]}, "flags"),
         ({"ratings": {"1": "high"}}, "ratings"),
         ({"rationale": 12}, "rationale"),
+        # A misspelt field is refused, not dropped: "flag" would store no flags.
+        ({"flag": {"1": ["harmful"]}}, "flag"),
     ],
 )
 def test_submit_refuses_malformed_fields(alice, comparisons, body, field):
