@@ -131,12 +131,27 @@ class DPOResult:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
+def trl_prompt_text(tokenizer: Any, prompt: Any) -> str:
+    """The prompt as text that trl tokenizes (special tokens on) to `encode_prompt`'s ids.
+
+    trl's plain-text path calls the tokenizer with its special tokens; a tokenizer that adds
+    BOS itself (Llama's, Gemma's) under a template that writes one too would give the policy
+    two BOS tokens, an input generation never shows it. That BOS is left to the tokenizer.
+    """
+    from training.modeling import format_prompt, has_chat_template
+
+    text = format_prompt(tokenizer, prompt)
+    bos = tokenizer.bos_token
+    written = has_chat_template(tokenizer) and bool(bos) and text.startswith(bos)
+    if written and tokenizer("")["input_ids"][:1] == [tokenizer.bos_token_id]:
+        text = text[len(bos) :]
+    return text
+
+
 def pair_rows(pairs: list, tokenizer: Any) -> list[dict[str, str]]:
     """trl's standard preference rows: the prompt as generation renders it, the two responses."""
-    from training.modeling import format_prompt
-
     return [
-        {"prompt": format_prompt(tokenizer, p.prompt), "chosen": p.chosen, "rejected": p.rejected}
+        {"prompt": trl_prompt_text(tokenizer, p.prompt), "chosen": p.chosen, "rejected": p.rejected}
         for p in pairs
     ]
 

@@ -192,3 +192,27 @@ def test_a_second_run_resumes_its_checkpoint_and_other_data_is_refused_first(tmp
     with pytest.raises(CommandError, match=r"different run \(loss changed\)"):
         dpo(folder, chat_lm, out, *args, "--loss-type", "ipo")
     assert TrainingRun.objects.count() == 2 and ModelVersion.objects.count() == versions
+
+
+@pytest.mark.ml
+@pytest.mark.parametrize("adds_bos", [False, True])
+def test_dpo_sees_the_prompt_tokens_generation_sees(adds_bos):
+    # A template that writes BOS and a tokenizer that adds BOS too (Llama-3, Gemma): trl's
+    # plain-text tokenization must still give exactly one BOS, as encode_prompt does.
+    from tokenizers import processors
+
+    from training.dpo import trl_prompt_text
+    from training.modeling import encode_prompt
+    from training.tiny import build_tokenizer
+
+    tokenizer = build_tokenizer(["say hi ok hello there"] * 5, vocab_size=120, chat_template=True)
+    tokenizer.chat_template = "{{ bos_token }}" + tokenizer.chat_template
+    if adds_bos:
+        tokenizer._tokenizer.post_processor = processors.TemplateProcessing(
+            single="<bos> $A", special_tokens=[("<bos>", tokenizer.bos_token_id)]
+        )
+    chat = [{"role": "system", "content": "ok"}, {"role": "user", "content": "hello"}]
+    for prompt in ("say hi", chat):
+        ids = tokenizer(trl_prompt_text(tokenizer, prompt))["input_ids"]  # what trl does
+        assert ids == encode_prompt(tokenizer, prompt)
+        assert ids.count(tokenizer.bos_token_id) == 1
