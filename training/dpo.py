@@ -211,6 +211,7 @@ def train_dpo(
     import transformers
     import trl
 
+    from training.distributed import refuse_zero3
     from training.reward.data import PreferenceData, load_preferences
     from training.reward.train import MetricsCallback, prepare_out_dir_once
     from training.sft import clamp_max_length
@@ -252,6 +253,7 @@ def train_dpo(
     trainer, tokenizer, n_train, n_test = build_dpo_trainer(
         prefs, policy, out_dir, config, [MetricsCallback(out_dir, record)]
     )
+    refuse_zero3(trainer.accelerator)
     run.update(
         num_train_pairs=n_train, num_eval_pairs=n_test, num_processes=trainer.args.world_size
     )

@@ -381,6 +381,7 @@ def train_sft(
     import transformers
     import trl
 
+    from training.distributed import refuse_zero3
     from training.reward.train import MetricsCallback, prepare_out_dir_once
 
     config = config or SFTTrainConfig()
@@ -414,6 +415,7 @@ def train_sft(
     trainer, tokenizer, mode = build_sft_trainer(
         demos, base_model, out_dir, config, [MetricsCallback(out_dir, record)]
     )
+    refuse_zero3(trainer.accelerator)
     run["masking"] = mode
     run["num_processes"] = trainer.args.world_size
     checkpoint = prepare_out_dir_once(trainer.args, out_dir, run, config.resume)

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from training.callables import load_callable
+from training.distributed import refuse_zero3
 from training.modeling import Prompt, config_max_positions, encode_prompt
 from training.ppo.best_gold import best_gold_start, save_best_gold
 from training.ppo.checkpoint import (
@@ -129,6 +130,7 @@ def train_ppo(
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         mixed_precision=config.mixed_precision,
     )
+    refuse_zero3(accelerator)
     world = accelerator.num_processes
     if config.batch_size % (world * config.mini_batches * config.gradient_accumulation_steps):
         raise ValueError(
