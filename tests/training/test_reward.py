@@ -607,31 +607,62 @@ def test_resume_continues_from_the_checkpoint(export_dir, base_model, tmp_path):
         train_reward_model(export_dir, base_model, out, RewardConfig(loss="kwise", save_steps=6))
 
 
+@pytest.fixture(scope="module")
+def noise_export(tmp_path_factory) -> Path:
+    """Pairs with random labels: held-out accuracy wanders, so an early epoch can be best."""
+    rng = random.Random(0)
+    rows = [
+        {
+            "prompt": f"question {i}:",
+            "chosen": " ".join(rng.choice(WORDS) for _ in range(5)),
+            "rejected": " ".join(rng.choice(WORDS) for _ in range(5)),
+            "split": "test" if i % 4 == 0 else "train",
+        }
+        for i in range(240)
+    ]
+    folder = tmp_path_factory.mktemp("noise")
+    write_jsonl(folder / "pairs.jsonl", rows)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def three_epochs(noise_export, base_model, tmp_path_factory):
+    """An uninterrupted 3-epoch run whose best epoch is not the last (lr high, constant)."""
+    config = fast(epochs=3, lr=1e-2, lr_scheduler="constant", logging_steps=1, save_steps=1000)
+    whole = train_reward_model(noise_export, base_model, tmp_path_factory.mktemp("whole"), config)
+    assert whole.best_epoch < 3  # else keeping the best epoch's weights is not under test
+    return config, whole
+
+
 @pytest.mark.ml
-def test_a_resumed_run_remembers_the_epochs_before_the_crash(export_dir, base_model, tmp_path):
+@pytest.mark.parametrize("where", ["end of epoch 1", "inside epoch 2"])
+def test_a_resumed_run_remembers_the_epochs_before_the_crash(
+    noise_export, base_model, tmp_path, three_epochs, where
+):
     # Early stopping's evaluations and best weights live in the checkpoint: after a crash in
     # epoch 2 the resumed run numbers epochs on and keeps the epoch the whole run keeps.
-    config = fast(epochs=3, lr=3e-3, lr_scheduler="constant", logging_steps=1, save_steps=1000)
-    whole = train_reward_model(export_dir, base_model, tmp_path / "whole", config)
+    config, whole = three_epochs
     per_epoch = whole.global_step // 3
-    config = dataclasses.replace(config, save_steps=per_epoch)
+    saved_at = per_epoch if where == "end of epoch 1" else per_epoch + 1
+    config = dataclasses.replace(config, save_steps=saved_at)
 
     def crash_in_epoch_2(record: dict) -> None:
-        if record.get("step") == per_epoch + 2:
+        if record.get("step") == per_epoch + 3:
             raise Interrupted
 
     out = tmp_path / "crashed"
     with pytest.raises(Interrupted):
-        train_reward_model(export_dir, base_model, out, config, on_metrics=crash_in_epoch_2)
-    saved = out / "checkpoints" / f"checkpoint-{per_epoch}" / "early_stopping.json"
+        train_reward_model(noise_export, base_model, out, config, on_metrics=crash_in_epoch_2)
+    saved = out / "checkpoints" / f"checkpoint-{saved_at}" / "early_stopping.json"
     assert [e["epoch"] for e in json.loads(saved.read_text())["evaluations"]] == [1]
-    resumed = train_reward_model(export_dir, base_model, out, config)
+    resumed = train_reward_model(noise_export, base_model, out, config)
 
     assert [e["epoch"] for e in resumed.epoch_evaluations] == [1, 2, 3]
     assert resumed.best_epoch == whole.best_epoch
     got = [e["selection_accuracy"] for e in resumed.epoch_evaluations]
     assert got == pytest.approx([e["selection_accuracy"] for e in whole.epoch_evaluations])
-    prompts, responses = reference_inputs(export_dir)
+    prompts = [f"question {i}:" for i in range(20)]
+    responses = [" ".join(WORDS[i % len(WORDS) :][:5]) for i in range(20)]
     a = load_reward_model(whole.output_dir).score(prompts[:20], responses[:20], normalize=False)
     b = load_reward_model(out).score(prompts[:20], responses[:20], normalize=False)
     assert b == pytest.approx(a, abs=1e-4)  # the same epoch's weights kept

@@ -57,7 +57,7 @@ logger = logging.getLogger(__name__)
 # Fields that define what a run trains; a checkpoint of another run must not be resumed.
 RUN_IDENTITY = ("base_model", "data_sha256", "loss", "lora")
 # Early stopping's state in a checkpoint: the epochs evaluated so far and the best one's
-# weights (only when they are not the checkpoint's own).
+# weights (unless the checkpoint was saved at the end of that very epoch).
 EARLY_STOPPING_FILE = "early_stopping.json"
 BEST_STATE_FILE = "early_stopping_best.pt"
 
@@ -117,8 +117,12 @@ class EarlyStoppingCallback(TrainerCallback):
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_epoch: int | None = None
 
-    def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
-        # Resuming: the Trainer has loaded the checkpoint's state; ours lies beside it.
+    def _best_step(self) -> int | None:
+        """The optimizer step at which the best epoch's weights were evaluated."""
+        return None if self.best_epoch is None else self.evaluations[self.best_epoch - 1]["step"]
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
+        # Resuming: the Trainer has loaded the checkpoint's weights and state; ours lies beside.
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         saved = folder / EARLY_STOPPING_FILE
         if state.global_step == 0 or not saved.is_file():
@@ -127,7 +131,12 @@ class EarlyStoppingCallback(TrainerCallback):
         self.evaluations = record["evaluations"]
         self.best_epoch = record["best_epoch"]
         weights = folder / BEST_STATE_FILE
-        self.best_state = torch.load(weights, map_location="cpu") if weights.is_file() else None
+        if weights.is_file():
+            self.best_state = torch.load(weights, map_location="cpu")
+        elif self._best_step() == state.global_step:  # saved at the end of the best epoch
+            self.best_state = {
+                k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
+            }
 
     def on_save(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
         if not state.is_world_process_zero:
@@ -137,7 +146,7 @@ class EarlyStoppingCallback(TrainerCallback):
             return
         record = {"evaluations": self.evaluations, "best_epoch": self.best_epoch}
         (folder / EARLY_STOPPING_FILE).write_text(json.dumps(record), encoding="utf-8")
-        if self.best_state is not None and self.best_epoch != len(self.evaluations):
+        if self.best_state is not None and self._best_step() != state.global_step:
             torch.save(self.best_state, folder / BEST_STATE_FILE)  # else: the checkpoint's own
 
     def on_step_end(self, args, state, control, model=None, **kwargs):  # noqa: ANN001

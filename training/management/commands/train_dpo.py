@@ -8,6 +8,7 @@ from lineage.services import check_model_version_name, model_version_register, t
 from training.cli import add_config_arguments
 from training.dpo import DPOTrainConfig
 from training.management.commands.train_reward_model import check_export_row, resolve_export
+from training.management.ranks import train_on_another_rank
 
 
 class Command(BaseCommand):
@@ -58,15 +59,11 @@ class Command(BaseCommand):
             # A rankings file serves too: its pairs are derived (all pairs across tiers).
             self.stdout.write(f"note: {prefs.source} is a rankings file: training on its pairs")
 
-        if not is_main_process():
-            # Another rank of a torchrun / accelerate job: it trains on its share of the pairs
-            # and writes nothing; rank 0 records the one run and model version.
-            try:
-                train_dpo(prefs, opts["policy"], opts["out"], config)
-            except (RewardDataError, ModelLoadError, ValueError) as exc:
-                raise CommandError(str(exc).splitlines()[0]) from None
-            wait_for_everyone()
-            return
+        if not is_main_process():  # it trains on its share of the pairs
+            return train_on_another_rank(
+                lambda: train_dpo(prefs, opts["policy"], opts["out"], config),
+                (RewardDataError, ModelLoadError, ValueError),
+            )
 
         parent = model_version_register(path=opts["policy"], kind=ModelVersion.Kind.POLICY)
         try:

@@ -11,6 +11,7 @@ from lineage.models import ModelVersion, TrainingRun
 from lineage.services import check_model_version_name, model_version_register, training_run
 from training.cli import add_config_arguments
 from training.distributed import is_main_process, wait_for_everyone, world_size
+from training.management.ranks import train_on_another_rank
 from training.ppo.config import PPOConfig
 
 
@@ -96,15 +97,8 @@ class Command(BaseCommand):
         train = functools.partial(
             train_ppo, opts["policy"], reward, prompts, opts["out"], config, judge=judge
         )
-        if not is_main_process():
-            # Another rank of a torchrun / accelerate job: it trains its share of every
-            # rollout and writes nothing; rank 0 records the one run and model version.
-            try:
-                train()
-            except (ModelLoadError, ValueError) as exc:
-                raise CommandError(str(exc).splitlines()[0]) from None
-            wait_for_everyone()
-            return
+        if not is_main_process():  # it trains its share of every rollout
+            return train_on_another_rank(train, (ModelLoadError, ValueError))
 
         parent = model_version_register(path=opts["policy"], kind=ModelVersion.Kind.POLICY)
         inputs = [parent]

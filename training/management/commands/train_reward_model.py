@@ -9,6 +9,7 @@ from lineage.models import ModelVersion, TrainingRun
 from lineage.services import check_model_version_name, model_version_register, training_run
 from training.cli import add_config_arguments
 from training.distributed import is_main_process, wait_for_everyone, world_size
+from training.management.ranks import train_on_another_rank
 from training.reward.config import RewardConfig
 
 
@@ -108,15 +109,11 @@ class Command(BaseCommand):
         for note in notes:
             self.stdout.write(note)
 
-        if not is_main_process():
-            # Another rank of a torchrun / accelerate job: it trains on its shard of the pairs
-            # and writes nothing; rank 0 records the one run and model version.
-            try:
-                train_reward_model(prefs, opts["base_model"], opts["out"], config)
-            except (RewardDataError, ModelLoadError, ValueError) as exc:
-                raise CommandError(str(exc).splitlines()[0]) from None
-            wait_for_everyone()
-            return
+        if not is_main_process():  # it trains on its shard of the pairs
+            return train_on_another_rank(
+                lambda: train_reward_model(prefs, opts["base_model"], opts["out"], config),
+                (RewardDataError, ModelLoadError, ValueError),
+            )
 
         base = ModelVersion.objects.filter(path=opts["base_model"]).order_by("-id").first()
         try:

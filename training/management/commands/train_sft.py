@@ -7,6 +7,7 @@ from annotation.services.runs import run_source_record
 from lineage.models import ModelVersion, TrainingRun
 from lineage.services import check_model_version_name, model_version_register, training_run
 from training.cli import add_config_arguments
+from training.management.ranks import train_on_another_rank
 from training.sft import SFTTrainConfig
 
 
@@ -62,15 +63,11 @@ class Command(BaseCommand):
         except (SFTDataError, ModelLoadError, TypeError, ValueError) as exc:
             raise CommandError(str(exc).splitlines()[0]) from None
 
-        if not is_main_process():
-            # Another rank of a torchrun / accelerate job: it trains on its share of the
-            # demonstrations and writes nothing; rank 0 records the one run and model version.
-            try:
-                train_sft(demos, opts["base_model"], opts["out"], config)
-            except (SFTDataError, ModelLoadError, ValueError) as exc:
-                raise CommandError(str(exc).splitlines()[0]) from None
-            wait_for_everyone()
-            return
+        if not is_main_process():  # it trains on its share of the demonstrations
+            return train_on_another_rank(
+                lambda: train_sft(demos, opts["base_model"], opts["out"], config),
+                (SFTDataError, ModelLoadError, ValueError),
+            )
 
         base = model_version_register(path=opts["base_model"], kind=ModelVersion.Kind.POLICY)
         try:
