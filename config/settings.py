@@ -28,8 +28,10 @@ DEBUG = env_bool("DEBUG", False)
 DATA_DIR = Path(os.environ.get("DATA_DIR") or BASE_DIR / "var").resolve()
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
-SECRET_KEY = os.environ.get("SECRET_KEY", "").strip()
-if not SECRET_KEY:
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+# Used as given (stripping would change every signature and pseudonym of a key that has
+# spaces); a key of nothing but spaces is no key.
+if not SECRET_KEY.strip():
     # Export pseudonyms are an HMAC of this key: a public fallback would make them
     # reversible, so without DEBUG there is none (SPEC section 11).
     if not DEBUG:

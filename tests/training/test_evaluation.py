@@ -61,6 +61,7 @@ def test_report_definitions_name_every_agreement_figure():
     assert set(REPORT_DEFINITIONS) == {
         "rm_accuracy",
         "rm_accuracy_vs_labels",
+        "rm_selection_split",
         "label_agreement_with_judge",
         "labeler_agreement",
         "labeler_win_rate",
@@ -78,3 +79,4 @@ def test_report_definitions_name_every_agreement_figure():
         assert "1/2" in REPORT_DEFINITIONS[name] or "tie" in REPORT_DEFINITIONS[name], name
     assert "1/2" in REPORT_DEFINITIONS["label_agreement_with_judge"]
     assert "left out" in REPORT_DEFINITIONS["rm_accuracy"]
+    assert "validation" in REPORT_DEFINITIONS["rm_selection_split"]

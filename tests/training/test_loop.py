@@ -77,6 +77,9 @@ def test_small_loop_round(tmp_path, settings, capsys):
     assert reward_run.metrics["labeler_agreement"] == report["labeler_agreement"]
     assert 0.5 < report["labeler_agreement"] <= 1
     assert report["rm_best_epoch"] == reward_run.metrics["best_epoch"] >= 1
+    # The epoch was picked on training prompts held out, not on the test pairs it reports.
+    assert report["rm_selection_split"] == reward_run.metrics["selection_split"] == "validation"
+    assert reward_run.metrics["validation_pairs"] > 0
     # Intervals bracket their figure; the KL on held-out prompts is reported.
     low, high = report["gold_ci"]
     assert low <= report["gold_after"] - report["gold_before"] <= high
