@@ -5,6 +5,7 @@ History, and hostile text in every field that stays inert."""
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -207,6 +208,19 @@ def test_hostile_text_in_every_field_stays_inert(
     assert_inert(page, events)
 
 
+def settled_rows(cards, timeout_s: float = 5.0) -> int:
+    """Rows the cards lie in, read until two readings 100 ms apart agree (a layout can still
+    move for a frame after the last script ran)."""
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while True:
+        rows = len({round(c.bounding_box()["y"]) for c in cards.all()})
+        if rows == last or time.monotonic() > deadline:
+            return rows
+        last = rows
+        time.sleep(0.1)
+
+
 def long_answer(seed: int, words: int = 2000) -> str:
     body = " ".join(f"w{(seed * 7 + j) % 97}" for j in range(words))
     return f"Answer {seed}.\n\n{body}"
@@ -223,9 +237,12 @@ def test_long_answers_fold_cards_keep_their_height_and_k4_fits_one_row(
     sign_in(page, live_server, "lou", "/projects/long/label/")
     cards = page.locator(".card")
     expect(cards).to_have_count(4)
-    boxes = [c.bounding_box() for c in cards.all()]
+    # Measure once the page has settled: styles loaded and every text block wired (folded).
+    page.wait_for_load_state("load")
+    expect(page.locator(".card [data-text-block][data-wired]")).to_have_count(4)
     if page.device == "desktop":
-        assert len({round(b["y"]) for b in boxes}) == 1  # one row at 1366 px
+        widths = "[innerWidth, document.querySelector('.cards').clientWidth]"
+        assert settled_rows(cards) == 1, page.evaluate(widths)  # one row at 1366 px
     short = page.locator(".card", has_text="Short answer.")
     long = page.locator(".card", has_text="Answer 1.")
     assert short.bounding_box()["height"] < long.bounding_box()["height"] / 2  # not stretched
