@@ -319,3 +319,16 @@ def test_an_out_dir_of_another_run_is_refused_before_any_row(tmp_path):
     assert not TrainingRun.objects.exists() and not ModelVersion.objects.exists()
     with pytest.raises(CommandError, match="does not exist"):  # starting over gets past it
         reward_command(str(export), tmp_path / "no-model", out, "--no-resume")
+
+
+@pytest.mark.ml
+def test_a_second_run_into_its_own_out_resumes_and_is_not_refused(tmp_path, tiny_lm):
+    # The command's early check must agree with the trainer's: the same export and base
+    # model again is the same run.
+    export = write_export(tmp_path / "export", n=16)
+    out = tmp_path / "rm"
+    args = ("--epochs", "1", "--batch-size", "4", "--save-steps", "2", "--max-length", "32")
+    reward_command(str(export), tiny_lm, out, *args)
+    assert (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir())
+    reward_command(str(export), tiny_lm, out, *args)
+    assert TrainingRun.objects.filter(status="succeeded").count() == 2

@@ -580,22 +580,20 @@ def test_dropout_is_disabled_everywhere(tiny_lm):
 
 @pytest.mark.ml
 @pytest.mark.parametrize("attention", ["eager", "sdpa"])
-def test_attention_dropout_copied_into_modules_is_disabled_too(attention):
+def test_attention_dropout_copied_into_modules_is_disabled_too(attention, tmp_path):
     # Llama-family attention keeps its own float copy of config.attention_dropout and applies
     # it in train mode (the update runs in train mode under gradient checkpointing).
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        attention_dropout=0.3,
-        attn_implementation=attention,
+    from training.tiny import build_tiny_causal_lm
+
+    path = build_tiny_causal_lm(
+        tmp_path / "llama", ["a b c d e f"] * 5, arch="llama", vocab_size=64
     )
-    model = LlamaForCausalLM(config)
+    model = LlamaForCausalLM.from_pretrained(
+        path, attention_dropout=0.3, attn_implementation=attention
+    )
+    assert model.model.layers[0].self_attn.attention_dropout == 0.3
     ppo.disable_dropout(model)
     model.train()
     ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
