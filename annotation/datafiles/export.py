@@ -498,11 +498,13 @@ class ExportWriter:
         annotation_id: int | None,
         labeler: str,
         pairing: str = "all_pairs",
+        extra_pairs: int = 0,
     ) -> int:
         """Write one ranking of `block`: its pairs and its ranking row; returns the pair count.
 
         A ranking that states no preference (one tier) writes nothing and returns 0. The rows
-        are exactly those of `rows.pair_rows` and `rows.ranking_row`.
+        are exactly those of `rows.pair_rows` and `rows.ranking_row`; `extra_pairs` is as
+        there (the annotation's edit pairs, written by the caller, share its weight).
         """
         if pairing not in PAIRINGS:
             raise ValueError(f"unknown pairing {pairing!r}: use one of {', '.join(PAIRINGS)}")
@@ -527,7 +529,7 @@ class ExportWriter:
                 annotation_id=annotation_id,
                 labeler=labeler,
             )
-            self._write("pairs", pair_rows(pairing=pairing, **common))
+            self._write("pairs", pair_rows(pairing=pairing, extra_pairs=extra_pairs, **common))
             self._write("rankings", (ranking_row(order=block.order, **common),))
             return len(raw)
 
@@ -545,7 +547,8 @@ class ExportWriter:
             + ',"labeler":'
             + _encode_str(labeler)
         )
-        middle = ',"weight":' + float.__repr__(1.0 / len(raw)) + who + ',"chosen_model":'
+        weight = 1.0 / (len(raw) + extra_pairs)
+        middle = ',"weight":' + float.__repr__(weight) + who + ',"chosen_model":'
         margins = _MARGIN_JSON
         # f-strings build each line in one allocation (a chain of + is 2-3x slower here).
         lines = [

@@ -40,17 +40,19 @@ def pair_rows(
     comparison_id: int,
     annotation_id: int | None,
     labeler: str,
+    extra_pairs: int = 0,
 ) -> list[dict]:
     """The pairs-file rows (SPEC section 5) of one ranking; weights sum to 1 over them.
 
     `prompt` is the list of chat messages for chat projects and a string for plain-text ones;
     chosen and rejected follow the same shape so trl reads the file as conversational or
-    standard data respectively.
+    standard data respectively. `extra_pairs` more rows of the same annotation (its edit's
+    pairs) share the weight: each row gets 1 / (pairs + extra_pairs).
     """
     raw = ordered_pairs(tiers, pairing)
     if not raw:
         return []
-    weight = 1.0 / len(raw)
+    weight = 1.0 / (len(raw) + extra_pairs)
     chat = not isinstance(prompt, str)
     # One value per candidate, shared by every row that names it: the JSONL writer encodes
     # each shared object once per batch.

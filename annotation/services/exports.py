@@ -239,7 +239,8 @@ def edited_pairs(
     The edit stands one tier above the labeler's best tier: margin = 1 + the candidate's tier
     index (Llama 3.1's edited > chosen > rejected). The edit counts once, like an annotation:
     its pairs' weights sum to 1. A candidate with the same text as the edit is no preference
-    and is left out.
+    and is left out. Where the annotation's ranking has pairs too, the caller spreads the
+    weight over both (`export_rows`).
     """
     position = {c: i for i, tier in enumerate(tiers) for c in tier}
     rivals = [c for c in block.order if block.candidates[c].text != edited_text]
@@ -263,6 +264,26 @@ def edited_pairs(
         }
         for c in rivals
     ]
+
+
+def _edit_pairs(block: ComparisonBlock, r: tuple, *, labeler: str, chat: bool) -> list[dict]:
+    return edited_pairs(
+        block,
+        edited_text=r[_EDITED],
+        tiers=r[_RANKING],
+        annotation_id=r[_ID],
+        labeler=labeler,
+        chat=chat,
+    )
+
+
+def _write_edit_pairs(writer: ExportWriter, state: ExportProgress, counts, edits) -> None:
+    for pairs in edits:
+        if pairs:
+            writer.write_pairs(pairs)
+            state.pairs += len(pairs)
+            counts["edited_pairs"] += len(pairs)
+            counts["edited_annotations"] += 1
 
 
 def export_rows(
@@ -324,27 +345,34 @@ def export_rows(
             candidates=texts,
         )
 
+        # (tiers, annotation id, labeler, rows whose edit shares the ranking's weight)
+        rankings: list[tuple[Any, int | None, str, list[tuple]]] = []
         if options.aggregate == "consensus":
             pooled = consensus_ranking([r[_RANKING] for r in kept], items=order)
-            rankings = [(pooled.tiers, None, CONSENSUS_LABELER)]
+            # The consensus row is nobody's annotation: each edit counts once on its own.
+            rankings.append((pooled.tiers, None, CONSENSUS_LABELER, []))
+            edits_alone = [r for r in kept if r[_EDITED]]
             counts["consensus_annotations"] += len(kept)
         else:
-            rankings = []
+            edits_alone = []
             for r in kept:
                 labeler = pseudonyms.get(r[_LABELER])
                 if labeler is None:
                     labeler = pseudonyms[r[_LABELER]] = labeler_pseudonym(
                         project_id=project.pk, labeler_id=r[_LABELER]
                     )
-                rankings.append((r[_RANKING], r[_ID], labeler))
+                rankings.append((r[_RANKING], r[_ID], labeler, [r] if r[_EDITED] else []))
 
-        for tiers, annotation_id, labeler in rankings:
+        for tiers, annotation_id, labeler, edited_rows in rankings:
+            edits = [_edit_pairs(block, r, labeler=labeler, chat=chat) for r in edited_rows]
+            extra = sum(len(e) for e in edits)
             written = writer.write_annotation(
                 block,
                 tiers=tiers,
                 annotation_id=annotation_id,
                 labeler=labeler,
                 pairing=options.pairing,
+                extra_pairs=extra,
             )
             if written:
                 state.pairs += written
@@ -352,25 +380,20 @@ def export_rows(
             else:
                 # One tier (all tied, or "all bad"): states no preference, nothing to learn.
                 counts["rankings_without_preference"] += 1
+            if extra:
+                # One annotation counts once (SPEC 5): its ranking's and its edit's pairs
+                # share the weight.
+                for row in (row for e in edits for row in e):
+                    row["weight"] = 1.0 / (written + extra)
+                _write_edit_pairs(writer, state, counts, edits)
 
-        for r in kept:
-            if r[_EDITED]:
-                labeler = pseudonyms.get(r[_LABELER]) or labeler_pseudonym(
-                    project_id=project.pk, labeler_id=r[_LABELER]
-                )
-                edited = edited_pairs(
-                    block,
-                    edited_text=r[_EDITED],
-                    tiers=r[_RANKING],
-                    annotation_id=r[_ID],
-                    labeler=labeler,
-                    chat=chat,
-                )
-                if edited:
-                    writer.write_pairs(edited)
-                    state.pairs += len(edited)
-                    counts["edited_pairs"] += len(edited)
-                    counts["edited_annotations"] += 1
+        for r in edits_alone:
+            labeler = pseudonyms.get(r[_LABELER]) or labeler_pseudonym(
+                project_id=project.pk, labeler_id=r[_LABELER]
+            )
+            _write_edit_pairs(
+                writer, state, counts, [_edit_pairs(block, r, labeler=labeler, chat=chat)]
+            )
 
         if progress is not None and state.annotations >= next_report:
             progress(state)

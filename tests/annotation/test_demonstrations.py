@@ -349,9 +349,18 @@ def test_export_demonstrations_refuses_a_used_folder(demo_project, tmp_path):
 # -- preference export of edited answers ---------------------------------------------------
 
 
+def _export_pair_rows(out, fmt):
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(out / "pairs.parquet").to_pylist()
+    return read_lines(out / "pairs.jsonl")
+
+
 @pytest.mark.django_db
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
 def test_preference_export_adds_edited_over_each_candidate(
-    make_project, make_labeler, make_comparisons, tmp_path
+    make_project, make_labeler, make_comparisons, tmp_path, fmt
 ):
     from annotation.services.exports import EDITED_MODEL, ExportOptions, export_create
 
@@ -367,8 +376,9 @@ def test_preference_export_adds_edited_over_each_candidate(
         edited_text="The best answer, rewritten.",
         client_token=uuid.uuid4(),
     )
-    export = export_create(project=project, options=ExportOptions(), out_dir=tmp_path / "x")
-    rows = read_lines(tmp_path / "x" / "pairs.jsonl")
+    out = tmp_path / "x"
+    export = export_create(project=project, options=ExportOptions(format=fmt), out_dir=out)
+    rows = _export_pair_rows(out, fmt)
     edited = [r for r in rows if r["chosen_model"] == EDITED_MODEL]
     plain = [r for r in rows if r["chosen_model"] != EDITED_MODEL]
     assert len(plain) == 3  # C(3, 2) from the ranking, as before
@@ -378,13 +388,44 @@ def test_preference_export_adds_edited_over_each_candidate(
         [(texts[a], 1.0), (texts[b], 2.0), (texts[c], 3.0)]
     )
     assert all(r["chosen"] == "The best answer, rewritten." for r in edited)
-    assert sum(r["weight"] for r in edited) == pytest.approx(1.0)
+    # The annotation counts once (SPEC 5): its ranking's 3 pairs and its edit's 3 share
+    # the weight, so a reward model trained on the file gives it no double vote.
+    assert {r["annotation_id"] for r in rows} == {Annotation.objects.get().pk}
+    assert [r["weight"] for r in rows] == pytest.approx([1 / 6] * 6)
     assert export.rows == 6
     assert export.counts["edited_pairs"] == 3
     assert export.counts["edited_annotations"] == 1
-    manifest = json.loads((tmp_path / "x" / "manifest.json").read_text())
+    manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"]["edited_pairs"] == 3
     assert manifest["counts"]["pairs"] == 6
+
+
+@pytest.mark.django_db
+def test_consensus_export_counts_each_edit_once_beside_the_consensus_ranking(
+    make_project, make_labeler, make_comparisons, tmp_path
+):
+    from annotation.services.exports import EDITED_MODEL, ExportOptions, export_create
+
+    project = make_project("edits", num_candidates=3, allow_edit=True, overlap=2)
+    comparison = make_comparisons(project, n=1)[0]
+    a, b, c = comparison.candidate_ids
+    for name, edit in (("alice", "Alice's rewrite."), ("bob", "")):
+        labeler = make_labeler(name, projects=[project])
+        ranking_submit(
+            assignment=assignment_next(project=project, labeler=labeler),
+            labeler=labeler,
+            ranking=[[a], [b], [c]],
+            edited_text=edit,
+            client_token=uuid.uuid4(),
+        )
+    options = ExportOptions(aggregate="consensus")
+    export_create(project=project, options=options, out_dir=tmp_path / "x")
+    rows = read_lines(tmp_path / "x" / "pairs.jsonl")
+    pooled = [r for r in rows if r["annotation_id"] is None]
+    edited = [r for r in rows if r["chosen_model"] == EDITED_MODEL]
+    assert len(pooled) == 3 and sum(r["weight"] for r in pooled) == pytest.approx(1.0)
+    assert len(edited) == 3 and sum(r["weight"] for r in edited) == pytest.approx(1.0)
+    assert {r["labeler"] for r in edited} != {"consensus"}
 
 
 @pytest.mark.django_db
