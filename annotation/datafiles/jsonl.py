@@ -8,6 +8,7 @@ cannot store: NUL characters, lone surrogates and nesting deeper than MAX_DEPTH.
 
 from __future__ import annotations
 
+import codecs
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,9 +39,15 @@ def decode_line(raw: bytes) -> str:
 
 
 def iter_text_lines(path: str | Path) -> Iterator[tuple[int, str]]:
-    """(line number, text) of every line, streamed; raises JsonlError on bytes that are not UTF-8."""
+    """(line number, text) of every line, streamed; raises JsonlError on bytes that are not UTF-8.
+
+    A UTF-8 byte order mark opening the file (Excel's "CSV UTF-8", Windows editors) is not
+    part of the first line.
+    """
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
+            if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8) :]
             try:
                 yield number, decode_line(raw)
             except ValueError as exc:

@@ -202,10 +202,12 @@ class PromptFilter:
         source: str | None = None,
         has_external_id: bool = False,
         stored: bool = False,
+        stored_copy: bool = False,
     ) -> Decision:
         """Duplicates and the per-source cap, on the row as `clean` left it. `stored`: the
-        same content is already in the project (the import counts it unchanged), so it
-        passes the duplicate filters untouched."""
+        row is already in the project (the import counts it unchanged), so it passes the
+        duplicate filters untouched. `stored_copy`: a prompt with the same content is stored
+        under another external_id (or none), so this row would be a second copy."""
         o = self.options
         if o.dedup != "none" and not stored:
             digest = hashlib.blake2b(
@@ -213,6 +215,8 @@ class PromptFilter:
                 digest_size=16,
             ).digest()
             exempt = has_external_id and o.dedup == "exact"
+            if stored_copy and not exempt:
+                return self._remove("exact", messages, "same text as a stored prompt")
             if self._lsh is not None:
                 seen = self._exact_bloom.contains_any([digest])
             else:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -137,11 +137,13 @@ def prompt_record(raw, *, line: int) -> PromptRecord:
     )
 
 
-def read_records(path: str | Path) -> Iterator[tuple[int, object]]:
+def read_records(path: str | Path, *, kind: str = "prompts") -> Iterator[tuple[int, object]]:
     """Yield (line number, raw record) from a .jsonl, .csv or datasets folder, streamed.
 
     Bad syntax, bytes that are not UTF-8, NUL characters, lone surrogates and nesting deeper
-    than MAX_DEPTH raise ImportFileError naming the file and line (never a traceback).
+    than MAX_DEPTH raise ImportFileError naming the file and line (never a traceback). A CSV
+    of `kind` "prompts" needs a text column (other columns become metadata); one of
+    "candidates" has the JSONL record's columns.
     """
     path = Path(path)
     if path.is_dir():
@@ -151,7 +153,7 @@ def read_records(path: str | Path) -> Iterator[tuple[int, object]]:
     elif path.suffix.lower() in {".jsonl", ".ndjson", ".json"}:
         records = iter_jsonl(path)
     elif path.suffix.lower() == ".csv":
-        records = _read_csv(path)
+        records = _read_csv(path, _csv_row if kind == "prompts" else _csv_candidate_row)
     else:
         raise ImportFileError(path, None, "unknown format: use .jsonl, .csv or a datasets folder")
     try:
@@ -164,7 +166,9 @@ def read_records(path: str | Path) -> Iterator[tuple[int, object]]:
         raise ImportFileError(path, exc.line, exc.message) from None
 
 
-def _read_csv(path: Path) -> Iterator[tuple[int, dict]]:
+def _read_csv(
+    path: Path, to_record: Callable[[dict, Path, int], dict]
+) -> Iterator[tuple[int, dict]]:
     last = [0]  # the physical line the csv module is reading, for its own errors
 
     def lines() -> Iterator[str]:
@@ -176,8 +180,13 @@ def _read_csv(path: Path) -> Iterator[tuple[int, dict]]:
     try:
         if not reader.fieldnames or "text" not in reader.fieldnames:
             raise ImportFileError(path, 1, "a CSV file needs a 'text' column")
+        if to_record is _csv_candidate_row and not {"prompt_external_id", "prompt_id"} & set(
+            reader.fieldnames
+        ):
+            message = "a candidates CSV file needs a 'prompt_external_id' or 'prompt_id' column"
+            raise ImportFileError(path, 1, message)
         for row in reader:
-            yield reader.line_num, _csv_row(row, path, reader.line_num)
+            yield reader.line_num, to_record(row, path, reader.line_num)
     except csv.Error as exc:  # e.g. a NUL byte on older Pythons, an unclosed quote at the end
         raise ImportFileError(path, last[0], f"invalid CSV ({exc})") from None
 
@@ -198,6 +207,24 @@ def _csv_row(row: dict, path: Path, line: int) -> dict:
             raise ImportFileError(path, line, "the 'metadata' column must hold a JSON object")
     metadata.update({k: v for k, v in row.items() if k and v not in (None, "")})
     record["metadata"] = metadata
+    return record
+
+
+def _csv_candidate_row(row: dict, path: Path, line: int) -> dict:
+    """A candidates CSV row as its JSONL record: empty cells are absent, prompt_id a number,
+    params JSON."""
+    record = {k: v for k, v in row.items() if k and v not in (None, "")}
+    for key in ("params", "generation_params"):
+        if key in record:
+            try:
+                record[key] = parse_json_line(record[key])
+            except ValueError:
+                raise ImportFileError(path, line, f"the {key!r} column must hold JSON") from None
+    prompt_id = record.get("prompt_id")
+    if prompt_id is not None:
+        if not prompt_id.strip().isdigit():
+            raise ImportFileError(path, line, "'prompt_id' must be an integer")
+        record["prompt_id"] = int(prompt_id)
     return record
 
 
@@ -358,7 +385,7 @@ def candidate_record(raw, *, line: int) -> CandidateRecord:
 
 def parse_candidate_file(path: str | Path) -> list[CandidateRecord]:
     records = []
-    for line, raw in read_records(path):
+    for line, raw in read_records(path, kind="candidates"):
         try:
             records.append(candidate_record(raw, line=line))
         except ValueError as exc:

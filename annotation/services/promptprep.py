@@ -58,13 +58,14 @@ class PrepResult:
         return rows
 
 
-def _stored_hashes(project: Project, hashes: list[str]) -> set[str]:
+def _stored_keys(project: Project, hashes: list[str]) -> set[tuple[str | None, str]]:
+    """(external_id, content hash) of the stored prompts with one of `hashes`."""
     stored = set()
     for start in range(0, len(hashes), BULK_BATCH):
         stored.update(
             Prompt.objects.filter(
                 project=project, content_hash__in=hashes[start : start + BULK_BATCH]
-            ).values_list("content_hash", flat=True)
+            ).values_list("external_id", "content_hash")
         )
     return stored
 
@@ -94,7 +95,11 @@ def prompts_prepare(
             )
         cleaned.append(record)
 
-    stored = _stored_hashes(project, [r.content_hash for r in cleaned])
+    # A row the import will count unchanged (same external_id and content, or same content
+    # and no external_id on either side) passes; any other copy of stored content is a
+    # duplicate like a copy of an earlier row.
+    stored_keys = _stored_keys(project, [r.content_hash for r in cleaned])
+    stored_hashes = {content_hash for _, content_hash in stored_keys}
     if options.dedup == "near":
         for messages in (
             Prompt.objects.filter(project=project).values_list("messages", flat=True).iterator(2000)
@@ -106,7 +111,8 @@ def prompts_prepare(
             record.messages,
             source=record.source,
             has_external_id=record.external_id is not None,
-            stored=record.content_hash in stored,
+            stored=(record.external_id, record.content_hash) in stored_keys,
+            stored_copy=record.content_hash in stored_hashes,
         )
         if decision.keep:
             kept.append(record)

@@ -77,6 +77,58 @@ def test_csv_without_text_column(project, tmp_path):
         prompts_import_file(project=project, path=path)
 
 
+def test_a_byte_order_mark_opening_the_file_is_not_part_of_it(project, tmp_path):
+    # Excel's "CSV UTF-8" and Windows editors write one; it used to hide the 'text' header.
+    bom = "\ufeff"
+    csv_path = tmp_path / "p.csv"
+    csv_path.write_text(bom + "external_id,text\n1,Hello\n", encoding="utf-8")
+    jsonl_path = tmp_path / "p.jsonl"
+    jsonl_path.write_text(bom + json.dumps({"external_id": "2", "text": "Hi"}) + "\n")
+    assert prompts_import_file(project=project, path=csv_path).created == 1
+    assert prompts_import_file(project=project, path=jsonl_path).created == 1
+    assert sorted(Prompt.objects.values_list("external_id", "messages__0__content")) == [
+        ("1", "Hello"),
+        ("2", "Hi"),
+    ]
+    # Only at the very start: further down it is a character of the text like any other.
+    later = tmp_path / "later.jsonl"
+    later.write_text('{"text": "a"}\n' + bom + '{"text": "b"}\n')
+    with pytest.raises(ImportFileError, match=r"later\.jsonl:2: invalid JSON"):
+        prompts_import_file(project=project, path=later)
+
+
+def test_candidates_csv_has_the_jsonl_columns(project, tmp_path):
+    prompts_import_file(
+        project=project, path=write_jsonl(tmp_path / "p.jsonl", [{"external_id": "a", "text": "q"}])
+    )
+    prompt = Prompt.objects.get()
+    path = tmp_path / "c.csv"
+    path.write_text(
+        "prompt_external_id,prompt_id,text,model,params\n"
+        'a,,"one, with a comma",m1,"{""temperature"": 0.7}"\n'
+        f",{prompt.pk},two,,\n"
+    )
+    assert candidates_import_file(project=project, path=path).created == 2
+    one, two = Candidate.objects.order_by("text")
+    assert (one.text, one.model_name, one.generation_params) == (
+        "one, with a comma",
+        "m1",
+        {"temperature": 0.7},
+    )
+    assert two.text == "two" and two.prompt_id == prompt.pk
+    bad_id = tmp_path / "bad.csv"
+    bad_id.write_text("prompt_id,text\n1,fine\nx,three\n")
+    with pytest.raises(ImportFileError, match=r"bad\.csv:3: 'prompt_id' must be an integer"):
+        candidates_import_file(project=project, path=bad_id)
+    no_ref = tmp_path / "noref.csv"
+    no_ref.write_text("text\nthree\n")
+    with pytest.raises(
+        ImportFileError, match=r"noref\.csv:1: .*'prompt_external_id' or 'prompt_id'"
+    ):
+        candidates_import_file(project=project, path=no_ref)
+    assert Candidate.objects.count() == 2
+
+
 @pytest.mark.ml
 def test_datasets_folder(project, tmp_path):
     datasets = pytest.importorskip("datasets")

@@ -213,6 +213,38 @@ def test_near_duplicates_of_stored_prompts_are_removed(project, tmp_path):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("dedup", ["exact", "near"])
+def test_a_second_copy_of_a_stored_prompt_is_a_duplicate(project, tmp_path, dedup):
+    text = "The quick brown fox jumps over the lazy dog near the river bank."
+    first = write_jsonl(tmp_path / "a.jsonl", [{"external_id": "a", "text": text}])
+    call_command("import_prompts", "demo", str(first), stdout=io.StringIO())
+    rows = [
+        {"external_id": "a", "text": text},  # the stored row itself: unchanged
+        {"text": text},  # a copy without an id
+        {"external_id": "b", "text": text},  # a copy under a new id
+        {"text": text.replace("river", "rivers")},  # a near copy
+    ]
+    second = write_jsonl(tmp_path / "b.jsonl", rows)
+    stdout = io.StringIO()
+    call_command("import_prompts", "demo", str(second), "--dedup", dedup, stdout=stdout)
+    removed = [json.loads(line) for line in (tmp_path / "b.jsonl.removed.jsonl").open()]
+    if dedup == "near":
+        assert [(r["line"], r["filter"]) for r in removed] == [
+            (2, "exact"),
+            (3, "exact"),
+            (4, "near"),
+        ]
+        assert "created 0, unchanged 1" in stdout.getvalue()
+        assert list(Prompt.objects.values_list("external_id", flat=True)) == ["a"]
+    else:
+        # Exact: a row with its own external_id is its own prompt, as within one file.
+        assert [(r["line"], r["filter"]) for r in removed] == [(2, "exact")]
+        assert "created 2, unchanged 1" in stdout.getvalue()
+        kept = Prompt.objects.order_by("id").values_list("external_id", flat=True)
+        assert list(kept) == ["a", "b", None]  # None: the near copy, kept by exact
+
+
+@pytest.mark.django_db
 def test_defaults_keep_todays_behaviour(project, tmp_path):
     rows = [
         {"text": "same"},
