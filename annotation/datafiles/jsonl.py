@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,8 @@ def storable_problem(value: Any, where: str = "the record", depth: int = 0) -> s
         except UnicodeEncodeError:
             return f"{where} is not valid Unicode (lone surrogate)"
         return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{where} is not a finite number"
     if isinstance(value, dict):
         for key, item in value.items():
             inner = f"{key!r}" if depth == 0 else f"{where}[{key!r}]"
@@ -83,10 +86,25 @@ def storable_problem(value: Any, where: str = "the record", depth: int = 0) -> s
     return None
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"invalid JSON ({constant} is not a JSON number)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"invalid JSON ({text} is out of range for a number)")
+    return value
+
+
 def parse_json_line(text: str) -> Any:
-    """json.loads of one line; ValueError with a short reason (deep nesting included)."""
+    """json.loads of one line; ValueError with a short reason (deep nesting included).
+
+    NaN, Infinity and numbers too large for a float are refused, as by the API's parser:
+    JSON has none of them and PostgreSQL's jsonb cannot store them.
+    """
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_not_json, parse_float=_finite_float)
     except json.JSONDecodeError as exc:
         raise ValueError(f"invalid JSON ({exc.msg})") from None
     except RecursionError:

@@ -271,6 +271,11 @@ BAD_BYTES = [
     (('{"text": "ok", "metadata": {"k": ' + DEEP + "}}").encode(), "nested deeper than 32"),
     (('{"text": "ok", "metadata": {"k": ' + NESTED + "}}").encode(), "nested deeper than 32"),
     (b'{"text": "nul\x00"}', "invalid JSON"),
+    # Not JSON, though Python's json reads them; SQLite refused them as "changed during the
+    # import; run it again", PostgreSQL's jsonb with a DataError.
+    (b'{"text": "ok", "metadata": {"score": NaN}}', "invalid JSON (NaN is not a JSON number)"),
+    (b'{"text": "ok", "metadata": {"k": -Infinity}}', "-Infinity is not a JSON number"),
+    (b'{"text": "ok", "metadata": {"k": 1e999}}', "1e999 is out of range for a number"),
 ]
 
 
@@ -362,3 +367,11 @@ def test_a_refusal_after_a_written_batch_still_writes_nothing(project, tmp_path,
     with pytest.raises(ServiceValidationError, match=r"b\.jsonl:6: external_id 'z' already exists"):
         prompts_import_file(project=project, path=write_jsonl(tmp_path / "b.jsonl", rows))
     assert Prompt.objects.count() == 1
+
+
+def test_a_non_finite_number_from_a_datasets_folder_is_named():
+    from annotation.datafiles.jsonl import storable_problem
+
+    record = {"text": "ok", "metadata": {"scores": [0.5, float("nan")]}}
+    assert storable_problem(record) == "'metadata'['scores'][1] is not a finite number"
+    assert storable_problem({"text": "ok", "metadata": {"score": 0.5}}) is None
