@@ -86,6 +86,38 @@ def test_stats_page_and_export_action(
     assert export.created_by == superuser
 
 
+def test_annotations_per_day_reach_back_to_since_but_not_before_the_project(
+    project, make_labeler, make_comparisons
+):
+    import uuid
+    from datetime import date, timedelta
+
+    from django.utils import timezone
+
+    from annotation.models import Project
+    from annotation.selectors.stats import annotations_per_day
+    from annotation.services.labeling import assignment_next, ranking_submit
+
+    make_comparisons(project, n=1)
+    alice = make_labeler("alice", projects=[project])
+    assignment = assignment_next(project=project, labeler=alice)
+    ranking_submit(
+        assignment=assignment,
+        labeler=alice,
+        ranking=[[c] for c in assignment.display_order],
+        client_token=uuid.uuid4(),
+    )
+    today = timezone.localdate()
+    Project.objects.filter(pk=project.pk).update(created_at=timezone.now() - timedelta(days=3))
+    project.refresh_from_db()
+    # A week back asked for, the project is 3 days old: 3 empty days, then today's one.
+    days = annotations_per_day(project, since=today - timedelta(days=7))
+    assert days == [(today - timedelta(days=n), 0) for n in (3, 2, 1)] + [(today, 1)]
+    # Year 1 used to pad 739,000 days into the admin's chart (120 MB of HTML).
+    assert annotations_per_day(project, since=date(1, 1, 1)) == days
+    assert annotations_per_day(project, since=today) == [(today, 1)]
+
+
 def test_stats_page_refused_to_labelers(client, labeler, project):
     client.force_login(labeler)
     response = client.get(reverse("admin:annotation_project_stats", args=[project.pk]))

@@ -169,7 +169,12 @@ def project_stats(
 def annotations_per_day(
     project: Project, *, since: date | None = None, until: date | None = None
 ) -> list[tuple[date, int]]:
-    """(day, annotations counted that day) for every day from the first to the last, gaps as 0."""
+    """(day, annotations counted that day) for every day from the first to the last, gaps as 0.
+
+    The series reaches out to `since` and `until` where they are given, but no earlier than
+    the day the project was made, nor later than today: `?since=0001-01-01` is not 739,000
+    empty days.
+    """
     counts = dict(
         counted_annotations(project, since=since, until=until)
         .annotate(day=TruncDate("created_at", tzinfo=timezone.get_current_timezone()))
@@ -181,7 +186,8 @@ def annotations_per_day(
     if not counts:
         return []
     first, last = min(counts), max(counts)
-    first = since if since and since < first else first
+    created = timezone.localdate(project.created_at)
+    first = max(since, created) if since and since < first else first
     last = until if until and until > last and until <= timezone.localdate() else last
     return [
         (first + timedelta(days=n), counts.get(first + timedelta(days=n), 0))
