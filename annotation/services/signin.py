@@ -8,6 +8,10 @@ then takes its attempt back. Three keys, checked in this order:
   that machine, not the office behind the same address;
 - username, LOGIN_FAILURE_LIMIT_PER_USER: guessing one account from many addresses;
 - address, LOGIN_FAILURE_LIMIT_PER_ADDRESS: one address trying many accounts.
+
+An attempt that a full user or address count refuses anyway is refused before any row is
+made for it (a spray of new usernames would add two rows an attempt), and rows whose window
+has ended are deleted when a new one is made: the table holds the current windows only.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ def _bump(key: str, now) -> SignInThrottle:
             ),
         )
         if not updated:
+            SignInThrottle.objects.filter(window_ends__lte=now).delete()
             try:
                 with transaction.atomic():
                     return SignInThrottle.objects.create(
@@ -63,8 +68,19 @@ def _bump(key: str, now) -> SignInThrottle:
 def signin_attempt(*, username: str, address: str) -> SignInDecision:
     """Count an attempt to sign in as `username` from `address`; refused past any limit."""
     now = timezone.now()
+    keys = _keys(username, address)
+    full = SignInThrottle.objects.filter(
+        key__in=[key for key, _ in keys[1:]], window_ends__gt=now
+    ).values_list("key", "attempts", "window_ends")
+    limits = dict(keys)
+    for key, attempts, ends in full:
+        if attempts >= limits[key]:
+            # Refused whatever the other counts say: nothing to count it on.
+            return SignInDecision(
+                allowed=False, retry_after=max(1, int((ends - now).total_seconds()))
+            )
     counted = []
-    for key, limit in _keys(username, address):
+    for key, limit in keys:
         row = _bump(key, now)
         counted.append(key)
         if row.attempts > limit:

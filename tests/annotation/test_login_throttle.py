@@ -68,6 +68,30 @@ def test_one_address_spraying_many_accounts_is_stopped(client, make_labeler, set
     assert int(blocked["Retry-After"]) > 0
 
 
+def test_a_refused_spray_adds_no_rows_and_ended_windows_are_deleted(
+    client, make_labeler, settings
+):
+    from annotation.models import SignInThrottle
+
+    settings.LOGIN_FAILURE_LIMIT_PER_ADDRESS = 3
+    url = reverse("login")
+    statuses = [
+        client.post(url, {"username": f"user{i}", "password": "guess"}).status_code
+        for i in range(50)
+    ]
+    assert statuses == [200] * 3 + [429] * 47
+    # 3 attempts counted (pair and user rows each, one address row); the 47 refused by the
+    # full address count made no rows (each used to add two).
+    assert SignInThrottle.objects.count() == 7
+    SignInThrottle.objects.update(window_ends=timezone.now() - timedelta(seconds=1))
+    assert client.post(url, {"username": "new", "password": "guess"}).status_code == 200
+    assert sorted(SignInThrottle.objects.values_list("key", flat=True)) == [
+        "address:127.0.0.1",
+        "pair:new|127.0.0.1",
+        "user:new",
+    ]
+
+
 def test_one_account_guessed_from_many_addresses_is_stopped(client, make_labeler, settings):
     settings.LOGIN_FAILURE_LIMIT_PER_USER = 4
     make_labeler("bob", password="right-password-123")
