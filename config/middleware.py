@@ -12,6 +12,18 @@ from django.urls import Resolver404, resolve
 IMPORT_URL_NAMES = frozenset({"api:prompts", "api:candidates", "admin:annotation_project_import"})
 
 
+# Of those, the pages that take the session's word for who posts (the API's endpoints
+# authenticate before they read a body).
+SESSION_IMPORT_URL_NAMES = frozenset({"admin:annotation_project_import"})
+
+
+def _declared_length(request) -> int:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return 0
+
+
 def body_limit_for(path_info: str) -> int:
     """The largest request body, in bytes, that this path accepts."""
     try:
@@ -34,14 +46,36 @@ class RequestBodyLimitMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        try:
-            length = int(request.META.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            length = 0
+        length = _declared_length(request)
         if length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
             limit = body_limit_for(request.path_info)
             if length > limit:
                 return too_large(request, limit)
+        return self.get_response(request)
+
+
+class StaffImportBodyMiddleware:
+    """The admin's upload page takes bodies past DATA_UPLOAD_MAX_MEMORY_SIZE from signed-in
+    staff only.
+
+    It sits after AuthenticationMiddleware and answers before any view middleware: the CSRF
+    check reads the POST body of a form, so without it anyone holding a CSRF cookie of their
+    own could have a 50 MiB upload parsed and spooled to disk, and only then be sent to the
+    sign-in page.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if _declared_length(request) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+            try:
+                view_name = resolve(request.path_info).view_name
+            except Resolver404:
+                view_name = None
+            user = request.user
+            if view_name in SESSION_IMPORT_URL_NAMES and not (user.is_active and user.is_staff):
+                return too_large(request, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
         return self.get_response(request)
 
 

@@ -141,6 +141,32 @@ def test_uploads_past_the_request_cap_up_to_import_max_bytes_are_taken(
     assert Prompt.objects.count() == 200
 
 
+def test_only_staff_may_send_the_upload_page_a_body_past_the_request_cap(
+    labeler, project, settings, monkeypatch
+):
+    from django.http.multipartparser import MultiPartParser
+    from django.test import Client
+
+    parsed = []
+    original = MultiPartParser.parse
+    monkeypatch.setattr(MultiPartParser, "parse", lambda self: parsed.append(1) or original(self))
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 2_000
+    settings.IMPORT_MAX_BYTES = 100_000
+    lines = [{"text": f"question number {i}"} for i in range(200)]
+    body = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    url = reverse("admin:annotation_project_import", args=[project.pk])
+    # Anyone can hold a CSRF cookie of their own; the CSRF check would parse the body.
+    anonymous = Client(enforce_csrf_checks=True)
+    anonymous.cookies["csrftoken"] = "a" * 32
+    signed_in = Client(enforce_csrf_checks=True)
+    signed_in.force_login(labeler)
+    for client in (anonymous, signed_in):
+        form = {"kind": "prompts", "file": SimpleUploadedFile("p.jsonl", body)}
+        response = client.post(url, form, HTTP_X_CSRFTOKEN="a" * 32)
+        assert response.status_code == 413
+    assert parsed == [] and Prompt.objects.count() == 0
+
+
 def test_the_export_action_needs_change_permission(client, labeled, settings, tmp_path):
     from django.contrib.auth.models import Permission
 
