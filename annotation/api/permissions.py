@@ -16,13 +16,26 @@ from annotation.selectors.queue import assignment_of_labeler, project_for_member
 
 
 class IsStaff(BasePermission):
-    """Signed-in staff users only."""
+    """Signed-in staff users holding the view's `required_permission`, if it names one.
+
+    The permission is the one the admin asks for the same work (change_project to import,
+    build and export, view_project for statistics, change_comparison for gold,
+    change_annotation for review, view_export to download), so an account the admin limits
+    is limited here too. Superusers hold every permission; `create_labeler --staff` puts an
+    account in the "project admins" group, which holds these.
+    """
 
     message = "This endpoint is for staff users."
 
     def has_permission(self, request, view) -> bool:
         user = request.user
-        return bool(user and user.is_authenticated and user.is_staff)
+        if not (user and user.is_authenticated and user.is_staff):
+            return False
+        needed = getattr(view, "required_permission", None)
+        if needed and not user.has_perm(needed):
+            self.message = f"This endpoint needs the {needed} permission."
+            return False
+        return True
 
 
 def project_for_labeler(user, slug: str) -> Project:

@@ -76,6 +76,7 @@ class ComparisonGoldApi(APIView):
     """Mark a comparison gold with a validated ranking (POST), or remove the mark (DELETE)."""
 
     permission_classes = [IsStaff]
+    required_permission = "annotation.change_comparison"
 
     @extend_schema(
         tags=["review"],
@@ -108,6 +109,7 @@ class AnnotationRejectApi(APIView):
     """Reject an annotation: kept, but out of exports and agreement; its slot reopens."""
 
     permission_classes = [IsStaff]
+    required_permission = "annotation.change_annotation"
 
     @extend_schema(
         tags=["review"],
@@ -129,6 +131,7 @@ class AnnotationRestoreApi(APIView):
     """Undo a rejection; 409 when others have filled the comparison meanwhile."""
 
     permission_classes = [IsStaff]
+    required_permission = "annotation.change_annotation"
 
     @extend_schema(
         tags=["review"],

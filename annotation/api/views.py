@@ -223,6 +223,7 @@ class PromptsImportApi(APIView):
     """Bulk import prompts: all or nothing, idempotent by external_id (else by content)."""
 
     permission_classes = [IsStaff]
+    required_permission = "annotation.change_project"
     parser_classes = [BoundedJSONParser]
 
     @extend_schema(
@@ -248,6 +249,7 @@ class CandidatesImportApi(APIView):
     """Bulk import candidates: all or nothing, idempotent by text per prompt."""
 
     permission_classes = [IsStaff]
+    required_permission = "annotation.change_project"
     parser_classes = [BoundedJSONParser]
 
     @extend_schema(
@@ -273,6 +275,7 @@ class ComparisonsBuildApi(APIView):
     """Group each prompt's unused candidates into comparisons of K."""
 
     permission_classes = [IsStaff]
+    required_permission = "annotation.change_project"
 
     @extend_schema(
         tags=["data"],
@@ -290,6 +293,7 @@ class ExportCreateApi(APIView):
     """Write an immutable preference export (SPEC section 5)."""
 
     permission_classes = [IsStaff]
+    required_permission = "annotation.change_project"
 
     @extend_schema(
         tags=["data"],
@@ -322,6 +326,7 @@ class ExportDownloadApi(APIView):
     """Download an export: the pairs file by default; folders (format `hf`) come zipped."""
 
     permission_classes = [IsStaff]
+    required_permission = "annotation.view_export"
     FILES = ("pairs", "rankings", "manifest", "all")
 
     @extend_schema(
@@ -405,6 +410,7 @@ class ProjectStatsApi(APIView):
     """Progress, agreement and per-labeler figures of a project."""
 
     permission_classes = [IsStaff]
+    required_permission = "annotation.view_project"
 
     @extend_schema(
         tags=["data"],
@@ -421,6 +427,7 @@ class ProjectModelsApi(APIView):
     """The model leaderboard from human labels (SPEC section 11)."""
 
     permission_classes = [IsStaff]
+    required_permission = "annotation.view_project"
 
     @extend_schema(
         tags=["data"],

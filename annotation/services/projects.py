@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, Permission
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -13,6 +13,12 @@ from annotation.models import Project, TaskType
 from annotation.services.tokens import api_token_issue
 
 LABELERS_GROUP = "labelers"
+# Staff made by `create_labeler --staff`: the admin's and the staff API's permissions over
+# the labeling, lineage and training records (view, add, change; deleting stays with
+# superusers, as the records are the history a model version traces back to).
+PROJECT_ADMINS_GROUP = "project admins"
+PROJECT_ADMIN_APPS = ("annotation", "lineage", "training")
+PROJECT_ADMIN_ACTIONS = ("view", "add", "change")
 
 
 def _validation_errors(exc: ValidationError) -> dict:
@@ -88,6 +94,16 @@ def labelers_group() -> Group:
     return group
 
 
+def project_admins_group() -> Group:
+    """The "project admins" group, its permissions brought up to date with the models."""
+    group, _ = Group.objects.get_or_create(name=PROJECT_ADMINS_GROUP)
+    wanted = Permission.objects.filter(content_type__app_label__in=PROJECT_ADMIN_APPS).filter(
+        codename__regex=rf"^({'|'.join(PROJECT_ADMIN_ACTIONS)})_"
+    )
+    group.permissions.add(*wanted)
+    return group
+
+
 @transaction.atomic
 def labeler_create(
     *,
@@ -135,6 +151,8 @@ def labeler_create(
         user.is_staff = True
     user.save()
     user.groups.add(labelers_group())
+    if staff:
+        user.groups.add(project_admins_group())
     for project in projects:
         project.members.add(user)
     # Keys are stored hashed, so an existing key cannot be shown again: a re-run issues an

@@ -4,6 +4,7 @@ tokens, session auth with CSRF, throttling, and the error shape for hostile inpu
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import uuid
 
@@ -91,6 +92,82 @@ def test_labelers_get_403_on_staff_endpoints(request, ids, who, method, path, bo
     assert response.status_code == 403
     assert response.json() == {"detail": "This endpoint is for staff users.", "errors": {}}
     assert db_state() == before
+
+
+# What the admin asks for the same work, per staff endpoint.
+STAFF_PERMISSIONS = {
+    "/api/v1/projects/demo/prompts/": "annotation.change_project",
+    "/api/v1/projects/demo/candidates/": "annotation.change_project",
+    "/api/v1/projects/demo/comparisons/build/": "annotation.change_project",
+    "/api/v1/projects/demo/exports/": "annotation.change_project",
+    "/api/v1/exports/{export}/download/": "annotation.view_export",
+    "/api/v1/projects/demo/stats/": "annotation.view_project",
+    "/api/v1/projects/demo/models/": "annotation.view_project",
+}
+
+
+@pytest.mark.parametrize(("method", "path", "body"), STAFF_ENDPOINTS)
+def test_staff_without_the_admins_permission_get_403_naming_it(ids, method, path, body):
+    from django.contrib.auth import get_user_model
+
+    # is_staff alone: the admin shows this account nothing, and the API did everything.
+    bare = get_user_model().objects.create_user("bare", is_staff=True)
+    before = db_state()
+    response = call(token_client(bare), method, path, body, ids)
+    needed = STAFF_PERMISSIONS[path]
+    assert response.status_code == 403
+    assert response.json()["detail"] == f"This endpoint needs the {needed} permission."
+    assert db_state() == before
+
+
+def test_review_and_gold_endpoints_ask_for_the_admins_permissions(comparisons, alice):
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Permission
+
+    assignment = alice.post("/api/v1/projects/demo/assignments/next/").json()["assignment"]
+    order = [c["id"] for c in assignment["comparison"]["candidates"]]
+    submitted = alice.post(
+        f"/api/v1/assignments/{assignment['id']}/submit/",
+        {"ranking": [[c] for c in order], "client_token": str(uuid.uuid4())},
+        format="json",
+    ).json()
+    viewer = get_user_model().objects.create_user("viewer", is_staff=True)
+    viewer.user_permissions.add(*Permission.objects.filter(codename__startswith="view_"))
+    client = token_client(viewer)
+    annotation = submitted["annotation_id"]
+    gold = f"/api/v1/comparisons/{assignment['comparison']['id']}/gold/"
+    reject = f"/api/v1/annotations/{annotation}/reject/"
+    assert client.get("/api/v1/projects/demo/stats/").status_code == 200  # view is enough
+    refused = client.post(reject, {"reason": "spam"}, format="json")
+    assert refused.status_code == 403 and "annotation.change_annotation" in refused.json()["detail"]
+    refused = client.post(gold, {"ranking": [[c] for c in order]}, format="json")
+    assert refused.status_code == 403 and "annotation.change_comparison" in refused.json()["detail"]
+    assert not Annotation.objects.get(pk=annotation).rejected_at
+    viewer.user_permissions.add(
+        *Permission.objects.filter(codename__in=["change_annotation", "change_comparison"])
+    )
+    client = token_client(get_user_model().objects.get(pk=viewer.pk))  # permissions re-read
+    assert client.post(reject, {"reason": "spam"}, format="json").status_code == 200
+    assert client.post(gold, {"ranking": [[c] for c in order]}, format="json").status_code == 200
+
+
+def test_create_labeler_staff_makes_a_project_admin_of_the_api_and_the_admin(project, client):
+    from django.core.management import call_command
+
+    call_command("create_labeler", "pat", "--project", "demo", "--staff", stdout=io.StringIO())
+    from django.contrib.auth import get_user_model
+
+    pat = get_user_model().objects.get(username="pat")
+    assert pat.groups.filter(name="project admins").exists()
+    assert pat.has_perm("annotation.change_project") and pat.has_perm("lineage.view_modelversion")
+    assert not pat.has_perm("annotation.delete_project")
+    api = token_client(pat)
+    imported = api.post(
+        "/api/v1/projects/demo/prompts/", {"prompts": [{"text": "hi"}]}, format="json"
+    )
+    assert imported.status_code == 200
+    client.force_login(pat)
+    assert client.get("/admin/annotation/project/").status_code == 200
 
 
 def test_staff_get_404_not_403_for_unknown_projects(staff):

@@ -16,7 +16,14 @@ class Command(BaseCommand):
         parser.add_argument(
             "--project", action="append", required=True, help="project slug (repeatable)"
         )
-        parser.add_argument("--staff", action="store_true", help="also give admin-site access")
+        parser.add_argument(
+            "--staff",
+            action="store_true",
+            help=(
+                "also make them a project admin: the admin site and the staff API, with the "
+                "'project admins' group's view/add/change permissions"
+            ),
+        )
         parser.add_argument("--password", help="password for browser login")
         parser.add_argument("--email", default="")
         parser.add_argument(
