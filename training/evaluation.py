@@ -15,16 +15,28 @@ def mean(values: Sequence[float]) -> float:
     return float(sum(values) / len(values)) if values else float("nan")
 
 
+# The temperature held-out answers are sampled at, and their KL is measured at.
+EVAL_TEMPERATURE = 0.7
+
+
+class AnswerSets(list):
+    """Answer sets (`sets[s][p]`, a list of lists of text) and, beside them, `finished[s][p]`:
+    whether that answer ended on its end-of-sequence token (False where `max_new_tokens`
+    cut it, or nothing was sampled)."""
+
+    finished: list[list[bool]]
+
+
 def sample_answer_sets(
     policy: str | Path | tuple,
     prompts: Sequence[Prompt],
     *,
     samples: int = 1,
     max_new_tokens: int = 48,
-    temperature: float = 0.7,
+    temperature: float = EVAL_TEMPERATURE,
     seed: int = 1234,
     device: str = "auto",
-) -> list[list[str]]:
+) -> AnswerSets:
     """`samples` answer sets, one seeded sample per prompt in each (set s under `seed + s`;
     "" where a prompt gave nothing), the model loaded once: the answers gold is scored on.
 
@@ -39,7 +51,8 @@ def sample_answer_sets(
         raise ValueError(f"samples must be at least 1, got {samples}")
     if not isinstance(policy, tuple):
         policy = load_causal_lm(policy, device=device, dtype=GenerationConfig().dtype)
-    sets = []
+    sets = AnswerSets()
+    sets.finished = []
     for s in range(samples):
         config = GenerationConfig(
             num_candidates=1,
@@ -51,6 +64,12 @@ def sample_answer_sets(
         )
         result = generate_candidates(policy, list(prompts), config, progress=False)
         sets.append([row[0].text if row else "" for row in result.candidates])
+        sets.finished.append(
+            [
+                bool(row) and row[0].metadata.get("finish_reason") == "eos"
+                for row in result.candidates
+            ]
+        )
     return sets
 
 
@@ -422,35 +441,45 @@ def heldout_kl(
     prompts: Sequence[Prompt],
     responses: Sequence[str],
     *,
+    finished: Sequence[bool] | None = None,
+    temperature: float = EVAL_TEMPERATURE,
     device: str = "auto",
 ) -> float:
     """Mean over prompts of sum_t log pi(y_t | x, y_<t) - log pi_ref(y_t | x, y_<t).
 
     The k1 estimate of KL(pi || pi_ref) in nats per answer, on answers sampled from the new
-    policy (`responses`, re-tokenised after the rendered prompt; the answer's end-of-sequence
-    token included as generation stops on it). nan without prompts.
+    policy (`responses`, re-tokenised after the rendered prompt) at `temperature`: both
+    models' logits are divided by it, as PPO's are, so this is the KL between the
+    distributions the answers came from. An answer's end-of-sequence token counts where it
+    ended on one (`finished`; None: every answer did), not where the token limit cut it.
+    nan without prompts.
     """
     import torch
 
     from training.modeling import encode_prompt, load_causal_lm
+    from training.ppo.math import logprobs_from_logits
 
     if not prompts:
         return float("nan")
     model, tokenizer = load_causal_lm(policy, device=device)
     ref_model, _ = load_causal_lm(reference, device=device)
+    if finished is None:
+        finished = [True] * len(responses)
     totals = []
     with torch.no_grad():
-        for prompt, response in zip(prompts, responses):
+        for prompt, response, ended in zip(prompts, responses, finished):
             prompt_ids = encode_prompt(tokenizer, prompt)
             answer_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
-            if tokenizer.eos_token_id is not None:
+            if ended and tokenizer.eos_token_id is not None:
                 answer_ids = [*answer_ids, tokenizer.eos_token_id]
+            if not answer_ids:
+                totals.append(0.0)
+                continue
             ids = torch.tensor([prompt_ids + answer_ids], device=model.device)
             start = len(prompt_ids)
             diffs = []
             for m in (model, ref_model):
-                logits = m(input_ids=ids).logits[0, start - 1 : -1].float()
-                logp = torch.log_softmax(logits, dim=-1)
-                diffs.append(logp.gather(1, ids[0, start:, None]).sum())
+                logits = m(input_ids=ids).logits[:, start - 1 : -1]  # (1, T, V)
+                diffs.append(logprobs_from_logits(logits, ids[:, start:], temperature).sum())
             totals.append(float(diffs[0] - diffs[1]))
     return mean(totals)

@@ -134,7 +134,8 @@ REPORT_DEFINITIONS = {
     "a tie by the second counts 1/2 (the ceiling of rm_accuracy_vs_labels)",
     "kl_heldout": "mean over the new policy's sampled held-out answers (eval_samples per "
     "prompt) of sum_t log pi(y_t) - log pi_ref(y_t) (k1 estimator of KL(pi || pi_ref), nats "
-    "per answer)",
+    "per answer), both models' logits divided by the sampling temperature; EOS counted where "
+    "the answer ended on it",
     "overoptimization": "flagged when, over the last third of PPO steps, the running-mean RM "
     "score's least-squares slope is > 0 and the gold score's < 0; gold_peak_step is where the "
     "running-mean gold score peaked",
@@ -458,7 +459,7 @@ def sample_answers_cached(
 ) -> list[list[str]]:
     """The policy's `config.eval_samples` seeded held-out answer sets, sampled once per loop
     run (`cache`) and policy."""
-    from training.evaluation import sample_answer_sets
+    from training.evaluation import EVAL_TEMPERATURE, sample_answer_sets
 
     if policy not in cache:
         cache[policy] = sample_answer_sets(
@@ -466,6 +467,7 @@ def sample_answers_cached(
             prompts,
             samples=config.eval_samples,
             max_new_tokens=config.max_new_tokens,
+            temperature=EVAL_TEMPERATURE,
             seed=config.seed,
         )
     return cache[policy]
@@ -695,6 +697,7 @@ def _policy_figures(step, prompts, after, start_policy, config, round_dir) -> di
     """KL on held-out prompts, PPO curves (over-optimization) and shortcut flags, over the
     new policy's held-out answer sets `after`."""
     from training.evaluation import (
+        EVAL_TEMPERATURE,
         heldout_kl,
         near_duplicate_share,
         overoptimization,
@@ -713,10 +716,18 @@ def _policy_figures(step, prompts, after, start_policy, config, round_dir) -> di
     flag = overoptimization(history, gold_key="gold_score", rm_key="score")
     every_prompt = [p for answers in after for p in prompts]
     every_answer = [a for answers in after for a in answers]
+    every_finished = [f for flags in after.finished for f in flags]
     rm_scores = load_reward_model(step["rm_dir"]).score(every_prompt, every_answer)
     return {
         "kl": ppo_run.metrics.get(kl_key),
-        "kl_heldout": heldout_kl(str(step["ppo_dir"]), start_policy, every_prompt, every_answer),
+        "kl_heldout": heldout_kl(
+            str(step["ppo_dir"]),
+            start_policy,
+            every_prompt,
+            every_answer,
+            finished=every_finished,
+            temperature=EVAL_TEMPERATURE,
+        ),
         "rm_score_first": history[0].get("score") if history else None,
         "rm_score_last": history[-1].get("score") if history else None,
         "overoptimization": asdict(flag),
