@@ -5,9 +5,12 @@ The data is the same export the reward model trains on (SPEC section 5), read an
 written; ties (margin 0) are left out, as for the reward model; rows with split "test" are the
 evaluation set (trl's `rewards/accuracies` on it is reported as `eval_accuracy`).
 
-Prompts are rendered by `training.modeling.format_prompt`, the rendering generation and PPO
-use, and passed to trl as text with the response (trl appends EOS), so the policy is trained
-on exactly the context it later continues.
+The pairs reach trl tokenized (`preference_rows`): the prompt as `encode_prompt` renders it
+for generation and PPO, each response as the reward model reads it (stripped, then EOS).
+trl's own path tokenizes prompt + response as one string and cuts it where the prompt's
+tokens end, so a response glued to its prompt ("?4"), a merge across the boundary, or a
+template whose generation prompt ends in a space (the first answer token then absorbs it)
+trained the policy on tokens it never samples there.
 
 Reference model: a frozen copy of the starting policy; with LoRA, the same weights with the
 adapter disabled (trl's PEFT path: no second copy in memory). The LoRA adapter is merged into
@@ -20,6 +23,7 @@ the export's `weight` and `margin` columns are not used; `training_config.json` 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +31,8 @@ from typing import Any, Literal
 
 from training.cli import TrainConfig, option
 from training.sft import OPTION_ALIASES, lora_config, loss_summary, save_policy
+
+logger = logging.getLogger(__name__)
 
 LOSS_TYPES = (
     "sigmoid",
@@ -131,36 +137,47 @@ class DPOResult:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def trl_prompt_text(tokenizer: Any, prompt: Any) -> str:
-    """The prompt as text that trl tokenizes (special tokens on) to `encode_prompt`'s ids.
+def preference_rows(
+    pairs: list, tokenizer: Any, max_length: int | None
+) -> tuple[list[dict[str, list[int]]], int]:
+    """trl's tokenized preference rows (`prompt_ids`, `chosen_ids`, `rejected_ids`), and how
+    many pairs were left out because their prompt alone fills `max_length` (trl would drop
+    them too: its collator keeps the start, so no response token would be left)."""
+    from training.modeling import encode_completion, encode_prompt
 
-    trl's plain-text path calls the tokenizer with its special tokens; a tokenizer that adds
-    BOS itself (Llama's, Gemma's) under a template that writes one too would give the policy
-    two BOS tokens, an input generation never shows it. That BOS is left to the tokenizer.
-    """
-    from training.modeling import format_prompt, has_chat_template
+    rows, dropped = [], 0
+    for pair in pairs:
+        prompt_ids = encode_prompt(tokenizer, pair.prompt)
+        if max_length is not None and len(prompt_ids) >= max_length:
+            dropped += 1
+            continue
+        rows.append(
+            {
+                "prompt_ids": prompt_ids,
+                "chosen_ids": encode_completion(tokenizer, pair.chosen),
+                "rejected_ids": encode_completion(tokenizer, pair.rejected),
+            }
+        )
+    return rows, dropped
 
-    text = format_prompt(tokenizer, prompt)
-    bos = tokenizer.bos_token
-    written = has_chat_template(tokenizer) and bool(bos) and text.startswith(bos)
-    if written and tokenizer("")["input_ids"][:1] == [tokenizer.bos_token_id]:
-        text = text[len(bos) :]
-    return text
 
+def _pretokenized_dpo_trainer():
+    from trl import DPOTrainer
 
-def pair_rows(pairs: list, tokenizer: Any) -> list[dict[str, str]]:
-    """trl's standard preference rows: the prompt as generation renders it, the two responses."""
-    return [
-        {"prompt": trl_prompt_text(tokenizer, p.prompt), "chosen": p.chosen, "rejected": p.rejected}
-        for p in pairs
-    ]
+    class PretokenizedDPOTrainer(DPOTrainer):
+        """DPOTrainer on rows `preference_rows` tokenized: trl's preparation is skipped."""
+
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):  # noqa: ANN001
+            return dataset
+
+    return PretokenizedDPOTrainer
 
 
 def build_dpo_trainer(prefs: Any, policy: str, out_dir: Path, config: DPOTrainConfig, callbacks=()):
     """The DPOTrainer on the export's train split (test split as eval set)."""
     from datasets import Dataset
     from transformers import set_seed
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOConfig
 
     from training.modeling import load_causal_lm
     from training.sft import clamp_max_length, trainer_arguments
@@ -171,8 +188,19 @@ def build_dpo_trainer(prefs: Any, policy: str, out_dir: Path, config: DPOTrainCo
     ref_model = None
     if not config.lora:
         ref_model, _ = load_causal_lm(policy, device="cpu", dtype="float32")
-    train = pair_rows(prefs.split_pairs("train"), tokenizer)
-    test = pair_rows(prefs.split_pairs("test"), tokenizer)
+    train, dropped_train = preference_rows(prefs.split_pairs("train"), tokenizer, config.max_length)
+    test, dropped_test = preference_rows(prefs.split_pairs("test"), tokenizer, config.max_length)
+    if dropped_train or dropped_test:
+        logger.warning(
+            "%d train and %d test pairs left out: their prompt alone fills max_length %d",
+            dropped_train, dropped_test, config.max_length,
+        )  # fmt: skip
+    if not train:
+        raise ValueError(
+            f"no train pairs left: every prompt fills max_length {config.max_length}"
+            if dropped_train
+            else "the export has no train pairs"
+        )
     args = DPOConfig(
         **trainer_arguments(config, out_dir),
         beta=config.beta,
@@ -183,7 +211,7 @@ def build_dpo_trainer(prefs: Any, policy: str, out_dir: Path, config: DPOTrainCo
         eval_strategy="epoch" if test else "no",
         dataset_num_proc=None,
     )
-    trainer = DPOTrainer(
+    trainer = _pretokenized_dpo_trainer()(
         model=model,
         ref_model=ref_model,
         args=args,

@@ -376,6 +376,19 @@ def format_prompt(tokenizer: PreTrainedTokenizerBase, prompt: Prompt) -> str:
     return "\n".join([*lines, "assistant:"])
 
 
+def encode_completion(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    """Token ids of an answer as it follows `encode_prompt`'s ids in training: the stripped
+    text (stored candidates are stripped), tokenized on its own, then EOS.
+
+    Tokenized apart from the prompt, as generation continues the prompt's tokens; the reward
+    model renders answers the same way (`training.reward.scoring.render_reward_input`).
+    """
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no EOS token: an answer could never end")
+    ids = tokenizer(text.strip(), add_special_tokens=False)["input_ids"]
+    return [*ids, tokenizer.eos_token_id]
+
+
 def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: Prompt) -> list[int]:
     """Token ids of the rendered prompt, without a second BOS when a chat template added one."""
     text = format_prompt(tokenizer, prompt)

@@ -195,14 +195,51 @@ def test_a_second_run_resumes_its_checkpoint_and_other_data_is_refused_first(tmp
 
 
 @pytest.mark.ml
+def test_dpo_trains_on_the_tokens_generation_and_the_reward_model_see(tmp_path):
+    # The tiny template's generation prompt ends in a space ("<|assistant|> "): trl's own
+    # tokenization of prompt + answer as one string merged that space into the answer's
+    # first token and cut the prompt's last token off, so the policy learnt tokens it never
+    # samples after its real prompt.
+    from training.dpo import DPOTrainConfig, build_dpo_trainer
+    from training.modeling import encode_prompt, load_causal_lm
+    from training.reward.data import load_preferences
+    from training.reward.scoring import render_reward_input
+
+    from training.tiny import build_tiny_causal_lm
+
+    texts = [f"say {w} {w} {w} no" for w in WORDS] * 5
+    # A vocabulary with merges (chat_lm's 200 tokens hold bytes only): " red" is one token.
+    merged_lm = build_tiny_causal_lm(tmp_path / "lm", texts, chat_template=True, vocab_size=400)
+    folder = write_pairs(tmp_path / "export")
+    prefs = load_preferences(folder)
+    trainer, tokenizer, n_train, _ = build_dpo_trainer(
+        prefs, str(merged_lm), tmp_path / "x", DPOTrainConfig()
+    )
+    _, tok = load_causal_lm(str(merged_lm), device="cpu")
+    assert (
+        tok.convert_ids_to_tokens(encode_prompt(tok, [{"role": "user", "content": "a"}]))[-1] == "Ġ"
+        and "Ġred" in tok.get_vocab()
+    )
+    pair = prefs.split_pairs("train")[0]
+    row = trainer.train_dataset[0]
+    assert n_train == len(trainer.train_dataset) == 15
+    assert row["prompt_ids"] == encode_prompt(tok, pair.prompt)
+    # The same ids the reward model scores (prompt, stripped answer, EOS).
+    rendered, _ = render_reward_input(tok, pair.prompt, pair.chosen, max_length=256)
+    assert row["prompt_ids"] + row["chosen_ids"] == rendered
+    assert row["rejected_ids"][-1] == tok.eos_token_id
+    assert row["chosen_ids"].count(tok.eos_token_id) == 1
+
+
+@pytest.mark.ml
 @pytest.mark.parametrize("adds_bos", [False, True])
-def test_dpo_sees_the_prompt_tokens_generation_sees(adds_bos):
-    # A template that writes BOS and a tokenizer that adds BOS too (Llama-3, Gemma): trl's
-    # plain-text tokenization must still give exactly one BOS, as encode_prompt does.
+def test_dpo_prompts_hold_one_bos(adds_bos):
+    # A template that writes BOS and a tokenizer that adds BOS too (Llama-3, Gemma): one BOS,
+    # as encode_prompt gives generation.
     from tokenizers import processors
 
-    from training.dpo import trl_prompt_text
-    from training.modeling import encode_prompt
+    from training.dpo import preference_rows
+    from training.reward.data import PreferencePair
     from training.tiny import build_tokenizer
 
     tokenizer = build_tokenizer(["say hi ok hello there"] * 5, vocab_size=120, chat_template=True)
@@ -212,7 +249,24 @@ def test_dpo_sees_the_prompt_tokens_generation_sees(adds_bos):
             single="<bos> $A", special_tokens=[("<bos>", tokenizer.bos_token_id)]
         )
     chat = [{"role": "system", "content": "ok"}, {"role": "user", "content": "hello"}]
-    for prompt in ("say hi", chat):
-        ids = tokenizer(trl_prompt_text(tokenizer, prompt))["input_ids"]  # what trl does
-        assert ids == encode_prompt(tokenizer, prompt)
-        assert ids.count(tokenizer.bos_token_id) == 1
+    pairs = [PreferencePair(prompt=p, chosen=" hi ", rejected="ok") for p in ("say hi", chat)]
+    rows, dropped = preference_rows(pairs, tokenizer, max_length=64)
+    assert dropped == 0
+    for row in rows:
+        assert (row["prompt_ids"] + row["chosen_ids"]).count(tokenizer.bos_token_id) == 1
+        assert tokenizer.decode(row["chosen_ids"]) == "hi<eos>"
+
+
+def test_pairs_whose_prompt_fills_max_length_are_left_out_and_counted():
+    from training.dpo import preference_rows
+    from training.reward.data import PreferencePair
+    from training.tiny import build_tokenizer
+
+    tokenizer = build_tokenizer(["a b c d e f g h"] * 5, vocab_size=60)
+    pairs = [
+        PreferencePair(prompt="a b", chosen="c", rejected="d"),
+        PreferencePair(prompt="a b c d e f g h a b c d", chosen="c", rejected="d"),
+    ]
+    rows, dropped = preference_rows(pairs, tokenizer, max_length=8)
+    assert dropped == 1 and len(rows) == 1
+    assert preference_rows(pairs, tokenizer, max_length=None)[1] == 0
