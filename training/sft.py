@@ -5,13 +5,17 @@ Data: `sft.jsonl` as `export_demonstrations` writes it (trl's conversational for
 or such a file anywhere. Every row is validated before anything is written; a bad row fails
 with `file:line` and the problem.
 
-Loss masking (only assistant tokens have labels; the rest is -100), by what the tokenizer allows:
-- its chat template has `{% generation %}` markers, or trl knows a training variant of it:
-  trl's `assistant_only_loss` (every assistant turn of a conversation in one sequence);
-- a chat template without them: each assistant turn becomes a conversational prompt/completion
-  example (the messages before it / the turn), trained with `completion_only_loss`;
-- no chat template: the same, with the prompt rendered by `training.modeling.format_prompt`
-  (what generation continues) and the answer plus EOS as the completion.
+Loss on the assistant turns only: each assistant turn is one example, the turns before it
+rendered as generation renders a prompt (`training.modeling.encode_prompt`, the chat
+template's generation prompt included, or `format_prompt` without a template) and the turn
+tokenized on its own with EOS after it (`encode_completion`, as the reward model reads
+answers); labels on the turn alone, -100 elsewhere. The model learns exactly the tokens it
+is to sample after that prompt, whatever the template: trl's own paths render the whole
+conversation (or prompt + answer as one string) and cut it where the prompt's tokens end,
+which for a template whose generation prompt ends in a space, or tokens that merge across
+the boundary, trains other tokens than generation continues with. It also needs no
+`{% generation %}` markers. An example whose prompt alone fills `max_length` is left out
+and counted; a longer answer is cut at `max_length` (its start kept).
 
 With LoRA the adapter is trained, then merged into the weights that are saved, so the output
 is an ordinary model folder every step loads (the adapter alone is kept under `adapter/`).
@@ -118,7 +122,7 @@ class Demonstrations:
 @dataclass
 class SFTResult:
     output_dir: Path
-    mode: str  # assistant_only | completion_only
+    mode: str  # "assistant_turns": one example per assistant turn (MASKING)
     num_examples: int
     global_step: int
     train_loss: float | None
@@ -207,44 +211,31 @@ def load_demonstrations(data: str | Path) -> Demonstrations:
     )
 
 
-def _masking_mode(tokenizer: Any) -> tuple[str, str | None]:
-    """("assistant_only", training template or None) or ("completion_only", None)."""
-    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
-
-    template = getattr(tokenizer, "chat_template", None)
-    if not template:
-        return "completion_only", None
-    if has_generation_markers(template):
-        return "assistant_only", None
-    try:
-        patched = get_training_chat_template(tokenizer)
-    except Exception:  # noqa: BLE001 - trl raises for templates it has no training variant of
-        patched = None
-    if patched:
-        return "assistant_only", patched
-    return "completion_only", None
+# What `run["masking"]` records: one example per assistant turn, labels on the turn.
+MASKING = "assistant_turns"
 
 
 def build_rows(
-    conversations: Iterable[list[dict[str, str]]], tokenizer: Any, mode: str
-) -> list[dict[str, Any]]:
-    """Rows for SFTTrainer: whole conversations (assistant_only) or one row per assistant turn."""
-    from training.modeling import format_prompt
+    conversations: Iterable[list[dict[str, str]]], tokenizer: Any, max_length: int | None
+) -> tuple[list[dict[str, list[int]]], int]:
+    """Tokenized SFTTrainer rows, one per assistant turn (`input_ids`, `labels`), and how
+    many turns were left out because their prompt alone fills `max_length`."""
+    from training.modeling import encode_completion, encode_prompt
 
-    if mode == "assistant_only":
-        return [{"messages": c} for c in conversations]
-    rows = []
-    has_template = bool(getattr(tokenizer, "chat_template", None))
+    rows, dropped = [], 0
     for messages in conversations:
         for i, message in enumerate(messages):
             if message["role"] != "assistant" or i == 0:
                 continue
-            if has_template:
-                rows.append({"prompt": messages[:i], "completion": [message]})
-            else:
-                prompt = format_prompt(tokenizer, messages[:i])
-                rows.append({"prompt": prompt, "completion": message["content"]})
-    return rows
+            prompt_ids = encode_prompt(tokenizer, messages[:i])
+            if max_length is not None and len(prompt_ids) >= max_length:
+                dropped += 1
+                continue
+            answer_ids = encode_completion(tokenizer, message["content"])
+            ids = (prompt_ids + answer_ids)[:max_length]
+            labels = ([-100] * len(prompt_ids) + answer_ids)[:max_length]
+            rows.append({"input_ids": ids, "labels": labels})
+    return rows, dropped
 
 
 # --------------------------------------------------------------------------- training
@@ -344,15 +335,20 @@ def build_sft_trainer(
     set_seed(config.seed)
     config = clamp_max_length(config, base_model)
     model, tokenizer = load_causal_lm(base_model, device="cpu", dtype="float32")
-    mode, template = _masking_mode(tokenizer)
-    if template is not None:
-        tokenizer.chat_template = template  # the training variant, saved with the model
-    rows = build_rows(demos.conversations, tokenizer, mode)
+    rows, dropped = build_rows(demos.conversations, tokenizer, config.max_length)
+    if dropped:
+        logger.warning(
+            "%d assistant turns left out: their prompt alone fills max_length %d",
+            dropped, config.max_length,
+        )  # fmt: skip
+    if not rows:
+        raise SFTDataError(
+            f"{demos.source}: no assistant turn to learn"
+            + (f" (every prompt fills max_length {config.max_length})" if dropped else "")
+        )
     args = SFTConfig(
         **trainer_arguments(config, out_dir),
         max_length=config.max_length,
-        assistant_only_loss=mode == "assistant_only",
-        completion_only_loss=mode == "completion_only",
         packing=False,
         dataset_num_proc=None,
     )
@@ -364,7 +360,7 @@ def build_sft_trainer(
         peft_config=lora_config(config, model) if config.lora else None,
         callbacks=list(callbacks),
     )
-    return trainer, tokenizer, mode
+    return trainer, tokenizer, MASKING
 
 
 def train_sft(

@@ -81,45 +81,73 @@ def test_only_assistant_tokens_carry_labels(tmp_path, chat_lm):
     trainer, tokenizer, mode = build_sft_trainer(
         demos, str(chat_lm), tmp_path / "o", SFTTrainConfig()
     )
-    assert mode == "assistant_only"
-    row = trainer.train_dataset[len(trainer.train_dataset) - 1]  # the two-turn conversation
-    kept, masked = labelled_text(tokenizer, row)
-    assert "hello" in kept and "goodbye" in kept and kept.count("<eos>") == 2  # learns to stop
-    for text in ("be brief", "hi", "bye", "<|user|>", "<|assistant|>", "<|system|>"):
-        assert text in masked and text not in kept.replace("goodbye", "")
-    assert all(lab in (-100, i) for i, lab in zip(row["input_ids"], row["labels"]))
+    assert mode == "assistant_turns"
+    assert len(trainer.train_dataset) == len(demos.conversations) + 1  # two answers in the last
+    first, second = (trainer.train_dataset[len(trainer.train_dataset) - n] for n in (2, 1))
+    kept, masked = labelled_text(tokenizer, first)
+    assert kept == "hello<eos>"  # learns to stop
+    kept, masked = labelled_text(tokenizer, second)
+    assert kept == "goodbye<eos>"
+    for text in ("be brief", "hi", "hello", "bye", "<|user|>", "<|assistant|>", "<|system|>"):
+        assert text in masked
+    assert all(lab in (-100, i) for i, lab in zip(second["input_ids"], second["labels"]))
 
 
 @pytest.mark.ml
-def test_templates_without_generation_markers_mask_by_completion(tmp_path, chat_lm):
-    """A chat template trl cannot mask, or none at all: one prompt/completion row per answer."""
+@pytest.mark.parametrize("template", ["markers", "plain", None])
+def test_each_turn_is_learnt_after_the_prompt_generation_renders(tmp_path, template):
+    """With generation markers, without them, or with no template at all: the labelled turn
+    follows exactly the ids generation continues (encode_prompt), and the answer's ids are
+    the reward model's. The tiny template's generation prompt ends in a space: rendered
+    whole, the space would merge into the answer's first token."""
     import shutil
 
+    from training.modeling import encode_prompt, load_causal_lm
+    from training.reward.scoring import render_reward_input
     from training.sft import SFTTrainConfig, build_sft_trainer, load_demonstrations
+    from training.tiny import build_tiny_causal_lm
 
-    demos = load_demonstrations(write_sft(tmp_path / "data"))
-    for template in ("plain", None):
-        base = tmp_path / f"base-{template}"
-        shutil.copytree(chat_lm, base)
+    texts = [m["content"] for c in conversations() for m in c] * 3
+    # Enough vocabulary for merges (" red" one token), unlike chat_lm's.
+    lm = build_tiny_causal_lm(tmp_path / "lm", texts, chat_template=True, vocab_size=400)
+    base = tmp_path / f"base-{template}"
+    shutil.copytree(lm, base)
+    if template != "markers":
         config = json.loads((base / "tokenizer_config.json").read_text())
         (base / "chat_template.jinja").unlink(missing_ok=True)
         config.pop("chat_template", None)
-        if template:
+        if template == "plain":
             config["chat_template"] = (
                 "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} <eos> {% endfor %}"
                 "{% if add_generation_prompt %}<|assistant|> {% endif %}"
             )
         (base / "tokenizer_config.json").write_text(json.dumps(config))
-        trainer, tokenizer, mode = build_sft_trainer(
-            demos, str(base), tmp_path / "o", SFTTrainConfig()
-        )
-        assert mode == "completion_only"
-        assert len(trainer.train_dataset) == len(demos.conversations) + 1  # two answers in the last
-        kept, masked = labelled_text(
-            tokenizer, trainer.train_dataset[len(trainer.train_dataset) - 1]
-        )
-        assert "goodbye" in kept and "<eos>" in kept
-        assert "hello" in masked and "bye" in masked and "hello" not in kept
+    demos = load_demonstrations(write_sft(tmp_path / "data"))
+    trainer, _, _ = build_sft_trainer(demos, str(base), tmp_path / "o", SFTTrainConfig())
+    _, tok = load_causal_lm(str(base), device="cpu")
+    assert "Ġred" in tok.get_vocab()
+    single_turn = demos.conversations[:-1]  # the last has two answers, so two rows
+    for conversation, row in zip(single_turn, trainer.train_dataset, strict=False):
+        prompt, answer = conversation[:-1], conversation[-1]["content"]
+        prompt_ids = encode_prompt(tok, prompt)
+        assert row["input_ids"][: len(prompt_ids)] == prompt_ids
+        assert set(row["labels"][: len(prompt_ids)]) == {-100}
+        rendered, _ = render_reward_input(tok, prompt, answer, max_length=256)
+        assert row["input_ids"] == rendered == prompt_ids + row["labels"][len(prompt_ids) :]
+
+
+def test_turns_whose_prompt_fills_max_length_are_left_out_and_long_answers_cut():
+    from training.sft import build_rows
+    from training.tiny import build_tokenizer
+
+    tokenizer = build_tokenizer(["a b c d e f g h"] * 5, vocab_size=60)
+    short = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b c d e f g"}]
+    long = [{"role": "user", "content": "a b c d e f g h"}, {"role": "assistant", "content": "b"}]
+    rows, dropped = build_rows([short, long], tokenizer, max_length=24)
+    assert dropped == 1 and len(rows) == 1
+    assert len(rows[0]["input_ids"]) == len(rows[0]["labels"]) == 24  # the answer cut
+    full, _ = build_rows([short], tokenizer, max_length=None)
+    assert full[0]["labels"][-1] == tokenizer.eos_token_id
 
 
 @pytest.mark.ml
@@ -147,7 +175,7 @@ def test_train_sft_registers_a_policy_with_lineage_to_the_export(tmp_path, proje
     assert "saved" in out.getvalue()
     run = TrainingRun.objects.get(kind="sft")
     assert run.status == "succeeded"
-    assert run.metrics["masking"] == "assistant_only"
+    assert run.metrics["masking"] == "assistant_turns"
     assert run.metrics["last_loss"] < run.metrics["first_loss"]
     assert run.source.export == export and run.source.project == project
     version = ModelVersion.objects.get(produced_by=run)
