@@ -68,9 +68,7 @@ def test_one_address_spraying_many_accounts_is_stopped(client, make_labeler, set
     assert int(blocked["Retry-After"]) > 0
 
 
-def test_a_refused_spray_adds_no_rows_and_ended_windows_are_deleted(
-    client, make_labeler, settings
-):
+def test_a_refused_spray_adds_no_rows_and_ended_windows_are_deleted(client, make_labeler, settings):
     from annotation.models import SignInThrottle
 
     settings.LOGIN_FAILURE_LIMIT_PER_ADDRESS = 3

@@ -204,7 +204,6 @@ def test_dpo_trains_on_the_tokens_generation_and_the_reward_model_see(tmp_path):
     from training.modeling import encode_prompt, load_causal_lm
     from training.reward.data import load_preferences
     from training.reward.scoring import render_reward_input
-
     from training.tiny import build_tiny_causal_lm
 
     texts = [f"say {w} {w} {w} no" for w in WORDS] * 5
