@@ -191,6 +191,7 @@ def _label_page(
             "next": reverse("api:assignment-next", kwargs={"slug": project.slug}),
             "submit": reverse("api:assignment-submit", kwargs=api_zero),
             "skip": reverse("api:assignment-skip", kwargs=api_zero),
+            "renew": reverse("api:assignment-renew", kwargs=api_zero),
             "form_submit": reverse("assignment-submit", kwargs=api_zero),
             "form_skip": reverse("assignment-skip", kwargs=api_zero),
             "login": reverse("login"),

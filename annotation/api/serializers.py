@@ -274,6 +274,11 @@ class SkipOutput(serializers.Serializer):
     status = serializers.CharField()
 
 
+class RenewOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    expires_at = serializers.DateTimeField()
+
+
 # ---------------------------------------------------------------------------------------
 # Bulk imports
 # ---------------------------------------------------------------------------------------

@@ -27,6 +27,11 @@ urlpatterns = [
         views.AssignmentSkipApi.as_view(),
         name="assignment-skip",
     ),
+    path(
+        "v1/assignments/<id:assignment_id>/renew/",
+        views.AssignmentRenewApi.as_view(),
+        name="assignment-renew",
+    ),
     path("v1/projects/<slug:slug>/prompts/", views.PromptsImportApi.as_view(), name="prompts"),
     path(
         "v1/projects/<slug:slug>/candidates/",

@@ -42,7 +42,12 @@ from annotation.selectors.stats import project_model_leaderboard, project_stats
 from annotation.services import exports
 from annotation.services.comparisons import comparisons_build
 from annotation.services.imports import candidates_import, prompts_import
-from annotation.services.labeling import assignment_next, assignment_skip, ranking_submit
+from annotation.services.labeling import (
+    assignment_next,
+    assignment_renew,
+    assignment_skip,
+    ranking_submit,
+)
 from annotation.services.tokens import api_token_issue
 
 # Responses every authenticated endpoint can give, for the schema.
@@ -212,6 +217,29 @@ class AssignmentSkipApi(APIView):
         assignment = assignment_of(request.user, assignment_id)
         assignment = assignment_skip(assignment=assignment, labeler=request.user)
         return Response({"id": assignment.pk, "status": assignment.status})
+
+
+class AssignmentRenewApi(APIView):
+    """Keep your lease while you work: extends it, also after it ran out while the slot stayed
+    free; 409 when the slot was taken, the assignment closed, or you moved on."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        tags=["labeling"],
+        summary="Renew an assignment's lease",
+        request=None,
+        responses={
+            200: s.RenewOutput,
+            **ERRORS_AUTH,
+            **NOT_FOUND,
+            409: OpenApiResponse(s.ErrorSerializer, description="No lease to renew."),
+        },
+    )
+    def post(self, request: Request, assignment_id: int) -> Response:
+        assignment = assignment_of(request.user, assignment_id)
+        assignment = assignment_renew(assignment=assignment, labeler=request.user)
+        return Response({"id": assignment.pk, "expires_at": assignment.expires_at})
 
 
 # ---------------------------------------------------------------------------------------

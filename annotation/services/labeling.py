@@ -463,6 +463,52 @@ def assignment_skip(*, assignment: Assignment, labeler, now: datetime | None = N
     return current
 
 
+def assignment_renew(*, assignment: Assignment, labeler, now: datetime | None = None) -> Assignment:
+    """Extend the lease of the comparison the labeler is working on, also after it ran out
+    while its slot stayed free: the lease the labeling page keeps alive while its labeler is
+    active. Unlike `assignment_next`, it never leases another comparison instead.
+
+    ConflictError when the assignment was submitted, skipped or rejected, when somebody took
+    the slot after the lease ran out, when the labeler holds another open lease in the
+    project (they moved on, e.g. in another tab), or when the project is paused.
+    """
+    now = now or timezone.now()
+    if assignment.labeler_id != labeler.pk:
+        raise NotAllowedError("This assignment belongs to another labeler.")
+    with transaction.atomic():
+        # Lock order everywhere: comparison, then assignment.
+        target = comparison_locked_for(assignment.comparison_id, labeler)
+        current = assignment_of_labeler(assignment.pk, labeler, lock=True) if target else None
+        if current is None:
+            raise ConflictError(
+                "This assignment no longer exists.", {"assignment": [assignment.pk]}
+            )
+        project = target.project
+        if not (labeler.is_staff or target.labeler_is_member):
+            raise NotAllowedError("You are not a member of this project.")
+        if current.status not in (Assignment.Status.LEASED, Assignment.Status.EXPIRED):
+            raise ConflictError(
+                f"This assignment was {current.get_status_display().lower()}: there is no "
+                "lease to renew."
+            )
+        if not project.active:
+            raise ConflictError("This project is paused: leases are not renewed.")
+        if any(
+            other.pk != current.pk and lease_is_open(other, now)
+            for other in leased_by(project=project, labeler=labeler)
+        ):
+            raise ConflictError("You hold a lease on another comparison of this project.")
+        if not comparison_has_room(current.comparison_id, now, exclude_assignment=current.pk):
+            raise ConflictError(
+                "Somebody else took this comparison after your lease ran out.",
+                {"assignment": [current.pk]},
+            )
+        current.status = Assignment.Status.LEASED
+        current.expires_at = now + timedelta(seconds=project.lease_seconds)
+        current.save(update_fields=["status", "expires_at"])
+    return current
+
+
 def leases_expire(*, now: datetime | None = None) -> int:
     """Mark leases past their time as expired; returns how many. Housekeeping only."""
     now = now or timezone.now()

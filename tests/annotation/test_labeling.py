@@ -15,6 +15,7 @@ from annotation.models import Annotation, Assignment, Comparison, LabelerQueue
 from annotation.selectors.queue import display_order_for, queue_head_sql
 from annotation.services.labeling import (
     assignment_next,
+    assignment_renew,
     assignment_skip,
     leases_expire,
     ranking_submit,
@@ -501,6 +502,80 @@ def test_a_lapsed_lease_is_not_renewed_over_someone_who_took_the_slot(
     # Alice's clock says her lease still runs; the slot is bob's all the same.
     assert assignment_next(project=project, labeler=alice, now=at(599)) is None
     assert refresh(mine).status == Assignment.Status.EXPIRED
+
+
+def test_renew_extends_a_running_lease_and_one_that_ran_out_with_its_slot_free(
+    make_project, make_labeler, make_comparisons
+):
+    project = make_project("keep", num_candidates=2, overlap=1, lease_seconds=60)
+    alice = make_labeler("ka", projects=[project])
+    make_comparisons(project, 2)
+    mine = assignment_next(project=project, labeler=alice, now=at(0))
+    assert assignment_renew(assignment=mine, labeler=alice, now=at(30)).expires_at == at(90)
+    # Ran out (and housekeeping marked it): back at work, the same comparison is hers again,
+    # where `next` might have leased her the other one.
+    leases_expire(now=at(200))
+    assert refresh(mine).status == Assignment.Status.EXPIRED
+    renewed = assignment_renew(assignment=mine, labeler=alice, now=at(201))
+    assert (renewed.status, renewed.expires_at) == (Assignment.Status.LEASED, at(261))
+    assert Assignment.objects.filter(labeler=alice).count() == 1
+    submit(mine, alice, now=at(202))
+    assert Annotation.objects.count() == 1
+
+
+def test_renew_is_refused_when_the_slot_was_taken_or_the_work_is_closed(
+    make_project, make_labeler, make_comparisons
+):
+    project = make_project("lost", num_candidates=2, overlap=1, lease_seconds=60)
+    alice = make_labeler("la", projects=[project])
+    bob = make_labeler("lb", projects=[project])
+    make_comparisons(project, 1)
+    mine = assignment_next(project=project, labeler=alice, now=at(0))
+    theirs = assignment_next(project=project, labeler=bob, now=at(61))
+    with pytest.raises(ConflictError, match="Somebody else took this comparison"):
+        assignment_renew(assignment=mine, labeler=alice, now=at(62))
+    with pytest.raises(NotAllowedError):
+        assignment_renew(assignment=theirs, labeler=alice, now=at(62))
+    submit(theirs, bob, now=at(63))
+    with pytest.raises(ConflictError, match="submitted: there is no lease to renew"):
+        assignment_renew(assignment=theirs, labeler=bob, now=at(64))
+    assert refresh(theirs).expires_at == at(121)  # unchanged by the refusals
+
+
+def test_renew_is_refused_once_the_labeler_moved_on_or_the_project_paused(
+    make_project, make_labeler, make_comparisons
+):
+    project = make_project("moved", num_candidates=2, overlap=1, lease_seconds=60)
+    alice = make_labeler("ma", projects=[project])
+    make_comparisons(project, 2)
+    first = assignment_next(project=project, labeler=alice, now=at(0))
+    assignment_skip(assignment=first, labeler=alice)
+    with pytest.raises(ConflictError, match="skipped"):
+        assignment_renew(assignment=first, labeler=alice, now=at(1))
+    second = assignment_next(project=project, labeler=alice, now=at(2))
+    assert second.pk != first.pk
+    project.active = False
+    project.save(update_fields=["active"])
+    with pytest.raises(ConflictError, match="paused"):
+        assignment_renew(assignment=second, labeler=alice, now=at(3))
+
+
+def test_renew_is_refused_while_another_lease_of_the_labeler_runs(
+    make_project, make_labeler, make_comparisons
+):
+    # Two tabs: the lease of the first ran out and `next` in the second leased another
+    # comparison; renewing the first now would hold two.
+    project = make_project("tabs", num_candidates=2, overlap=1, lease_seconds=60)
+    alice = make_labeler("ta", projects=[project])
+    make_comparisons(project, 2)
+    first = assignment_next(project=project, labeler=alice, now=at(0))
+    # Served last from now on, so the second tab's `next` leases the other comparison.
+    Comparison.objects.filter(pk=first.comparison_id).update(priority=-1)
+    second = assignment_next(project=project, labeler=alice, now=at(70))
+    assert second.comparison_id != first.comparison_id
+    with pytest.raises(ConflictError, match="another comparison"):
+        assignment_renew(assignment=first, labeler=alice, now=at(71))
+    assert assignment_renew(assignment=second, labeler=alice, now=at(72)).expires_at == at(132)
 
 
 def test_two_open_leases_on_one_slot_still_give_one_annotation(

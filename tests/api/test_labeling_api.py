@@ -483,6 +483,27 @@ def test_skip_needs_credentials(anon, alice, comparisons):
 
 
 # ---------------------------------------------------------------------------------------
+# POST /api/v1/assignments/{id}/renew/
+# ---------------------------------------------------------------------------------------
+
+
+def test_renew_keeps_the_lease_also_after_it_ran_out(alice, bob, comparisons):
+    assignment = lease(alice)["assignment"]
+    url = f"/api/v1/assignments/{assignment['id']}/renew/"
+    expire(assignment["id"])
+    response = alice.post(url)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["id"] == assignment["id"] and set(body) == {"id", "expires_at"}
+    stored = Assignment.objects.get(pk=assignment["id"])
+    assert stored.status == Assignment.Status.LEASED and stored.expires_at > timezone.now()
+    assert bob.post(url).status_code == 404  # somebody else's
+    submit(alice, {"assignment": assignment})
+    refused = alice.post(url)
+    assert refused.status_code == 409 and "no lease to renew" in refused.json()["detail"]
+
+
+# ---------------------------------------------------------------------------------------
 # the hot path: hand-built payload and query budget
 # ---------------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ SPEC_OPERATIONS = {
     ("post", "/api/v1/projects/{slug}/assignments/next/"),
     ("post", "/api/v1/assignments/{assignment_id}/submit/"),
     ("post", "/api/v1/assignments/{assignment_id}/skip/"),
+    ("post", "/api/v1/assignments/{assignment_id}/renew/"),
     ("post", "/api/v1/projects/{slug}/prompts/"),
     ("post", "/api/v1/projects/{slug}/candidates/"),
     ("post", "/api/v1/projects/{slug}/comparisons/build/"),

@@ -3,6 +3,8 @@ at desktop width and at 390 px."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.urls import reverse
 from playwright.sync_api import Page, expect
@@ -130,3 +132,32 @@ def test_rank_then_rewrite_the_best_answer(
     page.get_by_role("button", name="Submit").first.click()
     expect(page.get_by_role("heading", name="Nothing left to label")).to_be_visible()
     assert Annotation.objects.get(assignment=second).edited_text == ""
+
+
+def test_the_writing_page_counts_the_lease_down_and_keeps_it_while_the_labeler_types(
+    page: Page, live_server, login, make_project, make_labeler
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    project = make_project("longwrite", task_type=TaskType.DEMONSTRATION, lease_seconds=600)
+    prompts_import(
+        project=project, records=[prompt_record({"text": "Write a long story."}, line=1)]
+    )
+    comparisons_build(project=project)
+    make_labeler("walt", projects=[project], password=PASSWORD)
+    login(page, "walt")
+    page.clock.install()
+    page.goto(live_server.url + reverse("label", kwargs={"slug": "longwrite"}))
+    expect(page.locator("#lease-left")).to_have_text("10:00")
+    mine = Assignment.objects.get(labeler__username="walt")
+    page.clock.fast_forward("01:00")
+    expect(page.locator("#lease-left")).to_have_text("9:00")  # it counts down now
+    # Still writing when the lease runs out (on the server too): it is kept.
+    Assignment.objects.filter(pk=mine.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    page.locator("#demonstration").fill("Once upon a time")
+    page.clock.fast_forward("09:05")
+    expect(page.locator("#lease-left")).to_have_text(re.compile(r"^(9|10):\d\d$"))
+    renewed = Assignment.objects.get(pk=mine.pk)
+    assert renewed.status == Assignment.Status.LEASED and renewed.expires_at > timezone.now()

@@ -325,3 +325,82 @@ def test_lease_counts_down_and_renews_only_for_an_active_labeler(
             break
     assert leased("gus").expires_at > original
     assert Assignment.objects.filter(labeler__username="gus").count() == 1
+
+
+def test_keys_after_a_drag_give_the_best_free_rank(
+    page: Page, live_server, login, make_project, make_labeler, make_comparisons
+):
+    # Dropping a response on "4th · worst" then pressing keys gave 5th, 6th, 7th (ranks past
+    # K, a board that crashed on them), and stored the dropped response as best.
+    project = make_project("dragkeys", num_candidates=4, overlap=1, allow_ties=False)
+    make_labeler("dana", projects=[project], password=PASSWORD)
+    make_comparisons(project, n=1)
+    login(page, "dana")
+    page.goto(f"{live_server.url}/projects/dragkeys/label/")
+    page.wait_for_function("document.documentElement.classList.contains('js')")
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    assignment = leased("dana")
+    w, x, y, z = assignment.display_order
+    card(page, w).locator(".drag-handle").drag_to(page.locator('#rank-board .slot[data-rank="4"]'))
+    expect(card(page, w).locator('[data-slot="badge"]')).to_have_text("4th")
+    page.locator("#task-heading").focus()
+    for key in ("2", "3", "4"):
+        page.keyboard.press(key)
+    for cid, badge in ((x, "1st"), (y, "2nd"), (z, "3rd"), (w, "4th")):
+        expect(card(page, cid).locator('[data-slot="badge"]')).to_have_text(badge)
+    assert page.locator("#rank-board .chip").count() == 4
+    page.keyboard.press("Control+Enter")
+    wait_for_next(page, assignment.pk)
+    assert Annotation.objects.get(assignment=assignment).ranking == [[x], [y], [z], [w]]
+    assert errors == []
+
+
+def test_an_expired_lease_is_renewed_when_the_labeler_is_active_again(
+    page: Page, live_server, login, make_project, make_labeler, make_comparisons
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    project = make_project("expired", num_candidates=3, overlap=1, lease_seconds=600)
+    make_labeler("eve", projects=[project], password=PASSWORD)
+    make_comparisons(project, n=2)
+    login(page, "eve")
+    page.clock.install()
+    page.goto(f"{live_server.url}/projects/expired/label/")
+    page.wait_for_function("document.documentElement.classList.contains('js')")
+    mine = leased("eve")
+    # Eleven idle minutes: the page says so, and the lease ran out on the server too.
+    Assignment.objects.filter(pk=mine.pk).update(expires_at=timezone.now() - timedelta(seconds=5))
+    page.clock.fast_forward("11:00")
+    expect(page.locator("#lease")).to_have_text("Lease: expired", use_inner_text=True)
+    page.mouse.move(10, 10)
+    page.keyboard.press("Shift")  # back at work
+    page.clock.fast_forward(2000)
+    expect(page.locator("#lease-left")).to_have_text(re.compile(r"^(9|10):\d\d$"))
+    renewed = Assignment.objects.get(pk=mine.pk)
+    assert renewed.status == Assignment.Status.LEASED and renewed.expires_at > timezone.now()
+    assert Assignment.objects.filter(labeler__username="eve").count() == 1  # nothing else leased
+
+
+def test_pairwise_enter_on_a_choice_button_chooses_it_then_sends(
+    page: Page, live_server, login, make_project, make_labeler, make_comparisons
+):
+    project = make_project("pairenter", task_type=TaskType.PAIRWISE, overlap=1)
+    make_labeler("finn", projects=[project], password=PASSWORD)
+    make_comparisons(project, n=1)
+    login(page, "finn")
+    page.goto(f"{live_server.url}/projects/pairenter/label/")
+    page.wait_for_function("document.documentElement.classList.contains('js')")
+    assignment = leased("finn")
+    a, b = assignment.display_order
+    page.keyboard.press("a")
+    page.get_by_role("button", name="B is better").focus()
+    page.keyboard.press("Enter")  # chooses B, as a click would; it used to send A
+    expect(page.get_by_role("button", name="B is better")).to_have_attribute("aria-pressed", "true")
+    page.wait_for_timeout(200)
+    assert not Annotation.objects.exists()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Nothing left to label")).to_be_visible()
+    assert Annotation.objects.get(assignment=assignment).ranking == [[b], [a]]

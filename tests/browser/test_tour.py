@@ -59,3 +59,28 @@ def test_walkthrough_on_first_visit_dismissed_remembered_and_reopened(
         "3 · <b>Great</b>",
     ]
     context.close()
+
+
+def test_keys_do_nothing_behind_the_open_walkthrough(
+    browser, live_server, login, make_project, make_labeler, make_comparisons
+):
+    from annotation.models import Assignment
+
+    project = make_project("tourkeys", num_candidates=3, overlap=1)
+    make_labeler("tom", projects=[project], password=PASSWORD)
+    make_comparisons(project, n=1)
+    context = browser.new_first_visit_context(**DEVICES["desktop"])
+    page = context.new_page()
+    login(page, "tom")
+    page.goto(f"{live_server.url}/projects/tourkeys/label/")
+    page.wait_for_function("document.documentElement.classList.contains('js')")
+    expect(page.get_by_role("dialog", name="How this page works")).to_be_visible()
+    for key in ("2", "1"):
+        page.keyboard.press(key)
+    assignment = Assignment.objects.get(labeler__username="tom")
+    first = page.locator(f'.card[data-candidate="{assignment.display_order[1]}"]')
+    expect(first.locator('[data-slot="badge"]')).to_be_hidden()  # nothing ranked behind it
+    page.get_by_role("button", name="Got it").click()
+    page.keyboard.press("2")
+    expect(first.locator('[data-slot="badge"]')).to_have_text("1st")
+    context.close()

@@ -33,6 +33,7 @@
   var todayNode = document.getElementById("today-count");
   var leaseNode = document.getElementById("lease");
   var leaseLeft = document.getElementById("lease-left");
+  var leaseSuffix = document.getElementById("lease-suffix");
   var allBad = document.getElementById("all-bad");
   var rationale = document.getElementById("rationale");
   var skipButton = document.getElementById("skip-button");
@@ -160,6 +161,16 @@
     return max;
   }
 
+  // The best rank no response holds yet: after a drag put one on "4th", the next key or
+  // Rank next gives 1st, not 5th (a rank past K, and the dragged one stored as best).
+  function lowestFreeRank() {
+    var taken = {};
+    Object.keys(state.ranks).forEach(function (cid) { taken[state.ranks[cid]] = true; });
+    var rank = 1;
+    while (taken[rank]) rank += 1;
+    return rank;
+  }
+
   function setRanks(next, message) {
     state.history.push(Object.assign({}, state.ranks));
     state.ranks = next;
@@ -183,7 +194,7 @@
       return;
     }
     var max = maxRank();
-    var rank = tie && max > 0 ? max : max + 1;
+    var rank = tie && max > 0 ? max : lowestFreeRank();
     var next = Object.assign({}, state.ranks);
     next[cid] = rank;
     setRanks(next, nameOf(cid) + (tie && max > 0 ? " tied at " : " ranked ") + ordinal(rank) + ".");
@@ -374,7 +385,8 @@
       board.querySelectorAll(".slot-items").forEach(function (items) { items.textContent = ""; });
       state.assignment.ids.forEach(function (cid, index) {
         var rank = state.ranks[cid];
-        var slot = board.querySelector('.slot[data-rank="' + (rank ? rank : "") + '"]');
+        var slot = board.querySelector('.slot[data-rank="' + (rank ? rank : "") + '"]') ||
+          board.querySelector('.slot[data-rank=""]');
         var chip = document.createElement("span");
         chip.className = "chip";
         chip.textContent = String(index + 1);
@@ -514,6 +526,7 @@
     state.started = performance.now();
     state.token = newToken();
     state.expiredAnnounced = false;
+    state.renewRefused = false;
     state.choice = null;
     state.slotLost = false;
     render();
@@ -535,8 +548,10 @@
     var minutes = Math.floor(left / 60);
     var seconds = left % 60;
     leaseLeft.textContent = left > 0 ? minutes + ":" + (seconds < 10 ? "0" : "") + seconds : "expired";
+    if (leaseSuffix) leaseSuffix.hidden = left === 0;
     leaseNode.classList.toggle("is-low", left < 60);
-    if (left > 0 && left <= 60) renewLease();
+    // Also once it ran out: a labeler back at work gets it again while nobody took the slot.
+    if (left <= 60) renewLease();
     if (left === 0 && !state.expiredAnnounced) {
       state.expiredAnnounced = true;
       announce("Your lease ran out. Submitting still works if nobody took this comparison meanwhile.");
@@ -549,19 +564,25 @@
    * renews the labeler's open lease and answers with the same assignment.
    */
   function renewLease() {
-    if (state.renewing || state.busy || state.lastActivity <= state.lastRenewal) return;
+    if (state.renewing || state.busy || state.renewRefused) return;
+    if (state.lastActivity <= state.lastRenewal) return;
     state.renewing = true;
     state.lastRenewal = Date.now();
     var id = state.assignment.id;
-    post(config.urls.next)
+    post(url(config.urls.renew, id))
       .then(function (response) {
-        if (response.status !== 200) return;
+        if (handleAuth(response)) return;
         return readJson(response).then(function (data) {
-          if (state.assignment && data.assignment && data.assignment.id === id) {
-            state.assignment.expiresAt = Date.parse(data.assignment.expires_at);
+          if (!state.assignment || state.assignment.id !== id) return;
+          if (response.status === 200) {
+            state.assignment.expiresAt = Date.parse(data.expires_at);
+            state.expiredAnnounced = false;
             var date = Date.parse(response.headers.get("Date") || "");
             if (!isNaN(date)) state.clockOffset = date - Date.now();
             tickLease();
+          } else if (response.status === 409) {
+            state.renewRefused = true; // the answer tells why; submitting says so again
+            showError("Your lease could not be renewed: " + (data.detail || "it is closed."));
           }
         });
       })
@@ -661,7 +682,13 @@
 
   function send(payload) {
     if (state.busy || !state.assignment) return;
-    if (state.slotLost) { announce("This answer can no longer be sent: use Next comparison."); return; }
+    if (state.slotLost) {
+      announce("This answer can no longer be sent: use Next comparison.");
+      alertNode.hidden = false;
+      var next = alertNode.querySelector("button, a");
+      if (next) next.focus();
+      return;
+    }
     clearError();
     setBusy(true);
     var sentId = state.assignment.id;
@@ -674,7 +701,8 @@
               window.location.href = editing;
               return;
             }
-            if (response.status === 201) {
+            // 200: a retry whose first answer was stored but its reply lost; count it once.
+            if (response.status === 201 || response.status === 200) {
               state.today += 1;
               todayNode.textContent = String(state.today);
             }
@@ -808,6 +836,7 @@
 
   document.addEventListener("keydown", function (event) {
     if (!state.assignment || taskSection.hidden) return;
+    if (document.querySelector("dialog[open]")) return; // the walkthrough has the keys
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
       event.preventDefault();
       if (pairwise) submitChoice(state.choice);
@@ -824,6 +853,12 @@
         var control = target && target.closest && target.closest("a, button:not([data-choice]), summary");
         if (control) return;
         event.preventDefault();
+        // On a choice button: that choice, like a click; Enter again sends it.
+        var focused = target && target.closest && target.closest("[data-choice]");
+        if (focused && focused.getAttribute("data-choice") !== state.choice) {
+          selectChoice(focused.getAttribute("data-choice"));
+          return;
+        }
         submitChoice(state.choice);
         return;
       }
