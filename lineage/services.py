@@ -11,6 +11,7 @@ import math
 import traceback
 from collections.abc import Iterator
 from dataclasses import asdict, is_dataclass
+from pathlib import Path
 
 from django.db import transaction
 from django.utils import timezone
@@ -155,6 +156,23 @@ def training_run(
         raise
 
 
+def model_path(path: str | Path) -> str:
+    """How a model's location is stored: a local file or folder as its absolute path (the
+    same folder given as `./var/m`, `var/m` or `/abs/var/m` is one model, and the path still
+    works from another working directory); anything else (a hub id, a `module:function`)
+    as given."""
+    text = str(path)
+    local = Path(text).expanduser()
+    if local.exists():
+        return str(local.resolve())
+    return text
+
+
+def _versions_at(path: str | Path, kind):
+    """Versions registered for this model, under its stored path or as it was typed."""
+    return ModelVersion.objects.filter(path__in={model_path(path), str(path)}, kind=kind)
+
+
 def model_version_register(
     *,
     path: str,
@@ -169,12 +187,12 @@ def model_version_register(
     A version produced by a run is always new: a run that overwrote an old output folder
     made a different model, and lineage must say so.
     """
-    existing = ModelVersion.objects.filter(path=str(path), kind=kind).order_by("-id").first()
+    existing = _versions_at(path, kind).order_by("-id").first()
     if produced_by is None and existing is not None and name in (None, existing.name):
         return existing
     version = ModelVersion.objects.create(
         name=name or _unique_name(str(path)),
-        path=str(path),
+        path=model_path(path),
         kind=kind,
         parent=parent,
         produced_by=produced_by,
@@ -199,7 +217,7 @@ def check_model_version_name(name: str | None, *, path: str | None = None, kind=
     if holder is None:
         return
     if path is not None:
-        latest = ModelVersion.objects.filter(path=str(path), kind=kind).order_by("-id").first()
+        latest = _versions_at(path, kind).order_by("-id").first()
         if latest == holder:
             return
     raise ValueError(

@@ -95,3 +95,31 @@ def test_a_failure_whose_save_fails_too_still_records_status_and_error(db, monke
     saved = TrainingRun.objects.get(pk=run.run.pk)
     assert saved.status == TrainingRun.Status.FAILED
     assert saved.error.startswith("ValueError: boom (and saving the run failed: DatabaseError")
+
+
+def test_one_local_folder_is_one_model_version_however_it_is_written(db, tmp_path, monkeypatch):
+    from lineage.models import ModelVersion
+    from lineage.services import model_version_register
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "var" / "models" / "policy").mkdir(parents=True)
+    first = model_version_register(path="./var/models/policy")
+    assert first.path == str((tmp_path / "var" / "models" / "policy").resolve())
+    for spelling in (
+        "var/models/policy",
+        str(tmp_path / "var/models/policy/"),
+        "var/models/../models/policy",
+    ):
+        assert model_version_register(path=spelling) == first
+    # A hub id or a module:function reward is kept as written.
+    hub = model_version_register(path="Qwen/Qwen2.5-0.5B-Instruct")
+    judge = model_version_register(path="training.demo_world.judge:judge", kind="reward")
+    assert (hub.path, judge.path) == (
+        "Qwen/Qwen2.5-0.5B-Instruct",
+        "training.demo_world.judge:judge",
+    )
+    # A version stored before paths were resolved is still found by the path as typed.
+    (tmp_path / "old").mkdir()
+    legacy = ModelVersion.objects.create(name="legacy", path="old", kind="policy")
+    assert model_version_register(path="old") == legacy
+    assert ModelVersion.objects.count() == 4
