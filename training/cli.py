@@ -161,7 +161,16 @@ class TrainConfig:
         return data
 
     def refuse_failed(self, checks: Mapping[str, bool]) -> None:
-        """Raise one ValueError naming every check (message -> passed) that failed."""
+        """Raise one ValueError naming every check (message -> passed) that failed; a config
+        with an `lr_scheduler` has it checked too (a bad name used to fail only once the
+        trainer started, after the run was recorded)."""
+        checks = dict(checks)
+        scheduler = getattr(self, "lr_scheduler", None)
+        if scheduler is not None:
+            from transformers import SchedulerType
+
+            names = [t.value for t in SchedulerType]
+            checks[f"lr_scheduler must be one of {', '.join(names)}"] = scheduler in names
         failed = [message for message, ok in checks.items() if not ok]
         if failed:
             raise ValueError(f"invalid {self.NAME}: " + "; ".join(failed))

@@ -267,6 +267,34 @@ def test_ppo_bad_reward_model_folder_writes_no_rows(tmp_path, project, make_comp
     assert not ModelVersion.objects.exists() and not TrainingRun.objects.exists()
 
 
+@pytest.mark.ml
+def test_bad_ptx_data_or_scheduler_is_refused_before_any_row_or_folder(
+    tmp_path, project, make_comparisons, tiny_lm
+):
+    # Both used to be found only once training started: a failed TrainingRun (and for PPO
+    # an empty --out) stayed behind.
+    make_comparisons(project, n=1)
+    ptx = tmp_path / "ptx.jsonl"
+    ptx.write_text('{"text": "fine"}\n{"prompt": "no response"}\n')
+    out = tmp_path / "out"
+    with pytest.raises(CommandError, match=r"ptx\.jsonl:2: a line needs"):
+        call_command(
+            "train_ppo", "--policy", str(tiny_lm), "--reward-model",
+            "training.demo_world.judge:judge", "--prompts", "demo", "--out", str(out),
+            "--ptx-data", str(ptx), "--ptx-coef", "0.5",
+        )  # fmt: skip
+    demos = tmp_path / "sft.jsonl"
+    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    demos.write_text(json.dumps({"messages": chat}) + "\n")
+    with pytest.raises(CommandError, match="lr_scheduler must be one of linear, cosine"):
+        call_command(
+            "train_sft", "--data", str(demos), "--base-model", str(tiny_lm),
+            "--out", str(out), "--lr-scheduler", "bogus",
+        )  # fmt: skip
+    assert not out.exists()
+    assert not TrainingRun.objects.exists() and not ModelVersion.objects.exists()
+
+
 def ppo_command(policy: str, reward: str, out) -> None:
     call_command(
         "train_ppo",

@@ -68,6 +68,23 @@ def _prompt_and_response(record: Any) -> tuple[Any, str] | None:
     return record["prompt"], response
 
 
+def check_ptx_data(path: str | Path) -> None:
+    """Check the shape of every line of `path` before anything is recorded; ValueError (a
+    JsonlError naming file and line) on a bad one. `load_ptx_data` checks lengths later."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"ptx data {path} is not a file")
+    lines = 0
+    for number, record in iter_jsonl(path):
+        try:
+            _prompt_and_response(record)
+        except ValueError as exc:
+            raise JsonlError(path, number, str(exc)) from None
+        lines += 1
+    if not lines:
+        raise ValueError(f"ptx data {path} holds no examples")
+
+
 def load_ptx_data(path: str | Path, tokenizer: Any, max_length: int) -> list[PtxExample]:
     """Tokenize every example of `path`; ValueError naming file and line on a bad one."""
     path = Path(path)

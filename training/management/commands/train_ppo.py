@@ -70,6 +70,7 @@ class Command(BaseCommand):
     def handle(self, *args, **opts):
         from training.modeling import ModelLoadError, check_model_reference
         from training.ppo import CallableLoadError, load_callable, train_ppo
+        from training.ppo.ptx import check_ptx_data
 
         # Validate everything before writing anything (SPEC section 4): no ModelVersion or
         # TrainingRun rows for a policy or reward that cannot be loaded.
@@ -81,6 +82,8 @@ class Command(BaseCommand):
             is_callable = ":" in reward_spec and not Path(reward_spec).exists()
             reward = load_callable(reward_spec) if is_callable else reward_spec
             judge = load_callable(opts["judge"]) if opts["judge"] else None
+            if config.ptx_data:
+                check_ptx_data(config.ptx_data)
         except (CallableLoadError, TypeError, ValueError) as exc:
             raise CommandError(str(exc)) from None
         if not is_callable and not Path(reward_spec).is_dir():
