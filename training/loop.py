@@ -317,8 +317,9 @@ def _loop_run(*, out_dir, judge_spec, prompts_file, policy, config: LoopConfig, 
             log(f"[loop] export {export.pk}: {export.rows} pairs")
             return dpo_round(
                 run=_run, log=log, out=out, slug=slug, project=project, export=export,
-                policy=policy, judge=judge, eval_prompts=eval_prompts, config=config,
-                started=started, definitions=REPORT_DEFINITIONS,
+                policy=policy, judge=judge, judge_spec=judge_spec, eval_records=eval_records,
+                eval_prompts=eval_prompts, config=config, started=started,
+                definitions=REPORT_DEFINITIONS, building=building,
             )  # fmt: skip
         step = _reward_and_ppo(
             project=project,
@@ -769,8 +770,10 @@ def _labeler_round(*, slug, eval_records, start, new, new_name, judge_spec, conf
         slug=eval_slug, name=f"Loop {slug}: verification", num_candidates=2, overlap=1
     )
     prompts_import(project=project, records=eval_records, source="held-out")
+    from lineage.services import model_path
+
     start_name = (
-        ModelVersion.objects.filter(path=start)
+        ModelVersion.objects.filter(path__in={start, model_path(start)})
         .order_by("-id")
         .values_list("name", flat=True)
         .first()

@@ -11,20 +11,16 @@ pytestmark = [pytest.mark.django_db, pytest.mark.ml]
 
 
 def test_small_dpo_loop_round(tmp_path, settings):
-    """The glue end to end on a tiny untrained policy (the demo-world figures are in README)."""
+    """The glue end to end on a briefly trained demo policy (the demo-world figures are in
+    README): distinct answers, so the verification round has comparisons to label."""
     import torch
-
-    from training.demo_world.prompts import load_prompts
-    from training.tiny import build_tiny_causal_lm
 
     torch.set_num_threads(2)
     settings.DATA_DIR = tmp_path / "data"
-    texts = [json.dumps(p) for p in load_prompts()][:200] + ["yes no maybe"]
-    policy = build_tiny_causal_lm(tmp_path / "tiny", texts, chat_template=True, vocab_size=400)
     out = tmp_path / "loop"
     call_command(
-        "loop", "--method", "dpo", "--out", str(out), "--policy", str(policy),
-        "--num-prompts", "12", "--eval-prompts", "4", "--max-new-tokens", "8",
+        "loop", "--method", "dpo", "--out", str(out), "--policy-steps", "150",
+        "--num-prompts", "12", "--eval-prompts", "6", "--max-new-tokens", "16",
         "--labelers", "2", "--dpo-epochs", "1",
     )  # fmt: skip
     report = json.loads((out / "report.json").read_text())
@@ -37,11 +33,23 @@ def test_small_dpo_loop_round(tmp_path, settings):
     assert low <= report["gold_after"] - report["gold_before"] <= high
     low, high = report["win_rate_ci"]
     assert low <= report["win_rate_vs_start"] <= high
+    # What SPEC 11 adds to every loop report, DPO's included (they were null here).
+    assert 0.0 <= report["labeler_agreement"] <= 1.0
+    models = {row["model"]: row for row in report["leaderboard"]}
+    new = ModelVersion.objects.get(name=report["policy_version"])
+    assert set(models) == {new.parent.name, new.name}
+    assert models[new.name]["win_rate"] == pytest.approx(report["labeler_win_rate"])
+    assert 0 < report["labeler_comparisons"] <= 6
+    assert isinstance(report["kl_heldout"], float)
+    assert 0.0 <= report["near_duplicate_share"] <= 1.0
+    assert [r["round"] for r in report["rounds"]] == [1]
+    assert report["strategy"] == "random" and report["comparisons_built"] == 12
+    assert report["rounds"][0]["gold_after"] == report["gold_after"]
     assert not TrainingRun.objects.filter(kind__in=["reward", "ppo"]).exists()
     run = TrainingRun.objects.get(kind="dpo")
     assert run.status == "succeeded" and run.source.export_id == report["export_id"]
     version = ModelVersion.objects.get(name=report["policy_version"])
-    assert version.produced_by == run and version.parent.path == str(policy)
+    assert version.produced_by == run and version.parent.path.endswith("demo-policy")
     # The next round's candidates come from the DPO policy.
     assert version.candidates.exists()
 
