@@ -15,7 +15,7 @@ from django.db.models import F, IntegerField, Sum, Value
 from django.db.models.functions import Least
 
 from annotation.errors import ConflictError, ServiceValidationError
-from annotation.models import Assignment, Comparison, Project
+from annotation.models import Assignment, Comparison, Project, TaskType
 from annotation.selectors.queue import candidate_texts
 from annotation.services.labeling import assignment_next, assignment_skip, ranking_submit
 from annotation.services.projects import labeler_create
@@ -112,6 +112,12 @@ def labelers_simulate(
     """
     if max_annotations is not None and max_annotations < 0:
         raise ServiceValidationError("max_annotations must be >= 0.", {"max_annotations": ["< 0"]})
+    if project.task_type == TaskType.DEMONSTRATION:
+        message = (
+            f"Project {project.slug!r} collects demonstrations: simulated labelers rank "
+            "answers with the judge, they cannot write them."
+        )
+        raise ServiceValidationError(message, {"project": [message]})
     try:
         # Validate shares and noise before any account is created.
         sims = simulated_labelers(

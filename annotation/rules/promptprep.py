@@ -233,8 +233,10 @@ class PromptFilter:
                 self._exact_bloom.add([digest])
             else:
                 self._exact.add(digest)
-        if o.max_per_source is not None:
-            key = source or ""
+        if o.max_per_source is not None and source:
+            # A row without a source belongs to no source: it is not capped (one bucket for
+            # them all kept only N prompts of a file that names no sources).
+            key = source
             if self._per_source[key] >= o.max_per_source:
                 return self._remove(
                     "source", messages, f"source {key!r} already has {o.max_per_source} prompts"

@@ -144,6 +144,15 @@ def test_cap_per_source_keeps_the_first_in_file_order():
     assert rules.removed == {"source": 5}
 
 
+def test_rows_without_a_source_are_not_capped():
+    # One bucket for every source-less row kept only N prompts of a file that names none.
+    rows = [(f"prompt {i}", None if i < 5 else "forum", False) for i in range(8)]
+    out, rules = run(PrepOptions(max_per_source=2), rows)
+    kept = [text for keep, _, text in out if keep]
+    assert kept == [f"prompt {i}" for i in range(7)]
+    assert rules.removed == {"source": 1}
+
+
 # --------------------------------------------------------------------- command (database)
 
 

@@ -492,3 +492,18 @@ def test_the_labelers_the_loop_and_the_http_backend_import_neither_django_nor_to
         cwd=Path(__file__).resolve().parents[2],
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_a_demonstration_project_is_refused_before_any_account(make_project, make_comparisons):
+    # Simulated labelers rank; they used to fail on the first writing task, after making an
+    # account and a lease.
+    from django.contrib.auth import get_user_model
+
+    from annotation.models import Assignment, TaskType
+
+    project = make_project("writers", task_type=TaskType.DEMONSTRATION)
+    make_comparisons(project, 1)
+    users = get_user_model().objects.count()
+    with pytest.raises(CommandError, match="collects demonstrations: simulated labelers rank"):
+        simulate("writers", "--judge", JUDGE, "--labelers", "2", "--noise", "1")
+    assert get_user_model().objects.count() == users and not Assignment.objects.exists()
