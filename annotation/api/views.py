@@ -64,12 +64,17 @@ TOO_LARGE = {413: OpenApiResponse(s.ErrorSerializer, description="Too many items
 
 
 def _item_errors(exc: ServiceValidationError, key: str) -> ServiceValidationError:
-    """Re-key an import service error on an item (`errors.line`) as `{key: {index: [msg]}}`."""
+    """Re-key an import service error on items (`errors.line`, or every one of
+    `errors.conflicts`) as `{key: {index: [msg]}}`, worded like the serializer's
+    (`prompts.4: ...`)."""
     index = exc.errors.get("line")
     if index is None:
         return exc
-    message = exc.detail.split(": ", 1)[-1]
-    return ServiceValidationError(f"{key}[{index}]: {message}", {key: {str(index): [message]}})
+    items = exc.errors.get("conflicts") or {index: exc.detail.split(": ", 1)[-1]}
+    first = next(iter(items))
+    return ServiceValidationError(
+        f"{key}.{first}: {items[first]}", {key: {str(i): [m] for i, m in items.items()}}
+    )
 
 
 # ---------------------------------------------------------------------------------------

@@ -309,18 +309,26 @@ def prompts_import(
                 content_hash__in=hashes[start : start + BULK_BATCH],
             ).values_list("content_hash", flat=True)
         )
+    # Every external_id that exists with other content, named at once (an API client fixes
+    # them in one go), before anything is written.
+    conflicts = {
+        record.line: f"external_id {record.external_id!r} already exists with different content"
+        for record in records
+        if record.external_id in existing and existing[record.external_id] != record.content_hash
+    }
+    if conflicts:
+        line, message = next(iter(conflicts.items()))
+        more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
+        raise ServiceValidationError(
+            f"line {line}: {message}{more}",
+            {"line": line, "external_id": message.split("'")[1], "conflicts": conflicts},
+        )
     # Model instances are built and written a batch at a time (inside this transaction, so a
     # later refusal still writes nothing): memory holds the records, not a second copy.
     new: list[Prompt] = []
     for record in records:
         if record.external_id is not None:
             if record.external_id in existing:
-                if existing[record.external_id] != record.content_hash:
-                    raise ServiceValidationError(
-                        f"line {record.line}: external_id {record.external_id!r} already exists "
-                        "with different content",
-                        {"line": record.line, "external_id": record.external_id},
-                    )
                 result.unchanged += 1
                 continue
         elif record.content_hash in existing_hashes:

@@ -86,20 +86,27 @@ def test_prompts_import_lists_every_bad_item_and_stores_nothing(staff, project):
     assert Prompt.objects.count() == 0
 
 
-def test_prompts_import_refuses_a_changed_external_id_by_item(staff, project):
-    post(staff, url("demo", "prompts"), {"prompts": [{"external_id": "a", "text": "old"}]})
+def test_prompts_import_refuses_every_changed_external_id_by_item(staff, project):
+    old = [{"external_id": "a", "text": "old"}, {"external_id": "c", "text": "old too"}]
+    post(staff, url("demo", "prompts"), {"prompts": old})
+    items = [
+        {"external_id": "b", "text": "new"},
+        {"external_id": "a", "text": "changed"},
+        {"external_id": "c", "text": "changed too"},
+    ]
 
-    response = post(
-        staff,
-        url("demo", "prompts"),
-        {"prompts": [{"external_id": "b", "text": "new"}, {"external_id": "a", "text": "changed"}]},
-    )
+    response = post(staff, url("demo", "prompts"), {"prompts": items})
 
     assert response.status_code == 400
+    # Each conflict named (not only the first), worded like the other item errors.
     assert response.json()["errors"] == {
-        "prompts": {"1": ["external_id 'a' already exists with different content"]}
+        "prompts": {
+            "1": ["external_id 'a' already exists with different content"],
+            "2": ["external_id 'c' already exists with different content"],
+        }
     }
-    assert list(Prompt.objects.values_list("external_id", flat=True)) == ["a"]
+    assert response.json()["detail"].startswith("prompts.1: external_id 'a' already exists")
+    assert sorted(Prompt.objects.values_list("external_id", flat=True)) == ["a", "c"]
 
 
 @pytest.mark.parametrize("body", [{}, {"prompts": []}, {"prompts": {"text": "x"}}, [], "x"])
