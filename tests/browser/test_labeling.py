@@ -404,3 +404,38 @@ def test_pairwise_enter_on_a_choice_button_chooses_it_then_sends(
     page.keyboard.press("Enter")
     expect(page.get_by_role("heading", name="Nothing left to label")).to_be_visible()
     assert Annotation.objects.get(assignment=assignment).ranking == [[b], [a]]
+
+
+def test_a_reload_mid_task_gives_the_draft_back(
+    page: Page, live_server, login, make_project, make_labeler, make_comparisons
+):
+    project = make_project("draft", num_candidates=3, overlap=1)
+    make_labeler("gwen", projects=[project], password=PASSWORD)
+    make_comparisons(project, n=2)
+    login(page, "gwen")
+    page.goto(f"{live_server.url}/projects/draft/label/")
+    page.wait_for_function("document.documentElement.classList.contains('js')")
+    first = leased("gwen")
+    x, y, z = first.display_order
+    page.keyboard.press("2")
+    page.keyboard.press("1")
+    card(page, z).locator('input[name^="flag_"]').first.check()
+    page.locator("#rationale").fill("two is clearly better")
+    page.reload()
+    page.wait_for_function("document.documentElement.classList.contains('js')")
+    assert leased("gwen").pk == first.pk  # the same lease, renewed
+    expect(card(page, y).locator('[data-slot="badge"]')).to_have_text("1st")
+    expect(card(page, x).locator('[data-slot="badge"]')).to_have_text("2nd")
+    expect(page.locator("#rationale")).to_have_value("two is clearly better")
+    expect(card(page, z).locator('input[name^="flag_"]').first).to_be_checked()
+    page.keyboard.press("3")
+    page.keyboard.press("Control+Enter")
+    wait_for_next(page, first.pk)
+    stored = Annotation.objects.get(assignment=first)
+    assert stored.ranking == [[y], [x], [z]] and stored.rationale == "two is clearly better"
+    assert list(stored.flags) == [str(z)]
+    # The next comparison starts blank, and so does a reload of it.
+    page.reload()
+    page.wait_for_function("document.documentElement.classList.contains('js')")
+    expect(page.locator("#rationale")).to_have_value("")
+    assert page.locator('.card [data-slot="badge"]:visible').count() == 0

@@ -155,6 +155,60 @@
     return ranks;
   }
 
+  // ---------------------------------------------------------------------------------------
+  // The draft: what the labeler has given so far, kept per assignment for the tab's session,
+  // so a reload (or a crash) mid-task gives back ranks, choice, flags, ratings and notes.
+  // ---------------------------------------------------------------------------------------
+
+  var DRAFT_PREFIX = "rlhf.draft.";
+  var DRAFT_FIELDS = 'input[name^="flag_"], select[name^="rating_"], #rationale, #edited-text, #all-bad';
+
+  function draftKey(id) {
+    return editing ? null : DRAFT_PREFIX + id;
+  }
+
+  function saveDraft() {
+    if (!state.assignment || !draftKey(state.assignment.id)) return;
+    var fields = {};
+    form.querySelectorAll(DRAFT_FIELDS).forEach(function (field) {
+      var name = field.id || field.name + "=" + field.value;
+      fields[name] = field.type === "checkbox" ? field.checked : field.value;
+    });
+    var draft = { ranks: state.ranks, choice: state.choice, fields: fields };
+    try { window.sessionStorage.setItem(draftKey(state.assignment.id), JSON.stringify(draft)); } catch (e) { /* no storage */ }
+  }
+
+  function takeDraft(id) {
+    var key = draftKey(id);
+    if (!key) return null;
+    try {
+      var text = window.sessionStorage.getItem(key);
+      return text ? JSON.parse(text) : null;
+    } catch (e) {
+      return null;
+    }
+  }
+
+  function dropDraft(id) {
+    try { window.sessionStorage.removeItem(DRAFT_PREFIX + id); } catch (e) { /* no storage */ }
+  }
+
+  function restoreDraft(draft) {
+    form.querySelectorAll(DRAFT_FIELDS).forEach(function (field) {
+      var name = field.id || field.name + "=" + field.value;
+      if (!(name in draft.fields)) return;
+      if (field.type === "checkbox") field.checked = Boolean(draft.fields[name]);
+      else field.value = String(draft.fields[name]);
+    });
+    var ranks = {};
+    var K = state.assignment.ids.length;
+    state.assignment.ids.forEach(function (cid) {
+      var rank = draft.ranks && draft.ranks[cid];
+      if (Number.isInteger(rank) && rank >= 1 && rank <= K) ranks[cid] = rank;
+    });
+    return ranks;
+  }
+
   function maxRank() {
     var max = 0;
     Object.keys(state.ranks).forEach(function (cid) { max = Math.max(max, state.ranks[cid]); });
@@ -400,6 +454,7 @@
     }
     var undoButton = document.getElementById("undo-button");
     if (undoButton) undoButton.disabled = !state.history.length && !state.tieArmed;
+    saveDraft();
   }
 
   // ---------------------------------------------------------------------------------------
@@ -697,6 +752,7 @@
         if (handleAuth(response)) return;
         return readJson(response).then(function (data) {
           if (response.status === 201 || response.status === 200) {
+            dropDraft(sentId);
             if (editing) {
               window.location.href = editing;
               return;
@@ -786,10 +842,14 @@
     if (!state.assignment || state.busy) return;
     clearError();
     setBusy(true);
-    post(url(config.urls.skip, state.assignment.id))
+    var skipped = state.assignment.id;
+    post(url(config.urls.skip, skipped))
       .then(function (response) {
         if (handleAuth(response)) return;
-        if (response.ok || response.status === 409 || response.status === 404) return loadNext();
+        if (response.ok || response.status === 409 || response.status === 404) {
+          dropDraft(skipped);
+          return loadNext();
+        }
         return readJson(response).then(function (data) { showError(data.detail || "Could not skip."); });
       })
       .catch(function () { showError("Network error: try again."); })
@@ -799,6 +859,9 @@
   // ---------------------------------------------------------------------------------------
   // Events
   // ---------------------------------------------------------------------------------------
+
+  form.addEventListener("input", saveDraft);
+  form.addEventListener("change", saveDraft);
 
   form.addEventListener("submit", function (event) {
     event.preventDefault();
@@ -905,11 +968,15 @@
       var card = cardOf(cid);
       if (card) wireCard(card, cid);
     });
-    // Ranks the server put back after a refused plain post, or a stored answer to correct.
+    // Ranks the server put back after a refused plain post, or a stored answer to correct;
+    // else the draft of this assignment the tab kept before a reload.
     var slotLost = state.slotLost;
-    resetTaskState(readRanksFromForm());
+    var fromServer = readRanksFromForm();
+    var draft = Object.keys(fromServer).length || config.assignment.choice ? null : takeDraft(state.assignment.id);
+    resetTaskState(draft ? restoreDraft(draft) : fromServer);
     state.slotLost = slotLost;
     if (pairwise && config.assignment.choice) state.choice = config.assignment.choice;
+    else if (pairwise && draft && draft.choice) state.choice = draft.choice;
     render();
     tickLease();
   } else if (!pairwise) {
