@@ -152,3 +152,23 @@ def test_single_key_shortcuts_can_be_turned_off_and_it_is_remembered(
     page.locator("body").click(position={"x": 5, "y": 5})
     page.keyboard.press("1")
     expect(badge).to_have_text("1st")
+
+
+def test_pairwise_on_a_phone_speaks_of_taps_not_keys(
+    browser, live_server, make_project, make_labeler, make_comparisons
+):
+    from annotation.models import TaskType
+
+    project = make_project("tappair", task_type=TaskType.PAIRWISE, overlap=1)
+    make_labeler("tia", projects=[project], password=PASSWORD)
+    make_comparisons(project, n=1)
+    context = browser.new_context(**DEVICES["phone"])
+    page = context.new_page()
+    sign_in(page, live_server, "tia", "/projects/tappair/label/")
+    selection = page.locator("#pair-selection")
+    expect(selection).to_have_text("Nothing selected yet: tap a choice.")
+    b_button = page.get_by_role("button", name="B is better")
+    expect(b_button.locator("kbd")).to_be_hidden()  # no key to press on a phone
+    b_button.tap()
+    expect(selection).to_have_text("Your choice: B is better. Tap Submit to send it.")
+    context.close()

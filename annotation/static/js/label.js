@@ -400,8 +400,8 @@
     }
     if (pairSelection) {
       pairSelection.textContent = state.choice
-        ? "Your choice: " + CHOICE_NAMES[state.choice] + ". Press Enter or Submit to send it."
-        : "Nothing selected yet: press A, B" + (allowTies ? ", T" : "") + " or X.";
+        ? "Your choice: " + CHOICE_NAMES[state.choice] + (coarse ? ". Tap Submit to send it." : ". Press Enter or Submit to send it.")
+        : coarse ? "Nothing selected yet: tap a choice." : "Nothing selected yet: press A, B" + (allowTies ? ", T" : "") + " or X.";
     }
     if (pairSubmit) pairSubmit.disabled = state.busy || !state.choice || state.slotLost;
   }
