@@ -798,6 +798,8 @@ class AnnotationAdmin(ReadOnlyAdmin):
 
     def reject_since_view(self, request):
         """Reject all of one labeler's work in a project since a date: preview, then confirm."""
+        if not self.has_review_permission(request):  # before the confirming post acts
+            raise PermissionDenied
         initial = {k: request.GET[k] for k in ("project", "labeler", "since") if k in request.GET}
         form = RejectSinceForm(request.POST if request.method == "POST" else None, initial=initial)
         preview = None

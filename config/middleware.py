@@ -56,7 +56,7 @@ class RequestBodyLimitMiddleware:
 
 class StaffImportBodyMiddleware:
     """The admin's upload page takes bodies past DATA_UPLOAD_MAX_MEMORY_SIZE from signed-in
-    staff only.
+    staff who may import (change_project, as the page itself asks) only.
 
     It sits after AuthenticationMiddleware and answers before any view middleware: the CSRF
     check reads the POST body of a form, so without it anyone holding a CSRF cookie of their
@@ -74,7 +74,10 @@ class StaffImportBodyMiddleware:
             except Resolver404:
                 view_name = None
             user = request.user
-            if view_name in SESSION_IMPORT_URL_NAMES and not (user.is_active and user.is_staff):
+            allowed = (
+                user.is_active and user.is_staff and user.has_perm("annotation.change_project")
+            )
+            if view_name in SESSION_IMPORT_URL_NAMES and not allowed:
                 return too_large(request, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
         return self.get_response(request)
 

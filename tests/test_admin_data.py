@@ -144,6 +144,7 @@ def test_uploads_past_the_request_cap_up_to_import_max_bytes_are_taken(
 def test_only_staff_may_send_the_upload_page_a_body_past_the_request_cap(
     labeler, project, settings, monkeypatch
 ):
+    from django.contrib.auth.models import Permission
     from django.http.multipartparser import MultiPartParser
     from django.test import Client
 
@@ -160,7 +161,12 @@ def test_only_staff_may_send_the_upload_page_a_body_past_the_request_cap(
     anonymous.cookies["csrftoken"] = "a" * 32
     signed_in = Client(enforce_csrf_checks=True)
     signed_in.force_login(labeler)
-    for client in (anonymous, signed_in):
+    # Staff too, without the permission the page asks for (change_project).
+    viewer = get_user_model().objects.create_user("viewer", password="pw-view-123", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_project"))
+    viewing = Client(enforce_csrf_checks=True)
+    viewing.force_login(viewer)
+    for client in (anonymous, signed_in, viewing):
         form = {"kind": "prompts", "file": SimpleUploadedFile("p.jsonl", body)}
         response = client.post(url, form, HTTP_X_CSRFTOKEN="a" * 32)
         assert response.status_code == 413

@@ -267,6 +267,23 @@ def test_reject_a_labelers_work_since_a_date(client, root, world):
     )
 
 
+def test_reject_since_needs_the_review_permission_to_confirm(client, world):
+    # The page refused a GET, but a confirming POST rejected the work all the same.
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Permission
+
+    project, ann, _, _ = world
+    recent = label(project, ann)
+    viewer = get_user_model().objects.create_user("viewer", password="pw-view-123", is_staff=True)
+    viewer.user_permissions.add(*Permission.objects.filter(codename__startswith="view_"))
+    client.force_login(viewer)
+    since = (timezone.now() - timedelta(days=1)).strftime("%Y-%m-%d %H:%M")
+    body = {"project": project.pk, "labeler": ann.pk, "since": since, "reason": "x"}
+    url = reverse("admin:annotation_annotation_reject_since")
+    assert client.post(url, {**body, "confirm": "1"}).status_code == 403
+    assert not Annotation.objects.get(pk=recent.pk).rejected_at
+
+
 # -- filters ---------------------------------------------------------------------------------
 
 
