@@ -439,3 +439,55 @@ def test_a_reload_mid_task_gives_the_draft_back(
     page.wait_for_function("document.documentElement.classList.contains('js')")
     expect(page.locator("#rationale")).to_have_value("")
     assert page.locator('.card [data-slot="badge"]:visible').count() == 0
+
+
+def test_a_refused_renewal_says_why_and_is_not_retried(
+    page: Page, live_server, login, make_project, make_labeler, make_comparisons
+):
+    project = make_project("refused", num_candidates=3, overlap=1, lease_seconds=30)
+    make_labeler("ivy", projects=[project], password=PASSWORD)
+    make_comparisons(project, n=1)
+    login(page, "ivy")
+    page.goto(f"{live_server.url}/projects/refused/label/")
+    page.wait_for_function("document.documentElement.classList.contains('js')")
+    renewals = []
+    page.on("request", lambda r: renewals.append(r.url) if r.url.endswith("/renew/") else None)
+    project.active = False  # an admin pauses the project
+    project.save(update_fields=["active"])
+    page.keyboard.press("1")
+    expect(page.locator("#alert")).to_contain_text(
+        "Your lease could not be renewed: This project is paused"
+    )
+    page.keyboard.press("2")  # still active: a refusal is final for this lease
+    page.wait_for_timeout(2500)
+    assert len(renewals) == 1
+
+
+def test_the_next_comparison_gets_its_own_lease_clock(
+    page: Page, live_server, login, make_project, make_labeler, make_comparisons
+):
+    # After a submit the page leases the next comparison through the API; the countdown and
+    # renewals follow the new assignment, not the one just sent.
+    project = make_project("second-lease", num_candidates=3, overlap=1, lease_seconds=40)
+    make_labeler("jo", projects=[project], password=PASSWORD)
+    make_comparisons(project, n=2)
+    login(page, "jo")
+    page.goto(f"{live_server.url}/projects/second-lease/label/")
+    page.wait_for_function("document.documentElement.classList.contains('js')")
+    first = leased("jo")
+    for key in ("1", "2", "3"):
+        page.keyboard.press(key)
+    page.keyboard.press("Control+Enter")
+    wait_for_next(page, first.pk)
+    second = leased("jo")
+    assert second.pk != first.pk
+    expect(page.locator("#lease-left")).to_have_text(re.compile(r"^0:[34]\d$"))
+    original = second.expires_at
+    page.keyboard.press("1")
+    for _ in range(20):
+        page.wait_for_timeout(250)
+        second.refresh_from_db()
+        if second.expires_at > original:
+            break
+    assert second.expires_at > original
+    assert Assignment.objects.filter(labeler__username="jo").count() == 2

@@ -43,19 +43,14 @@
   var undoLastButton = document.getElementById("undo-last-button");
 
   var state = {
-    assignment: null, // {id, expiresAt, ids}
+    assignment: null, // {id, ids}
     ranks: {}, // candidate id -> rank number (1 = best), absent when unranked
     history: [], // snapshots of `ranks` for undo
     tieArmed: false,
     started: performance.now(),
     token: null,
     busy: false,
-    clockOffset: 0, // server time minus client time, in ms
     today: config.today,
-    expiredAnnounced: false,
-    renewing: false,
-    lastActivity: 0,
-    lastRenewal: 0,
     choice: null, // pairwise: the selected verdict ("a", "b", "tie", "bad"), sent on Enter
     slotLost: Boolean(config.slot_lost), // a late answer was refused: keep it on screen, unsent
     undoTimer: null,
@@ -543,8 +538,7 @@
       return response.text().then(function (html) {
         var fragment = new DOMParser().parseFromString(html, "text/html");
         var ids = assignment.comparison.candidates.map(function (c) { return c.id; });
-        state.assignment = { id: assignment.id, expiresAt: Date.parse(assignment.expires_at), ids: ids };
-        if (serverDate) state.clockOffset = serverDate - Date.now();
+        state.assignment = { id: assignment.id, ids: ids };
         promptNode.replaceChildren.apply(promptNode, Array.from(fragment.getElementById("fragment-prompt").childNodes));
         cardsNode.replaceChildren.apply(cardsNode, Array.from(fragment.getElementById("fragment-cards").childNodes));
         taskSection.hidden = false;
@@ -564,8 +558,7 @@
         if (allBad) allBad.checked = false;
         if (!pairwise) buildBoard();
         resetTaskState({});
-        leaseNode.hidden = false;
-        tickLease();
+        startLease(assignment.id, assignment.expires_at, serverDate);
         var heading = document.getElementById("task-heading");
         heading.focus({ preventScroll: true });
         taskSection.scrollIntoView({ block: "start" });
@@ -580,8 +573,6 @@
     state.tieArmed = false;
     state.started = performance.now();
     state.token = newToken();
-    state.expiredAnnounced = false;
-    state.renewRefused = false;
     state.choice = null;
     state.slotLost = false;
     render();
@@ -591,68 +582,34 @@
     state.assignment = null;
     taskSection.hidden = true;
     doneSection.hidden = false;
-    leaseNode.hidden = true;
+    leaseClock.stop();
     var heading = document.getElementById("done-heading");
     heading.focus({ preventScroll: true });
     announce("Nothing left to label.");
   }
 
-  function tickLease() {
-    if (!state.assignment || editing) return; // a correction holds no lease
-    var left = Math.max(0, Math.round((state.assignment.expiresAt - (Date.now() + state.clockOffset)) / 1000));
-    var minutes = Math.floor(left / 60);
-    var seconds = left % 60;
-    leaseLeft.textContent = left > 0 ? minutes + ":" + (seconds < 10 ? "0" : "") + seconds : "expired";
-    if (leaseSuffix) leaseSuffix.hidden = left === 0;
-    leaseNode.classList.toggle("is-low", left < 60);
-    // Also once it ran out: a labeler back at work gets it again while nobody took the slot.
-    if (left <= 60) renewLease();
-    if (left === 0 && !state.expiredAnnounced) {
-      state.expiredAnnounced = true;
-      announce("Your lease ran out. Submitting still works if nobody took this comparison meanwhile.");
-    }
-  }
-
   /*
-   * Renew the lease shortly before it runs out, but only for someone who has touched the page
-   * since the last renewal: an abandoned tab must not hold a comparison forever. `next`
-   * renews the labeler's open lease and answers with the same assignment.
+   * The lease's countdown and renewal (lease.js). `serverNow` is the server's clock when the
+   * lease was read (ms; null keeps the last known offset), so a skewed client clock counts
+   * down the server's time.
    */
-  function renewLease() {
-    if (state.renewing || state.busy || state.renewRefused) return;
-    if (state.lastActivity <= state.lastRenewal) return;
-    state.renewing = true;
-    state.lastRenewal = Date.now();
-    var id = state.assignment.id;
-    post(url(config.urls.renew, id))
-      .then(function (response) {
-        if (handleAuth(response)) return;
-        return readJson(response).then(function (data) {
-          if (!state.assignment || state.assignment.id !== id) return;
-          if (response.status === 200) {
-            state.assignment.expiresAt = Date.parse(data.expires_at);
-            state.expiredAnnounced = false;
-            var date = Date.parse(response.headers.get("Date") || "");
-            if (!isNaN(date)) state.clockOffset = date - Date.now();
-            tickLease();
-          } else if (response.status === 409) {
-            state.renewRefused = true; // the answer tells why; submitting says so again
-            showError("Your lease could not be renewed: " + (data.detail || "it is closed."));
-          }
-        });
-      })
-      .catch(function () { /* the countdown keeps showing the truth */ })
-      .then(function () { state.renewing = false; });
-  }
+  var leaseClock = new window.LeaseClock({
+    node: leaseNode,
+    left: leaseLeft,
+    suffix: leaseSuffix,
+    busy: function () { return state.busy; },
+    onAuth: handleAuth,
+    onExpired: function () {
+      announce("Your lease ran out. Submitting still works if nobody took this comparison meanwhile.");
+    },
+    // The answer tells why; submitting says so again.
+    onRefused: function (detail) { showError("Your lease could not be renewed: " + detail); },
+  });
 
-  // Reading counts as activity: scrolling a long answer (page or card) and coming back to
-  // the tab, as well as keys, pointers and typing.
-  ["keydown", "pointerdown", "input", "scroll", "wheel", "touchstart"].forEach(function (type) {
-    document.addEventListener(type, function () { state.lastActivity = Date.now(); }, { capture: true, passive: true });
-  });
-  document.addEventListener("visibilitychange", function () {
-    if (document.visibilityState === "visible") state.lastActivity = Date.now();
-  });
+  function startLease(id, expiresAt, serverNow) {
+    if (editing) return; // a correction holds no lease
+    leaseClock.start({ renewUrl: url(config.urls.renew, id), expiresAt: Date.parse(expiresAt) }, serverNow);
+  }
 
   // ---------------------------------------------------------------------------------------
   // Talking to the API
@@ -957,10 +914,8 @@
   if (config.assignment) {
     state.assignment = {
       id: config.assignment.id,
-      expiresAt: Date.parse(config.assignment.expires_at),
       ids: config.assignment.candidate_ids,
     };
-    state.clockOffset = Date.parse(config.server_now) - Date.now();
     if (!pairwise) buildBoard();
     wireTextBlocks(promptNode);
     wireTextBlocks(cardsNode);
@@ -978,10 +933,9 @@
     if (pairwise && config.assignment.choice) state.choice = config.assignment.choice;
     else if (pairwise && draft && draft.choice) state.choice = draft.choice;
     render();
-    tickLease();
+    startLease(config.assignment.id, config.assignment.expires_at, Date.parse(config.server_now));
   } else if (!pairwise) {
     buildBoard();
   }
-  window.setInterval(tickLease, 1000);
   document.documentElement.classList.add("js");
 })();
