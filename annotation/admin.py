@@ -51,8 +51,23 @@ from annotation.services.review import (
 )
 
 
+class DeletesItsCandidates:
+    """Deleting a project or a prompt takes its candidates with it, and their comparisons.
+
+    Candidates cannot be deleted on their own (comparisons name them), so the admin's check of
+    what a delete cascades into refused every project or prompt that had candidates, even to
+    a superuser. Here they count as covered by the permission to delete the parent. What was
+    labeled stays protected: annotations and exports refuse the delete, as before.
+    """
+
+    def get_deleted_objects(self, objs, request):
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        perms_needed.discard(Candidate._meta.verbose_name)
+        return deleted, counts, perms_needed, protected
+
+
 @admin.register(Project)
-class ProjectAdmin(admin.ModelAdmin):
+class ProjectAdmin(DeletesItsCandidates, admin.ModelAdmin):
     list_display = ("slug", "name", "task_type", "num_candidates", "overlap", "active", "progress")
     list_filter = ("task_type", "active")
     search_fields = ("slug", "name")
@@ -283,7 +298,7 @@ def _render(template: str, **context) -> str:
 
 
 @admin.register(Prompt)
-class PromptAdmin(admin.ModelAdmin):
+class PromptAdmin(DeletesItsCandidates, admin.ModelAdmin):
     """Messages are read-only: the content hash, re-import idempotency and what annotations
     ranked depend on them. Prompts come in through import_prompts and the API."""
 

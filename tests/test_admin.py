@@ -200,3 +200,71 @@ def test_stats_page_labels_figures_links_labelers_and_colours_the_weak(
     assert page.count("<rect") == 3 and filtered.count("<rect") == 1
     bad = client.get(url, {"since": "2030-01-02", "until": "2030-01-01"}).content.decode()
     assert "The end date is before the start date." in bad
+
+
+def test_a_superuser_deletes_a_project_with_candidates_but_not_one_with_annotations(
+    client, superuser, make_project, make_comparisons, make_labeler
+):
+    import uuid
+
+    from annotation.models import Candidate, Comparison, Project, Prompt
+    from annotation.services.labeling import assignment_next, ranking_submit
+
+    scratch = make_project("scratch", num_candidates=2, overlap=1)
+    make_comparisons(scratch, n=2)
+    client.force_login(superuser)
+    url = reverse("admin:annotation_project_delete", args=[scratch.pk])
+    page = client.get(url).content.decode()
+    assert "doesn’t have permission to delete" not in page
+    assert "4 candidates" in page or "Candidates: 4" in page
+    assert client.post(url, {"post": "yes"}).status_code == 302
+    assert not Project.objects.filter(slug="scratch").exists()
+    assert not Candidate.objects.filter(prompt__project__slug="scratch").exists()
+
+    # A prompt goes the same way, with its candidates and comparisons.
+    other = make_project("other", num_candidates=2, overlap=1)
+    make_comparisons(other, n=2)
+    prompt = other.prompts.first()
+    response = client.post(
+        reverse("admin:annotation_prompt_delete", args=[prompt.pk]), {"post": "yes"}
+    )
+    assert response.status_code == 302
+    assert not Prompt.objects.filter(pk=prompt.pk).exists()
+    assert Comparison.objects.filter(project=other).count() == 1
+
+    # Labeled work is protected: the page names what blocks it, and nothing is deleted.
+    labeler = make_labeler("lab", projects=[other])
+    assignment = assignment_next(project=other, labeler=labeler)
+    ids = assignment.display_order
+    ranking_submit(
+        assignment=assignment,
+        labeler=labeler,
+        ranking=[[ids[0]], [ids[1]]],
+        client_token=uuid.uuid4(),
+    )
+    url = reverse("admin:annotation_project_delete", args=[other.pk])
+    page = client.get(url).content.decode()
+    assert "<title>Cannot delete project" in page and "Annotation" in page
+    client.post(url, {"post": "yes"})
+    assert Project.objects.filter(slug="other").exists()
+    assert Candidate.objects.filter(prompt__project=other).count() == 2
+
+
+def test_project_admins_can_revoke_api_tokens_but_delete_nothing_else(client, labeler):
+    from annotation.models import ApiToken
+    from annotation.services.projects import labeler_create
+    from annotation.services.tokens import api_token_issue
+
+    admin_user, _key = labeler_create(username="pat", staff=True, password="pw-Pat-12345!")
+    assert admin_user.has_perm("annotation.delete_apitoken")
+    assert not admin_user.has_perm("annotation.delete_project")
+    assert not admin_user.has_perm("annotation.delete_annotation")
+    key = api_token_issue(labeler)
+    token = ApiToken.objects.get(digest=ApiToken.digest_of(key))
+    client.force_login(admin_user)
+    response = client.post(
+        reverse("admin:annotation_apitoken_changelist"),
+        {"action": "delete_selected", "_selected_action": [token.pk], "post": "yes"},
+    )
+    assert response.status_code == 302
+    assert not ApiToken.objects.filter(pk=token.pk).exists()

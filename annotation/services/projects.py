@@ -19,6 +19,9 @@ LABELERS_GROUP = "labelers"
 PROJECT_ADMINS_GROUP = "project admins"
 PROJECT_ADMIN_APPS = ("annotation", "lineage", "training")
 PROJECT_ADMIN_ACTIONS = ("view", "add", "change")
+# Deleting stays with superusers, except revoking an API token (a leaked key must be stopped
+# by whoever manages the labelers).
+PROJECT_ADMIN_EXTRA = ("annotation.delete_apitoken",)
 
 
 def _validation_errors(exc: ValidationError) -> dict:
@@ -100,7 +103,11 @@ def project_admins_group() -> Group:
     wanted = Permission.objects.filter(content_type__app_label__in=PROJECT_ADMIN_APPS).filter(
         codename__regex=rf"^({'|'.join(PROJECT_ADMIN_ACTIONS)})_"
     )
-    group.permissions.add(*wanted)
+    extra = Permission.objects.none()
+    for name in PROJECT_ADMIN_EXTRA:
+        app_label, codename = name.split(".")
+        extra |= Permission.objects.filter(content_type__app_label=app_label, codename=codename)
+    group.permissions.add(*wanted, *extra)
     return group
 
 
