@@ -288,7 +288,8 @@ class RecordListField(serializers.ListField):
     """A bounded list of raw import items, each parsed by the import service's record parser.
 
     Errors are collected for every item, keyed by its 0-based index, so one answer lists all
-    problems of a payload: `{"prompts": {"3": ["'text' must be non-empty text"]}}`.
+    problems of a payload: `{"prompts": {"3": ["'text' must be non-empty text"]}}`. The items
+    that did parse stay in `parsed`, for checks against the database to join that answer.
     """
 
     def __init__(self, *, parse: Callable, unique_key: str | None = None, **kwargs):
@@ -311,6 +312,7 @@ class RecordListField(serializers.ListField):
                 {self.field_name: [f"at most {limit} items"]},
             )
         records, errors, seen = [], {}, {}
+        self.parsed = records
         for index, raw in enumerate(data):
             try:
                 record = self.parse(raw, line=index)

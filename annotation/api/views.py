@@ -41,7 +41,7 @@ from annotation.selectors.projects import project_progress, projects_for_user
 from annotation.selectors.stats import project_model_leaderboard, project_stats
 from annotation.services import exports
 from annotation.services.comparisons import comparisons_build
-from annotation.services.imports import candidates_import, prompts_import
+from annotation.services.imports import candidates_import, prompt_conflicts, prompts_import
 from annotation.services.labeling import (
     assignment_next,
     assignment_renew,
@@ -75,6 +75,20 @@ def _item_errors(exc: ServiceValidationError, key: str) -> ServiceValidationErro
     return ServiceValidationError(
         f"{key}.{first}: {items[first]}", {key: {str(i): [m] for i, m in items.items()}}
     )
+
+
+def _with_conflicts(data: s.PromptsImportInput, project) -> dict:
+    """The payload's item errors joined by the external_id conflicts of the items that did
+    parse, in item order: one answer names every problem, not the shape ones first."""
+    errors = dict(data.errors)
+    items = errors.get("prompts")
+    parsed = getattr(data.fields["prompts"], "parsed", None)
+    if not isinstance(items, dict) or not parsed:
+        return errors
+    conflicts = prompt_conflicts(project=project, records=parsed)
+    merged = {**items, **{str(line): [message] for line, message in conflicts.items()}}
+    errors["prompts"] = {key: merged[key] for key in sorted(merged, key=int)}
+    return errors
 
 
 # ---------------------------------------------------------------------------------------
@@ -268,7 +282,8 @@ class PromptsImportApi(APIView):
     def post(self, request: Request, slug: str) -> Response:
         project = project_for_staff(slug)
         data = s.PromptsImportInput(data=request.data)
-        data.is_valid(raise_exception=True)
+        if not data.is_valid():
+            raise ValidationError(_with_conflicts(data, project))
         try:
             result = prompts_import(
                 project=project, records=data.validated_data["prompts"], source="api"

@@ -282,6 +282,36 @@ def _bulk_create(model, objects: list, what: str, result: ImportResult) -> None:
 
 
 @transaction.atomic
+def _stored_hashes(project: Project, external_ids: list[str]) -> dict[str, str]:
+    """external_id -> content_hash of the project's prompts with these external_ids."""
+    stored = {}
+    for start in range(0, len(external_ids), BULK_BATCH):
+        chunk = external_ids[start : start + BULK_BATCH]
+        stored.update(
+            Prompt.objects.filter(project=project, external_id__in=chunk).values_list(
+                "external_id", "content_hash"
+            )
+        )
+    return stored
+
+
+def _conflicts(records: list[PromptRecord], stored: dict[str, str]) -> dict[int, str]:
+    return {
+        record.line: f"external_id {record.external_id!r} already exists with different content"
+        for record in records
+        if record.external_id in stored and stored[record.external_id] != record.content_hash
+    }
+
+
+def prompt_conflicts(*, project: Project, records: list[PromptRecord]) -> dict[int, str]:
+    """line -> why, for each record whose external_id the project holds with other content.
+
+    What `prompts_import` refuses; the API also asks it for the items of a payload that
+    parsed when others did not, so one answer names every problem."""
+    ids = [r.external_id for r in records if r.external_id is not None]
+    return _conflicts(records, _stored_hashes(project, ids))
+
+
 def prompts_import(
     *, project: Project, records: list[PromptRecord], source: str = ""
 ) -> ImportResult:
@@ -289,16 +319,9 @@ def prompts_import(
     there is no external_id) count as unchanged. Raises ServiceValidationError, writing nothing,
     when an external_id already exists with different content."""
     result = ImportResult()
-    with_ids = {r.external_id: r for r in records if r.external_id is not None}
-    existing = {}
-    ids = list(with_ids)
-    for start in range(0, len(ids), BULK_BATCH):
-        chunk = ids[start : start + BULK_BATCH]
-        existing.update(
-            Prompt.objects.filter(project=project, external_id__in=chunk).values_list(
-                "external_id", "content_hash"
-            )
-        )
+    existing = _stored_hashes(
+        project, list({r.external_id for r in records if r.external_id is not None})
+    )
     hashes = [r.content_hash for r in records if r.external_id is None]
     existing_hashes = set()
     for start in range(0, len(hashes), BULK_BATCH):
@@ -311,11 +334,7 @@ def prompts_import(
         )
     # Every external_id that exists with other content, named at once (an API client fixes
     # them in one go), before anything is written.
-    conflicts = {
-        record.line: f"external_id {record.external_id!r} already exists with different content"
-        for record in records
-        if record.external_id in existing and existing[record.external_id] != record.content_hash
-    }
+    conflicts = _conflicts(records, existing)
     if conflicts:
         line, message = next(iter(conflicts.items()))
         more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""

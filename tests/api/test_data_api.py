@@ -109,6 +109,25 @@ def test_prompts_import_refuses_every_changed_external_id_by_item(staff, project
     assert sorted(Prompt.objects.values_list("external_id", flat=True)) == ["a", "c"]
 
 
+def test_prompts_import_names_shape_errors_and_conflicts_in_one_answer(staff, project):
+    post(staff, url("demo", "prompts"), {"prompts": [{"external_id": "a", "text": "old"}]})
+    items = [
+        {"external_id": "b", "text": ""},
+        {"external_id": "a", "text": "changed"},
+        {"external_id": "c", "text": "fine"},
+        {"text": 7},
+    ]
+
+    response = post(staff, url("demo", "prompts"), {"prompts": items})
+
+    assert response.status_code == 400
+    errors = response.json()["errors"]["prompts"]
+    assert list(errors) == ["0", "1", "3"]  # item order, the conflict among the shape errors
+    assert errors["1"] == ["external_id 'a' already exists with different content"]
+    assert response.json()["detail"] == "prompts.0: 'text' must be non-empty text"
+    assert sorted(Prompt.objects.values_list("external_id", flat=True)) == ["a"]
+
+
 @pytest.mark.parametrize("body", [{}, {"prompts": []}, {"prompts": {"text": "x"}}, [], "x"])
 def test_prompts_import_refuses_a_body_without_a_list(staff, project, body):
     response = post(staff, url("demo", "prompts"), body)
