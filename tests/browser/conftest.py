@@ -7,6 +7,7 @@ where it is missing (`apt-get install chromium`).
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,34 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+def wait_until(page, predicate: str, arg=None, timeout: float = 10.0) -> None:
+    """Poll a JavaScript predicate (`arg` passed to it) until it is true.
+
+    Not `page.wait_for_function`: it evals the predicate inside the page, which the pages' CSP
+    (script-src 'self', no unsafe-eval) refuses now and then (microsoft/playwright#36982), a
+    failure that has nothing to do with the page. `page.evaluate` is compiled by the DevTools
+    protocol, which CSP does not govern.
+    """
+    from playwright.sync_api import Error
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if page.evaluate(predicate, arg):
+                return
+        except Error as exc:  # the page navigated between two polls: ask the new one
+            if "context was destroyed" not in str(exc):
+                raise
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout} s in vain for: {predicate}")
+        page.wait_for_timeout(50)
+
+
+def wait_for_scripts(page) -> None:
+    """Wait until the page's deferred scripts ran (label.js marks <html class="js"> last)."""
+    wait_until(page, "() => document.documentElement.classList.contains('js')")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -18,7 +18,7 @@ from annotation.services.imports import (
     prompts_import,
 )
 
-from .conftest import PASSWORD
+from .conftest import PASSWORD, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -116,9 +116,10 @@ def test_rank_then_rewrite_the_best_answer(
     fits(page, width)
     page.screenshot(path=str(screenshot_dir / f"edit-best-{width}.png"), full_page=True)
     page.get_by_role("button", name="Submit").first.click()
-    page.wait_for_function(
+    wait_until(
+        page,
         "id => document.getElementById('task-form').dataset.assignment !== String(id)",
-        arg=first.pk,
+        first.pk,
     )
     stored = Annotation.objects.get(assignment=first)
     assert stored.ranking == [[y], [x]]

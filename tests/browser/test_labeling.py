@@ -10,7 +10,7 @@ from playwright.sync_api import Page, expect
 
 from annotation.models import Annotation, Assignment, TaskType
 
-from .conftest import PASSWORD
+from .conftest import PASSWORD, wait_for_scripts, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -31,10 +31,11 @@ def card(page: Page, cid: int):
 
 def wait_for_next(page: Page, previous_id: int) -> None:
     """Wait until the page shows another assignment (or the 'nothing left' panel)."""
-    page.wait_for_function(
+    wait_until(
+        page,
         "id => document.getElementById('task').hidden"
         " || document.getElementById('task-form').dataset.assignment !== String(id)",
-        arg=previous_id,
+        previous_id,
     )
 
 
@@ -54,7 +55,7 @@ def test_rank_by_keyboard_and_drag_tie_flag_submit_skip_until_nothing_left(
     page.get_by_role("link", name="Start labeling Rank three").click()
     expect(page.get_by_role("heading", name="Prompt")).to_be_visible()
     # Keys work once the deferred scripts ran (it marks <html class="js"> last).
-    page.wait_for_function("document.documentElement.classList.contains('js')")
+    wait_for_scripts(page)
     # A marker that a full reload would wipe: the flow below must keep it.
     page.evaluate("window.__sameDocument = true")
 
@@ -337,7 +338,7 @@ def test_keys_after_a_drag_give_the_best_free_rank(
     make_comparisons(project, n=1)
     login(page, "dana")
     page.goto(f"{live_server.url}/projects/dragkeys/label/")
-    page.wait_for_function("document.documentElement.classList.contains('js')")
+    wait_for_scripts(page)
     errors = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     assignment = leased("dana")
@@ -369,7 +370,7 @@ def test_an_expired_lease_is_renewed_when_the_labeler_is_active_again(
     login(page, "eve")
     page.clock.install()
     page.goto(f"{live_server.url}/projects/expired/label/")
-    page.wait_for_function("document.documentElement.classList.contains('js')")
+    wait_for_scripts(page)
     mine = leased("eve")
     # Eleven idle minutes: the page says so, and the lease ran out on the server too.
     Assignment.objects.filter(pk=mine.pk).update(expires_at=timezone.now() - timedelta(seconds=5))
@@ -392,7 +393,7 @@ def test_pairwise_enter_on_a_choice_button_chooses_it_then_sends(
     make_comparisons(project, n=1)
     login(page, "finn")
     page.goto(f"{live_server.url}/projects/pairenter/label/")
-    page.wait_for_function("document.documentElement.classList.contains('js')")
+    wait_for_scripts(page)
     assignment = leased("finn")
     a, b = assignment.display_order
     page.keyboard.press("a")
@@ -414,7 +415,7 @@ def test_a_reload_mid_task_gives_the_draft_back(
     make_comparisons(project, n=2)
     login(page, "gwen")
     page.goto(f"{live_server.url}/projects/draft/label/")
-    page.wait_for_function("document.documentElement.classList.contains('js')")
+    wait_for_scripts(page)
     first = leased("gwen")
     x, y, z = first.display_order
     page.keyboard.press("2")
@@ -422,7 +423,7 @@ def test_a_reload_mid_task_gives_the_draft_back(
     card(page, z).locator('input[name^="flag_"]').first.check()
     page.locator("#rationale").fill("two is clearly better")
     page.reload()
-    page.wait_for_function("document.documentElement.classList.contains('js')")
+    wait_for_scripts(page)
     assert leased("gwen").pk == first.pk  # the same lease, renewed
     expect(card(page, y).locator('[data-slot="badge"]')).to_have_text("1st")
     expect(card(page, x).locator('[data-slot="badge"]')).to_have_text("2nd")
@@ -436,7 +437,7 @@ def test_a_reload_mid_task_gives_the_draft_back(
     assert list(stored.flags) == [str(z)]
     # The next comparison starts blank, and so does a reload of it.
     page.reload()
-    page.wait_for_function("document.documentElement.classList.contains('js')")
+    wait_for_scripts(page)
     expect(page.locator("#rationale")).to_have_value("")
     assert page.locator('.card [data-slot="badge"]:visible').count() == 0
 
@@ -449,7 +450,7 @@ def test_a_refused_renewal_says_why_and_is_not_retried(
     make_comparisons(project, n=1)
     login(page, "ivy")
     page.goto(f"{live_server.url}/projects/refused/label/")
-    page.wait_for_function("document.documentElement.classList.contains('js')")
+    wait_for_scripts(page)
     renewals = []
     page.on("request", lambda r: renewals.append(r.url) if r.url.endswith("/renew/") else None)
     project.active = False  # an admin pauses the project
@@ -473,7 +474,7 @@ def test_the_next_comparison_gets_its_own_lease_clock(
     make_comparisons(project, n=2)
     login(page, "jo")
     page.goto(f"{live_server.url}/projects/second-lease/label/")
-    page.wait_for_function("document.documentElement.classList.contains('js')")
+    wait_for_scripts(page)
     first = leased("jo")
     for key in ("1", "2", "3"):
         page.keyboard.press(key)

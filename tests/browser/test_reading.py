@@ -12,7 +12,7 @@ from playwright.sync_api import Page, expect
 
 from annotation.models import Assignment, Prompt
 
-from .conftest import PASSWORD
+from .conftest import PASSWORD, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -138,9 +138,10 @@ def test_markdown_renders_with_highlighting_and_a_raw_text_toggle(
     for n, cid in enumerate(first.display_order, start=1):
         page.locator(f'.card[data-candidate="{cid}"] select[data-field=rank]').select_option(str(n))
     page.get_by_role("button", name=re.compile("^Submit")).click()
-    page.wait_for_function(
+    wait_until(
+        page,
         "id => document.getElementById('task-form').dataset.assignment !== String(id)",
-        arg=first.pk,
+        first.pk,
     )
     check()  # swapped in by the script (server-rendered fragment)
     # History renders the same way.
@@ -195,9 +196,10 @@ def test_hostile_text_in_every_field_stays_inert(
     for n, cid in enumerate(first.display_order, start=1):
         page.locator(f'.card[data-candidate="{cid}"] select[data-field=rank]').select_option(str(n))
     page.get_by_role("button", name=re.compile("^Submit")).click()
-    page.wait_for_function(
+    wait_until(
+        page,
         "id => document.getElementById('task-form').dataset.assignment !== String(id)",
-        arg=first.pk,
+        first.pk,
     )
     assert_inert(page, events)  # the next comparison, swapped in by the script
     page.goto(f"{live_server.url}/history/")
@@ -293,9 +295,10 @@ def test_compare_two_answers_marks_word_differences(
     for n, cid in enumerate(order, start=1):
         page.locator(f'.card[data-candidate="{cid}"] select[data-field=rank]').select_option(str(n))
     page.get_by_role("button", name=re.compile("^Submit")).click()
-    page.wait_for_function(
+    wait_until(
+        page,
         "id => document.getElementById('task-form').dataset.assignment !== String(id)",
-        arg=first.pk,
+        first.pk,
     )
     expect(diff).to_be_hidden()
     expect(page.get_by_label("Compare: left response").locator("option")).to_have_count(3)

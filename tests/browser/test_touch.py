@@ -8,7 +8,7 @@ from playwright.sync_api import expect
 
 from annotation.models import Annotation, Assignment
 
-from .conftest import PASSWORD
+from .conftest import PASSWORD, wait_for_scripts
 from .test_reading import DEVICES, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -144,7 +144,7 @@ def test_single_key_shortcuts_can_be_turned_off_and_it_is_remembered(
     page.wait_for_timeout(100)
     expect(badge).to_be_hidden()  # off: the key does nothing
     page.reload()
-    page.wait_for_function("document.documentElement.classList.contains('js')")  # script ran
+    wait_for_scripts(page)  # script ran
     expect(page.get_by_label("Single-key shortcuts")).not_to_be_checked()  # remembered
     page.keyboard.press("1")
     expect(badge).to_be_hidden()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
-from .conftest import PASSWORD
+from .conftest import PASSWORD, wait_for_scripts
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -43,7 +43,7 @@ def test_walkthrough_on_first_visit_dismissed_remembered_and_reopened(
     expect(tour).to_be_hidden()
 
     page.reload()
-    page.wait_for_function("document.documentElement.classList.contains('js')")
+    wait_for_scripts(page)
     expect(tour).to_be_hidden()  # remembered
     page.get_by_role("button", name="How this page works").click()
     expect(tour).to_be_visible()
@@ -73,7 +73,7 @@ def test_keys_do_nothing_behind_the_open_walkthrough(
     page = context.new_page()
     login(page, "tom")
     page.goto(f"{live_server.url}/projects/tourkeys/label/")
-    page.wait_for_function("document.documentElement.classList.contains('js')")
+    wait_for_scripts(page)
     expect(page.get_by_role("dialog", name="How this page works")).to_be_visible()
     for key in ("2", "1"):
         page.keyboard.press(key)
