@@ -295,6 +295,36 @@ def test_bad_ptx_data_or_scheduler_is_refused_before_any_row_or_folder(
     assert not TrainingRun.objects.exists() and not ModelVersion.objects.exists()
 
 
+@pytest.mark.ml
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--num-eval-prompts", "3"], "holding out 3 eval prompts leaves none of the 3"),
+        # As under `torchrun --nproc_per_node 4`: 6 rollouts do not split over 4 processes.
+        (["--batch-size", "6", "--mini-batches", "1", "WORLD_SIZE=4"], "processes \\(4\\)"),
+        (["--mixed-precision", "fp16", "--device", "cpu"], "fp16 needs CUDA"),
+    ],
+)
+def test_ppo_settings_that_cannot_train_are_refused_before_any_row_or_folder(
+    tmp_path, project, make_comparisons, tiny_lm, options, message, monkeypatch
+):
+    # Found only inside training, they left a failed TrainingRun, the parent ModelVersion
+    # and (for the held-out prompts) an empty --out behind.
+    make_comparisons(project, n=3)
+    for setting in [o for o in options if "=" in o]:
+        monkeypatch.setenv(*setting.split("="))
+        options = [o for o in options if o != setting]
+    out = tmp_path / "out"
+    with pytest.raises(CommandError, match=message):
+        call_command(
+            "train_ppo", "--policy", str(tiny_lm), "--reward-model",
+            "training.demo_world.judge:judge", "--prompts", "demo", "--out", str(out),
+            "--eval-every", "1", *options,
+        )  # fmt: skip
+    assert not out.exists()
+    assert not TrainingRun.objects.exists() and not ModelVersion.objects.exists()
+
+
 def ppo_command(policy: str, reward: str, out) -> None:
     call_command(
         "train_ppo",

@@ -56,6 +56,7 @@ _EXPORTS = {
     "Rollout": "training.ppo.rollout",
     "generation_config": "training.ppo.rollout",
     "train_ppo": "training.ppo.train",
+    "check_setup": "training.ppo.train",
     # the pure math, so `training.ppo` is the one import for PPO
     **{
         name: "training.ppo.math"

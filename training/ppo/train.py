@@ -89,6 +89,31 @@ def _qualname(fn: Any) -> str:
     return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
 
 
+def uses_cpu(config: PPOConfig) -> bool:
+    """Whether the run trains on CPU: device "cpu", or "auto" on a machine without CUDA."""
+    return config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
+
+
+def check_setup(config: PPOConfig, n_prompts: int, num_processes: int) -> None:
+    """Refuse settings that cannot train, before any model is loaded or anything written:
+    no prompts, evals that hold out every prompt, fp16 without CUDA, a batch that does not
+    split over the processes. Raises ValueError naming the setting."""
+    if not n_prompts:
+        raise ValueError("no prompts to train on")
+    if config.mixed_precision == "fp16" and uses_cpu(config):
+        raise ValueError("mixed_precision fp16 needs CUDA; on CPU use bf16 (or no)")
+    if config.batch_size % (
+        num_processes * config.mini_batches * config.gradient_accumulation_steps
+    ):
+        raise ValueError(
+            f"batch_size {config.batch_size} must be divisible by processes ({num_processes}) x "
+            f"mini_batches ({config.mini_batches}) x gradient_accumulation_steps "
+            f"({config.gradient_accumulation_steps})"
+        )
+    if config.eval_every:
+        held_out_count(config, n_prompts)
+
+
 def train_ppo(
     policy_path: str | os.PathLike,
     reward: str | os.PathLike | RewardFn,
@@ -115,13 +140,10 @@ def train_ppo(
     reward = _maybe_callable(reward)
     judge = _maybe_callable(judge) if judge is not None else None
     prompts = list(prompts)
-    if not prompts:
-        raise ValueError("no prompts to train on")
     out = Path(out_dir)
     # cpu=True also on a GPU-less "auto": only then does accelerate see a torchrun multi-CPU job.
-    use_cpu = config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
-    if config.mixed_precision == "fp16" and use_cpu:
-        raise ValueError("mixed_precision fp16 needs CUDA; on CPU use bf16 (or no)")
+    use_cpu = uses_cpu(config)
+    check_setup(config, len(prompts), num_processes=1)  # before accelerate refuses fp16 its way
     # Trainable weights stay in config.dtype (fp32 for a full fine-tune, see PPOConfig); the
     # forward passes run in bf16/fp16 under accelerate's autocast.
     _forget_other_precision(config.mixed_precision)
@@ -132,11 +154,7 @@ def train_ppo(
     )
     refuse_zero3(accelerator)
     world = accelerator.num_processes
-    if config.batch_size % (world * config.mini_batches * config.gradient_accumulation_steps):
-        raise ValueError(
-            f"batch_size {config.batch_size} must be divisible by processes ({world}) x "
-            f"mini_batches x gradient_accumulation_steps"
-        )
+    check_setup(config, len(prompts), world)
     local_batch = config.batch_size // world
     micro_batch = local_batch // (config.mini_batches * config.gradient_accumulation_steps)
     device = accelerator.device

@@ -69,7 +69,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **opts):
         from training.modeling import ModelLoadError, check_model_reference
-        from training.ppo import CallableLoadError, load_callable, train_ppo
+        from training.ppo import CallableLoadError, check_setup, load_callable, train_ppo
         from training.ppo.ptx import check_ptx_data
 
         # Validate everything before writing anything (SPEC section 4): no ModelVersion or
@@ -96,6 +96,10 @@ class Command(BaseCommand):
                 check_model_reference(reward_spec)
         except ModelLoadError as exc:
             raise CommandError(str(exc).splitlines()[0]) from None
+        try:
+            check_setup(config, len(prompts), world_size())
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
 
         train = functools.partial(
             train_ppo, opts["policy"], reward, prompts, opts["out"], config, judge=judge
