@@ -1,8 +1,10 @@
-"""Project-wide middleware: request-body limits and the Content-Security-Policy header."""
+"""Project-wide middleware: request-body limits, the Content-Security-Policy header, and a
+503 for a database too busy to answer."""
 
 from __future__ import annotations
 
 from django.conf import settings
+from django.db import OperationalError
 from django.http import HttpResponse, JsonResponse
 from django.urls import Resolver404, resolve
 
@@ -116,3 +118,51 @@ class ContentSecurityPolicyMiddleware:
         response = self.get_response(request)
         response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
         return response
+
+
+# How long a client should wait before retrying a request the database was too busy for.
+BUSY_RETRY_AFTER_SECONDS = 5
+
+
+def database_busy(exc: BaseException) -> bool:
+    """SQLite's "database is locked": another connection held the write lock past our
+    timeout (a long import, say). PostgreSQL has no such wait: its writers lock rows."""
+    return isinstance(exc, OperationalError) and "database is locked" in str(exc)
+
+
+BUSY_MESSAGE = (
+    "The database is busy with another write (an import, say); nothing was changed. "
+    f"Try again in {BUSY_RETRY_AFTER_SECONDS} seconds."
+)
+
+
+def busy_response(request) -> HttpResponse:
+    """503 with Retry-After: the request changed nothing and can be sent again as it was."""
+    message = BUSY_MESSAGE
+    if request.path_info.startswith("/api/"):
+        response = JsonResponse({"detail": message, "errors": {}}, status=503)
+    else:
+        response = HttpResponse(message, status=503, content_type="text/plain; charset=utf-8")
+    response["Retry-After"] = str(BUSY_RETRY_AFTER_SECONDS)
+    return response
+
+
+class DatabaseBusyMiddleware:
+    """Answer a request that hit SQLite's write lock with 503 and Retry-After, not a 500.
+
+    SQLite serializes writers: while one transaction writes (an import of a million prompts
+    holds the lock for minutes), others wait up to the `timeout` set in settings, then fail.
+    The failed request rolled back, so retrying it is safe. The API's exception handler
+    answers the same for DRF views.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if database_busy(exception):
+            return busy_response(request)
+        return None

@@ -3,7 +3,7 @@
 Service errors carry their own `detail` and `errors`; DRF's errors are reshaped so every
 non-2xx answer of the API has the same two keys (SPEC section 3). Status codes: 400 bad
 input, 401 no or bad credentials, 403 not allowed, 404 unknown or not yours, 409 conflict,
-413 payload too large, 429 throttled.
+413 payload too large, 429 throttled, 503 database busy (SQLite's write lock; retry).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
 from annotation import errors as service_errors
+from config.middleware import BUSY_MESSAGE, BUSY_RETRY_AFTER_SECONDS, database_busy
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,13 @@ def api_exception_handler(exc, context):
         return Response(
             {"detail": "The request conflicts with a concurrent change; retry.", "errors": {}},
             status=status.HTTP_409_CONFLICT,
+        )
+    if database_busy(exc):
+        # SQLite's write lock outlasted the timeout (a long import): nothing was changed.
+        return Response(
+            {"detail": BUSY_MESSAGE, "errors": {}},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(BUSY_RETRY_AFTER_SECONDS)},
         )
     if isinstance(exc, DataError):
         # Values the database refuses (out of range, bad encoding) are bad input, not a crash.
