@@ -7,6 +7,7 @@ import contextlib
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
@@ -302,6 +303,9 @@ class PromptAdmin(DeletesItsCandidates, admin.ModelAdmin):
     """Messages are read-only: the content hash, re-import idempotency and what annotations
     ranked depend on them. Prompts come in through import_prompts and the API."""
 
+    # No COUNT(*) of the whole table beside a filtered one: on a big table it cost seconds.
+    show_full_result_count = False
+
     list_display = ("id", "project", "external_id", "short_text", "source", "created_at")
     list_filter = ("project", "is_chat")
     search_fields = ("external_id", "messages")
@@ -334,6 +338,9 @@ class PromptAdmin(DeletesItsCandidates, admin.ModelAdmin):
 class CandidateAdmin(admin.ModelAdmin):
     """Read-only: annotations ranked this text from this model, its hash keeps imports
     idempotent, and the leaderboard and exports name the model."""
+
+    # No COUNT(*) of the whole table beside a filtered one: on a big table it cost seconds.
+    show_full_result_count = False
 
     list_display = ("id", "prompt", "model_label", "short_text", "created_at")
     list_filter = ("prompt__project", "model_version", "model_name")
@@ -623,6 +630,9 @@ class RejectSinceForm(RejectForm):
 class AnnotationAdmin(ReadOnlyAdmin):
     """Annotations as texts, reviewable: reject (kept, slot reopened) and restore."""
 
+    # No COUNT(*) of the whole table beside a filtered one: on a big table it cost seconds.
+    show_full_result_count = False
+
     list_display = (
         "id",
         "comparison",
@@ -668,9 +678,12 @@ class AnnotationAdmin(ReadOnlyAdmin):
     def prompt_short(self, obj):
         return obj.comparison.prompt.text[:60]
 
+    def get_changelist(self, request, **kwargs):
+        return AnnotationChangeList
+
     @admin.display(description="ranking")
     def ranked_short(self, obj):
-        texts = candidate_texts_of(obj)
+        texts = getattr(obj, "page_texts", None) or candidate_texts_of(obj)
         tiers = [" = ".join(texts.get(c, str(c))[:40] for c in tier) for tier in obj.ranking]
         return " > ".join(tiers)
 
@@ -852,6 +865,18 @@ class AnnotationAdmin(ReadOnlyAdmin):
 
 def candidate_texts_of(annotation: Annotation) -> dict[int, str]:
     return candidate_texts(annotation.comparison.candidate_ids)
+
+
+class AnnotationChangeList(ChangeList):
+    """The annotations list, with every candidate text of the page read in one query (one
+    per row made a page of 200 cost 200 queries)."""
+
+    def get_results(self, request):
+        super().get_results(request)
+        ids = sorted({c for row in self.result_list for c in row.comparison.candidate_ids})
+        texts = candidate_texts(ids)
+        for row in self.result_list:
+            row.page_texts = texts
 
 
 @admin.register(Export)

@@ -74,6 +74,11 @@ class TrainingRunAdmin(admin.ModelAdmin):
     list_filter = ("kind", "status", "source__project")
     search_fields = ("error", "output_dir")
     list_select_related = ("source__project", "output_model")
+
+    def get_queryset(self, request):
+        # The list shows neither the log nor the per-step history (hundreds of KB a run).
+        return super().get_queryset(request).defer("log", "metrics_history")
+
     readonly_fields = (
         "kind",
         "status",

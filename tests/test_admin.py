@@ -268,3 +268,41 @@ def test_project_admins_can_revoke_api_tokens_but_delete_nothing_else(client, la
     )
     assert response.status_code == 302
     assert not ApiToken.objects.filter(pk=token.pk).exists()
+
+
+def test_the_annotations_list_reads_candidate_texts_once_per_page(
+    client, superuser, make_project, make_comparisons, make_labeler
+):
+    import uuid
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from annotation.services.labeling import assignment_next, ranking_submit
+
+    project = make_project("many", num_candidates=2, overlap=8)
+    make_comparisons(project, n=1, texts=["Paris.", "Lyon?"])
+    client.force_login(superuser)
+    url = reverse("admin:annotation_annotation_changelist")
+
+    def label(n):
+        for i in range(n):
+            labeler = make_labeler(f"lab{i}-{n}", projects=[project])
+            assignment = assignment_next(project=project, labeler=labeler)
+            a, b = sorted(assignment.display_order)
+            ranking_submit(
+                assignment=assignment, labeler=labeler, ranking=[[a], [b]],
+                client_token=uuid.uuid4(),
+            )  # fmt: skip
+
+    def queries() -> tuple[int, str]:
+        with CaptureQueriesContext(connection) as captured:
+            page = client.get(url).content.decode()
+        return len(captured), page
+
+    label(1)
+    few, _ = queries()
+    label(6)
+    many, page = queries()
+    assert page.count("Paris. &gt; Lyon?") == 7
+    assert many == few

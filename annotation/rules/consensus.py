@@ -8,6 +8,7 @@ give, without the iterations). Pure Python: no Django, torch or numpy.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -96,12 +97,24 @@ def fit_bradley_terry(
     `wins[i][j]` is how often item i beat item j (a tie half each way). `prior` adds that many
     virtual games between every two items, split evenly (see `bradley_terry`). The matrix is
     not modified.
+
+    Fits are remembered by their win matrix: the statistics page, the review filter and
+    consensus exports fit one per comparison, and a project's comparisons repeat a few
+    hundred patterns (K=4 and two labelers give at most 576), so most are looked up.
     """
-    n = len(wins)
-    if n == 0:
+    if not wins:
         return []
     if prior <= 0:
         raise ValueError("prior must be positive: without it perfect separation diverges")
+    key = tuple(tuple(row) for row in wins)
+    return list(_fit_bradley_terry(key, prior, max_iter, tol))
+
+
+@functools.lru_cache(maxsize=20_000)
+def _fit_bradley_terry(
+    wins: tuple[tuple[float, ...], ...], prior: float, max_iter: int, tol: float
+) -> tuple[float, ...]:
+    n = len(wins)
     wins = [
         [w + (prior / 2 if i != j else 0.0) for j, w in enumerate(row)]
         for i, row in enumerate(wins)
@@ -121,7 +134,7 @@ def fit_bradley_terry(
         strength = updated
         if change < tol:
             break
-    return [math.log(s) for s in strength]
+    return tuple(math.log(s) for s in strength)
 
 
 def tiers_from_scores(

@@ -142,3 +142,15 @@ def test_agreement_with_leave_one_out_consensus():
         {"A": forward, "B": forward, "D": forward, "C": backward}, leave_one_out=True
     )
     assert result == {"A": 1.0, "B": 1.0, "D": 1.0, "C": 0.0}
+
+
+def test_a_remembered_fit_is_the_same_fit_and_cannot_be_changed_by_a_caller():
+    from annotation.rules.consensus import _fit_bradley_terry, fit_bradley_terry
+
+    wins = [[0.0, 2.0, 1.5], [0.0, 0.0, 1.0], [0.5, 1.0, 0.0]]
+    fresh = list(_fit_bradley_terry.__wrapped__(tuple(map(tuple, wins)), 0.5, 1000, 1e-9))
+    first = fit_bradley_terry(wins)
+    first[0] = 99.0  # a caller changing its list
+    assert fit_bradley_terry(wins) == fresh
+    assert wins == [[0.0, 2.0, 1.5], [0.0, 0.0, 1.0], [0.5, 1.0, 0.0]]
+    assert fit_bradley_terry(wins, prior=2.0) != fresh  # the prior is part of the key
