@@ -235,4 +235,7 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "WARNING")},
+    # The training code's notes (a resumed checkpoint, a clamped max_length, the epochs and
+    # learning rate picked for the data) are for whoever runs the command.
+    "loggers": {"training": {"level": os.environ.get("LOG_LEVEL", "INFO")}},
 }

@@ -9,6 +9,7 @@ from django.utils.safestring import mark_safe
 
 from lineage.charts import reward_vs_kl_svg, run_charts_svg
 from lineage.models import ModelVersion, TrainingRun
+from lineage.services import runs_mark_interrupted
 
 
 def _cell(value) -> str:
@@ -97,6 +98,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
         "created_at",
         "started_at",
         "finished_at",
+        "process",
         "charts",
         "lineage",
     )
@@ -112,6 +114,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
                     "created_at",
                     "started_at",
                     "finished_at",
+                    "process",
                 )
             },
         ),
@@ -123,6 +126,15 @@ class TrainingRunAdmin(admin.ModelAdmin):
         ("Configuration", {"fields": ("config_table",)}),
         ("Log", {"fields": ("error", "log")}),
     )
+
+    # A killed process never recorded its end: say so rather than show it "running".
+    def changelist_view(self, request, extra_context=None):
+        runs_mark_interrupted()
+        return super().changelist_view(request, extra_context)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        runs_mark_interrupted()
+        return super().change_view(request, object_id, form_url, extra_context)
 
     # A run is a record of what happened: viewed, never edited or deleted from here.
     def has_add_permission(self, request):

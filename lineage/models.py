@@ -80,6 +80,12 @@ class TrainingRun(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    process = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="Host, pid and start time of the process running it: a run whose process is "
+        "gone without finishing is marked failed (interrupted).",
+    )
 
     class Meta:
         ordering = ["-id"]

@@ -7,7 +7,11 @@ recorder's `log`. A run's project and export are linked by `annotation.services.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import math
+import signal
+import threading
 import traceback
 from collections.abc import Iterator
 from dataclasses import asdict, is_dataclass
@@ -17,6 +21,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from lineage.models import ModelVersion, TrainingRun
+from lineage.processes import describe, is_alive, this_process
 
 
 def jsonable(value, non_finite: list[str] | None = None, _path: str = ""):
@@ -108,7 +113,13 @@ def _save(run: TrainingRun, fields: list[str] | None = None) -> None:
 def _mark_failed(run: TrainingRun, exc: BaseException, trace: str) -> None:
     """Record the failure; if the full save fails too, at least status, error and time."""
     run.status = TrainingRun.Status.FAILED
-    run.error = f"{type(exc).__name__}: {exc}"[:10_000]
+    if isinstance(exc, KeyboardInterrupt):
+        run.error = (
+            "interrupted (Ctrl-C or SIGTERM). Run the same command again to resume from its "
+            "last checkpoint."
+        )
+    else:
+        run.error = f"{type(exc).__name__}: {exc}"[:10_000]
     run.log = (run.log + trace.rstrip() + "\n")[-100_000:]
     run.finished_at = timezone.now()
     try:
@@ -134,26 +145,84 @@ def training_run(
     """Record a run: RUNNING on entry, SUCCEEDED or FAILED (with the error) on exit.
 
     Any exception, in the training code or in saving the run, marks the run FAILED with its
-    error and is re-raised after the failure is saved, so callers still see it.
+    error and is re-raised after the failure is saved, so callers still see it. Runs of
+    killed processes are marked interrupted first; a run whose process still writes the same
+    `output_dir` refuses this one (ValueError): two runs in one folder corrupt each other.
     """
+    runs_mark_interrupted()
+    if output_dir:
+        writing = next(
+            (
+                other
+                for other in TrainingRun.objects.filter(
+                    status=TrainingRun.Status.RUNNING,
+                    output_dir__in={str(output_dir), model_path(output_dir)},
+                )
+                if is_alive(other.process)
+            ),
+            None,
+        )
+        if writing is not None:
+            raise ValueError(
+                f"{output_dir} is being written by {writing.kind} run {writing.pk} "
+                f"({describe(writing.process)}): wait for it to finish, or choose another output"
+            )
     run = TrainingRun.objects.create(
         kind=kind,
         status=TrainingRun.Status.RUNNING,
         config=jsonable(config),
         output_dir=str(output_dir),
         started_at=timezone.now(),
+        process=this_process(),
     )
     if input_models:
         run.input_models.set([m for m in input_models if m is not None])
     recorder = RunRecorder(run)
     try:
-        yield recorder
+        with _sigterm_as_interrupt():
+            yield recorder
         run.status = TrainingRun.Status.SUCCEEDED
         run.finished_at = timezone.now()
         _save(run)  # inside the try: a run whose final save fails is failed, not "running"
     except BaseException as exc:
         _mark_failed(run, exc, traceback.format_exc())
         raise
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler's stop, `kill`) raises KeyboardInterrupt while a run records, so
+    the run is marked interrupted on the way out instead of ending "running"."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def runs_mark_interrupted() -> int:
+    """Mark RUNNING runs whose process on this host is gone (killed, or the machine
+    restarted) as FAILED, interrupted; returns how many. Runs of other hosts stay as they
+    are: nothing here can tell whether their process lives."""
+    marked = 0
+    running = TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING).exclude(process="")
+    for pk, process in running.values_list("pk", "process"):
+        if is_alive(process) is False:
+            marked += TrainingRun.objects.filter(pk=pk, status=TrainingRun.Status.RUNNING).update(
+                status=TrainingRun.Status.FAILED,
+                finished_at=timezone.now(),
+                error=f"interrupted: its process ({describe(process)}) ended without finishing "
+                "the run (killed, or the machine restarted). Run the same command again to "
+                "resume from its last checkpoint.",
+            )
+    return marked
 
 
 def model_path(path: str | Path) -> str:
@@ -190,6 +259,8 @@ def model_version_register(
     existing = _versions_at(path, kind).order_by("-id").first()
     if produced_by is None and existing is not None and name in (None, existing.name):
         return existing
+    if produced_by is not None and (fingerprint := folder_fingerprint(path)) is not None:
+        metadata = {**(metadata or {}), "fingerprint": fingerprint}  # see `finished_run`
     version = ModelVersion.objects.create(
         name=name or _unique_name(str(path)),
         path=model_path(path),
@@ -202,6 +273,59 @@ def model_version_register(
         produced_by.output_model = version
         produced_by.save(update_fields=["output_model"])
     return version
+
+
+def folder_fingerprint(path: str | Path) -> str | None:
+    """sha256 over the name, size and modification time of a local folder's top-level files:
+    whether the folder changed, without reading a file. None when `path` is no folder."""
+    folder = Path(str(path)).expanduser()
+    if not folder.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for file in sorted(folder.iterdir()):
+        if file.is_file():
+            stat = file.stat()
+            digest.update(f"{file.name} {stat.st_size} {stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _unchanged_since(path: str | Path, when) -> bool:
+    """No top-level file of a local folder (or the file itself) changed after `when`; a hub
+    id or a `module:function` counts as unchanged."""
+    local = Path(str(path)).expanduser()
+    files = [f for f in local.iterdir() if f.is_file()] if local.is_dir() else [local]
+    limit = when.timestamp()
+    return all(f.stat().st_mtime <= limit for f in files if f.exists())
+
+
+def finished_run(
+    *, kind: str, output_dir: str | Path, config, inputs: list[str | Path] = ()
+) -> TrainingRun | None:
+    """The run that already made `output_dir` from this very config, when nothing changed
+    since: its model is still in the folder as it left it, and no input folder or file (in
+    `inputs`) was modified after it finished. Running the same command again then has
+    nothing to do; without this it retrained over its own output and registered a second
+    version of it."""
+    # As it reads back from the database; `resume` itself says nothing about the model.
+    config = json.loads(json.dumps(jsonable(config)))
+    config.pop("resume", None)
+    runs = TrainingRun.objects.filter(
+        kind=kind,
+        status=TrainingRun.Status.SUCCEEDED,
+        output_dir__in={str(output_dir), model_path(output_dir)},
+        output_model__isnull=False,
+    ).select_related("output_model")
+    run = runs.order_by("-id").first()
+    if run is None or run.finished_at is None:
+        return None
+    if {k: v for k, v in run.config.items() if k != "resume"} != config:
+        return None
+    fingerprint = run.output_model.metadata.get("fingerprint")
+    if fingerprint is None or fingerprint != folder_fingerprint(run.output_model.path):
+        return None
+    if not all(_unchanged_since(path, run.finished_at) for path in inputs):
+        return None
+    return run
 
 
 def check_model_version_name(name: str | None, *, path: str | None = None, kind=None) -> None:

@@ -96,7 +96,7 @@ def test_resumes_after_an_interrupted_run_without_duplicates(prompts_project, ti
         "8",
         "--no-progress",
     )
-    assert "for 3 prompts" in out
+    assert "for 3 prompts" in out and "(2 prompts already have them: skipped)" in out
     assert Candidate.objects.count() == 15
     assert "already has candidates" in run(
         "generate_candidates", "gen", "--model", tiny_policy, "--no-progress"

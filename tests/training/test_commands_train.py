@@ -380,7 +380,7 @@ def test_an_out_dir_of_another_run_is_refused_before_any_row(tmp_path):
 
 
 @pytest.mark.ml
-def test_a_second_run_into_its_own_out_resumes_and_is_not_refused(tmp_path, tiny_lm):
+def test_a_second_run_into_its_own_out_resumes_and_is_not_refused(tmp_path, tiny_lm, caplog):
     # The command's early check must agree with the trainer's: the same export and base
     # model again is the same run.
     export = write_export(tmp_path / "export", n=16)
@@ -388,5 +388,8 @@ def test_a_second_run_into_its_own_out_resumes_and_is_not_refused(tmp_path, tiny
     args = ("--epochs", "1", "--batch-size", "4", "--save-steps", "2", "--max-length", "32")
     reward_command(str(export), tiny_lm, out, *args)
     assert (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir())
+    (out / "model.safetensors").unlink()  # as if killed before the final save
+    caplog.set_level("INFO", logger="training")
     reward_command(str(export), tiny_lm, out, *args)
     assert TrainingRun.objects.filter(status="succeeded").count() == 2
+    assert f"resuming from {out / 'checkpoints'}" in caplog.text  # said, not only done

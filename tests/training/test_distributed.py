@@ -125,9 +125,15 @@ def test_train_ppo_two_processes_share_the_work_and_write_one_run(tmp_path, tiny
         local_means = [sum(c["scores"]) / 2 for c in (mine, theirs)]
         assert rows[step]["score"] == pytest.approx(sum(local_means) / 2)
 
-    # Resume: the same command again continues from the 2-process checkpoint of step 2 and
-    # redoes step 3 exactly (every rank's RNG, optimizer and weights were restored).
+    # The same command again has nothing to do: the run finished and its model is there.
+    again = torchrun("train_ppo", *args, log_dir=logs)
+    assert again.stdout.count("nothing to do") == 1 and TrainingRun.objects.count() == 1
+
+    # Resume: killed before the final save (its weights gone), the same command continues
+    # from the 2-process checkpoint of step 2 and redoes step 3 exactly (every rank's RNG,
+    # optimizer and weights were restored).
     assert (out / "checkpoints" / "step-2").is_dir()
+    (out / "model.safetensors").unlink()
     torchrun("train_ppo", *args, log_dir=logs)
     second = TrainingRun.objects.exclude(pk=run.pk).get()
     assert second.status == "succeeded"

@@ -186,6 +186,7 @@ def test_a_second_run_resumes_its_checkpoint_and_other_data_is_refused_first(tmp
     args = ("--max-steps", "2", "--batch-size", "4", "--save-steps", "2", "--logging-steps", "1")
     dpo(folder, chat_lm, out, *args)
     assert (out / "checkpoints" / "checkpoint-2").is_dir()
+    (out / "model.safetensors").unlink()  # as if killed before the final save
     dpo(folder, chat_lm, out, *args)  # its own checkpoint: resumed, not refused
     assert TrainingRun.objects.filter(status="succeeded").count() == 2
     versions = ModelVersion.objects.count()

@@ -292,7 +292,9 @@ def test_a_second_run_resumes_its_checkpoint_and_other_data_is_refused_first(tmp
     args = ("--max-steps", "4", "--batch-size", "2", "--save-steps", "2", "--logging-steps", "1")
     sft(folder, chat_lm, out, *args)
     assert (out / "checkpoints" / "checkpoint-4").is_dir()
-    # The same run again: the checkpoint is its own, so the command lets it resume.
+    # The same run again, killed before its final save: the checkpoint is its own, so the
+    # command lets it resume.
+    (out / "model.safetensors").unlink()
     sft(folder, chat_lm, out, *args)
     assert TrainingRun.objects.filter(status="succeeded").count() == 2
     versions = ModelVersion.objects.count()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from annotation.datafiles.digest import sha256_file
 from training.ppo.config import PPOConfig
 from training.ppo.math import AdaptiveKLController
 from training.ppo.metrics import METRICS_FILE, SAMPLES_FILE
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = "step-"
 # Not config.json: out_dir is a transformers model directory whose config.json is the model's.
@@ -287,6 +290,8 @@ def resume_or_start(
         scheduler.load_state_dict(json.loads((ckpt / SCHEDULER_FILE).read_text()))
         state = json.loads((ckpt / STATE_FILE).read_text())
         start.step, kl_ctl.value = state["step"], state["kl_coef"]
+        if accelerator.is_main_process:
+            logger.info("resuming from %s (step %d of %d)", ckpt, start.step, config.num_steps)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             start.history = _truncate_jsonl(metrics_path, start.step)

@@ -296,6 +296,8 @@ def _prepare_out_dir(
                 "choose another output directory or pass resume=False (--no-resume) to start over"
             )
         step = int(Path(last).name.rsplit("-", 1)[1])
+        if write:
+            logger.info("resuming from %s (optimizer step %d)", last, step)
         metrics = out_dir / METRICS_FILE
         # Drop lines logged after the checkpoint: they will be logged again.
         if write and metrics.is_file():

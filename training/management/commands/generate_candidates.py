@@ -1,4 +1,4 @@
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db import transaction
 
 from annotation.management.base import get_project, service_errors
@@ -7,9 +7,11 @@ from annotation.services.imports import CandidateRecord, candidates_import
 from annotation.services.runs import run_source_record
 from lineage.models import ModelVersion, TrainingRun
 from lineage.services import check_model_version_name, model_version_register, training_run
+from training.management.interrupt import ResumableCommand
 
 
-class Command(BaseCommand):
+class Command(ResumableCommand):
+    resume_hint = "run the same command again: prompts that have their candidates are skipped"
     help = (
         "Sample K distinct candidates per prompt from a policy model. Prompts that already have "
         "candidates from this model version are skipped, so an interrupted run resumes."
@@ -59,11 +61,9 @@ class Command(BaseCommand):
         version = model_version_register(
             path=opts["model"], kind=ModelVersion.Kind.POLICY, name=opts["name"]
         )
-        todo = list(
-            Prompt.objects.filter(project=project)
-            .exclude(candidates__model_version=version)
-            .order_by("id")
-        )
+        prompts = Prompt.objects.filter(project=project)
+        todo = list(prompts.exclude(candidates__model_version=version).order_by("id"))
+        done = prompts.count() - len(todo)
         if opts["limit"]:
             todo = todo[: opts["limit"]]
         if not todo:
@@ -71,8 +71,10 @@ class Command(BaseCommand):
                 f"every prompt of {project.slug} already has candidates from {version.name}"
             )
             return
+        resumed = f" ({done} prompts already have them: skipped)" if done else ""
         self.stdout.write(
-            f"generating {config.num_candidates} candidates for {len(todo)} prompts with {version.name}"
+            f"generating {config.num_candidates} candidates for {len(todo)} prompts with "
+            f"{version.name}{resumed}"
         )
         stored = {"created": 0}
 

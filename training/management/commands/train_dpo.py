@@ -1,17 +1,18 @@
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from annotation.services.runs import run_source_record
 from lineage.models import ModelVersion, TrainingRun
-from lineage.services import check_model_version_name, model_version_register, training_run
+from lineage.services import model_version_register, training_run
 from training.cli import add_config_arguments
 from training.dpo import DPOTrainConfig
 from training.management.commands.train_reward_model import check_export_row, resolve_export
+from training.management.interrupt import ResumableCommand
 from training.management.ranks import train_on_another_rank
 
 
-class Command(BaseCommand):
+class Command(ResumableCommand):
     help = (
         "DPO (trl's DPOTrainer) from a policy on a pairs export written by export_preferences; "
         "registers the new policy like train_ppo."
@@ -45,7 +46,7 @@ class Command(BaseCommand):
         allow_modified = opts["allow_modified"]
         try:
             config = DPOTrainConfig.from_options(opts)
-            check_model_version_name(opts["name"])
+            self.check_name(opts["name"], out=opts["out"], kind=ModelVersion.Kind.POLICY)
             prefs = load_preferences(data, loss="pairwise", allow_modified=allow_modified)
             if export is not None:
                 check_export_row(export, prefs, allow_modified=allow_modified)
@@ -55,6 +56,23 @@ class Command(BaseCommand):
             check_model_reference(opts["policy"], causal_lm=True)
         except (RewardDataError, ModelLoadError, TypeError, ValueError) as exc:
             raise CommandError(str(exc).splitlines()[0]) from None
+        run_config = {
+            **config.to_dict(),
+            "export": data,
+            "policy": opts["policy"],
+            "data_sha256": prefs.sha256,
+            "data_modified": prefs.modified,
+            "num_processes": world_size(),
+        }
+        if self.already_finished(
+            kind=TrainingRun.Kind.DPO,
+            out=opts["out"],
+            config=run_config,
+            inputs=[opts["policy"]],
+            resume=config.resume,
+        ):
+            return
+        self.check_name(opts["name"])
         if prefs.rankings:
             # A rankings file serves too: its pairs are derived (all pairs across tiers).
             self.stdout.write(f"note: {prefs.source} is a rankings file: training on its pairs")
@@ -69,14 +87,7 @@ class Command(BaseCommand):
         try:
             with training_run(
                 kind=TrainingRun.Kind.DPO,
-                config={
-                    **config.to_dict(),
-                    "export": data,
-                    "policy": opts["policy"],
-                    "data_sha256": prefs.sha256,
-                    "data_modified": prefs.modified,
-                    "num_processes": world_size(),
-                },
+                config=run_config,
                 input_models=[parent],
                 output_dir=opts["out"],
             ) as run:

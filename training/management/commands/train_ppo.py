@@ -2,15 +2,16 @@ import functools
 import json
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from annotation.models import Project
 from annotation.prompts import prompt_model_input
 from annotation.services.runs import run_source_record
 from lineage.models import ModelVersion, TrainingRun
-from lineage.services import check_model_version_name, model_version_register, training_run
+from lineage.services import model_version_register, training_run
 from training.cli import add_config_arguments
 from training.distributed import is_main_process, wait_for_everyone, world_size
+from training.management.interrupt import ResumableCommand
 from training.management.ranks import train_on_another_rank
 from training.ppo.config import PPOConfig
 
@@ -50,7 +51,7 @@ def _best_gold_metrics(result) -> dict:
     }
 
 
-class Command(BaseCommand):
+class Command(ResumableCommand):
     help = "PPO with a KL penalty against a reward model (or a module:function reward); registers the new policy."
 
     def add_arguments(self, parser):
@@ -70,6 +71,7 @@ class Command(BaseCommand):
     def handle(self, *args, **opts):
         from training.modeling import ModelLoadError, check_model_reference
         from training.ppo import CallableLoadError, check_setup, load_callable, train_ppo
+        from training.ppo.checkpoint import prompts_sha256
         from training.ppo.ptx import check_ptx_data
 
         # Validate everything before writing anything (SPEC section 4): no ModelVersion or
@@ -77,7 +79,7 @@ class Command(BaseCommand):
         prompts, project = load_prompts(opts["prompts"])
         try:
             config = PPOConfig.from_options(opts)
-            check_model_version_name(opts["name"])
+            self.check_name(opts["name"], out=opts["out"], kind=ModelVersion.Kind.POLICY)
             reward_spec = opts["reward_model"]
             is_callable = ":" in reward_spec and not Path(reward_spec).exists()
             reward = load_callable(reward_spec) if is_callable else reward_spec
@@ -101,6 +103,25 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(str(exc)) from None
 
+        run_config = {
+            **json.loads(json.dumps(config.__dict__, default=str)),
+            "reward": reward_spec,
+            "judge": opts["judge"],
+            "prompts": opts["prompts"],
+            "prompts_sha256": prompts_sha256(prompts),
+            "num_processes": world_size(),
+        }
+        reward_inputs = [] if is_callable else [reward_spec]
+        if self.already_finished(
+            kind=TrainingRun.Kind.PPO,
+            out=opts["out"],
+            config=run_config,
+            inputs=[opts["policy"], *reward_inputs, *filter(None, [config.ptx_data])],
+            resume=config.resume,
+        ):
+            return
+        self.check_name(opts["name"])
+
         train = functools.partial(
             train_ppo, opts["policy"], reward, prompts, opts["out"], config, judge=judge
         )
@@ -114,13 +135,7 @@ class Command(BaseCommand):
         try:
             with training_run(
                 kind=TrainingRun.Kind.PPO,
-                config={
-                    **json.loads(json.dumps(config.__dict__, default=str)),
-                    "reward": reward_spec,
-                    "judge": opts["judge"],
-                    "prompts": opts["prompts"],
-                    "num_processes": world_size(),
-                },
+                config=run_config,
                 input_models=inputs,
                 output_dir=opts["out"],
             ) as run:

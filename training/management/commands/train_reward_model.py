@@ -1,14 +1,15 @@
 import dataclasses
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from annotation.models import Export
 from annotation.services.runs import run_source_record
 from lineage.models import ModelVersion, TrainingRun
-from lineage.services import check_model_version_name, model_version_register, training_run
+from lineage.services import model_version_register, training_run
 from training.cli import add_config_arguments
 from training.distributed import is_main_process, wait_for_everyone, world_size
+from training.management.interrupt import ResumableCommand
 from training.management.ranks import train_on_another_rank
 from training.reward.config import RewardConfig
 
@@ -45,7 +46,7 @@ def check_export_row(export: Export, prefs, *, allow_modified: bool) -> None:
     )
 
 
-class Command(BaseCommand):
+class Command(ResumableCommand):
     help = "Fit a reward model on an export written by export_preferences; registers a reward ModelVersion."
 
     def add_arguments(self, parser):
@@ -79,7 +80,7 @@ class Command(BaseCommand):
         data, export = resolve_export(opts["export"])
         try:
             config = RewardConfig.from_options(opts)
-            check_model_version_name(opts["name"])
+            self.check_name(opts["name"], out=opts["out"], kind=ModelVersion.Kind.REWARD)
         except (TypeError, ValueError) as exc:
             raise CommandError(str(exc)) from None
         allow_modified = opts["allow_modified"]
@@ -106,6 +107,23 @@ class Command(BaseCommand):
                 f"note: training on {item['file']} although it was modified after export "
                 f"(sha256 {item['sha256']}, {item['by']} recorded {item['recorded']})"
             )
+        run_config = {
+            **config.to_dict(),
+            "export": data,
+            "base_model": opts["base_model"],
+            "data_sha256": prefs.sha256,
+            "data_modified": prefs.modified,
+            "num_processes": world_size(),
+        }
+        if self.already_finished(
+            kind=TrainingRun.Kind.REWARD,
+            out=opts["out"],
+            config=run_config,
+            inputs=[opts["base_model"]],
+            resume=config.resume,
+        ):
+            return
+        self.check_name(opts["name"])
         for note in notes:
             self.stdout.write(note)
 
@@ -119,14 +137,7 @@ class Command(BaseCommand):
         try:
             with training_run(
                 kind=TrainingRun.Kind.REWARD,
-                config={
-                    **config.to_dict(),
-                    "export": data,
-                    "base_model": opts["base_model"],
-                    "data_sha256": prefs.sha256,
-                    "data_modified": prefs.modified,
-                    "num_processes": world_size(),
-                },
+                config=run_config,
                 input_models=[base] if base else [],
                 output_dir=opts["out"],
             ) as run:

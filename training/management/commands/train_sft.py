@@ -1,12 +1,13 @@
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from annotation.models import Export
 from annotation.services.runs import run_source_record
 from lineage.models import ModelVersion, TrainingRun
-from lineage.services import check_model_version_name, model_version_register, training_run
+from lineage.services import model_version_register, training_run
 from training.cli import add_config_arguments
+from training.management.interrupt import ResumableCommand
 from training.management.ranks import train_on_another_rank
 from training.sft import SFTTrainConfig
 
@@ -27,7 +28,7 @@ def resolve_data(value: str) -> tuple[str, Export | None]:
     return str(path), Export.objects.filter(path=str(folder.resolve())).order_by("-id").first()
 
 
-class Command(BaseCommand):
+class Command(ResumableCommand):
     help = (
         "Supervised fine-tuning on demonstrations (sft.jsonl from export_demonstrations) with trl's "
         "SFTTrainer, loss on the assistant turns only; registers a policy ModelVersion."
@@ -54,7 +55,7 @@ class Command(BaseCommand):
         data, export = resolve_data(opts["data"])
         try:
             config = SFTTrainConfig.from_options(opts)
-            check_model_version_name(opts["name"])
+            self.check_name(opts["name"], out=opts["out"], kind=ModelVersion.Kind.POLICY)
             demos = load_demonstrations(data)
             identity = {"base_model": str(opts["base_model"]), "data_sha256": demos.sha256}
             identity |= {"loss": "sft", "lora": config.lora}
@@ -62,6 +63,22 @@ class Command(BaseCommand):
             check_model_reference(opts["base_model"], causal_lm=True)
         except (SFTDataError, ModelLoadError, TypeError, ValueError) as exc:
             raise CommandError(str(exc).splitlines()[0]) from None
+        run_config = {
+            **config.to_dict(),
+            "data": str(demos.source),
+            "base_model": opts["base_model"],
+            "data_sha256": demos.sha256,
+            "num_processes": world_size(),
+        }
+        if self.already_finished(
+            kind=TrainingRun.Kind.SFT,
+            out=opts["out"],
+            config=run_config,
+            inputs=[opts["base_model"]],
+            resume=config.resume,
+        ):
+            return
+        self.check_name(opts["name"])
 
         if not is_main_process():  # it trains on its share of the demonstrations
             return train_on_another_rank(
@@ -73,13 +90,7 @@ class Command(BaseCommand):
         try:
             with training_run(
                 kind=TrainingRun.Kind.SFT,
-                config={
-                    **config.to_dict(),
-                    "data": str(demos.source),
-                    "base_model": opts["base_model"],
-                    "data_sha256": demos.sha256,
-                    "num_processes": world_size(),
-                },
+                config=run_config,
                 input_models=[base],
                 output_dir=opts["out"],
             ) as run:

@@ -1,0 +1,60 @@
+"""Long commands: Ctrl-C ends them with one line that says how to go on, not a traceback; a
+training command run again after it finished has nothing to do."""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError
+
+from training.distributed import process_rank
+
+
+class ResumableCommand(BaseCommand):
+    """A command whose work resumes when run again (checkpoints, or work already stored).
+
+    Ctrl-C (and SIGTERM, which `lineage.services.training_run` turns into the same) ends it
+    with exit status 130 and `resume_hint`; the run it was recording is marked interrupted.
+    """
+
+    resume_hint = "run the same command again to resume from its last checkpoint"
+
+    def execute(self, *args, **options):
+        try:
+            return super().execute(*args, **options)
+        except KeyboardInterrupt:
+            raise CommandError(f"interrupted: {self.resume_hint}", returncode=130) from None
+
+    def already_finished(self, *, kind: str, out, config: dict, inputs: list, resume: bool) -> bool:
+        """Say so and return True when `out` holds this very run's model, finished and
+        unchanged (`lineage.services.finished_run`); `--no-resume` trains it again."""
+        from lineage.services import finished_run
+
+        run = (
+            finished_run(kind=kind, output_dir=out, config=config, inputs=inputs)
+            if resume
+            else None
+        )
+        if run is None:
+            return False
+        if process_rank() == 0:  # under torchrun, every rank finds the same and stops
+            self.stdout.write(
+                f"{out} already holds {run.output_model.name}, made by {kind} run {run.pk} "
+                f"from these inputs and settings ({run.finished_at:%Y-%m-%d %H:%M}): nothing "
+                "to do (--no-resume trains it again)"
+            )
+        return True
+
+    def check_name(self, name: str | None, *, out=None, kind: str | None = None) -> None:
+        """Refuse a `--name` another model version holds, before any work.
+
+        With `out`, the name of the version already in that folder passes: the run may be
+        finished (nothing to do); the strict check follows once it is known not to be.
+        """
+        from lineage.services import check_model_version_name
+
+        try:
+            if out is not None:
+                check_model_version_name(name, path=out, kind=kind)
+            else:
+                check_model_version_name(name)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
