@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from collections import Counter
@@ -122,6 +123,30 @@ def arrow_schema(table: str, prompt_format: str):
             ("models", pa.list_(pa.string())),
         ]
     return pa.schema(fields)
+
+
+# A table on its way: `.pairs.jsonl.<pid>-<hex>.tmp`, renamed to its name once complete.
+_TMP_NAME = re.compile(r"^\.(?P<table>.+)\.(?P<pid>\d+)-[0-9a-f]{8}\.tmp$")
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _remove_leftovers(folder: Path) -> None:
+    """Delete the temporary tables of an export whose process is gone (killed midway): they
+    were never published, and they blocked the same export run again ("not empty"). Those of
+    an export still writing here are left alone, and refuse this one as before."""
+    for entry in folder.iterdir():
+        match = _TMP_NAME.match(entry.name)
+        if match and _process_gone(int(match["pid"])):
+            _remove(entry)
 
 
 class _Sink:
@@ -406,6 +431,7 @@ class ExportWriter:
         if taken:
             # Exports are immutable snapshots: never overwrite one.
             raise FileExistsError(f"{taken[0]} already exists; choose an empty output folder")
+        _remove_leftovers(self.out_dir)
         other = next(self.out_dir.iterdir(), None)
         if other is not None:
             # An export owns its folder: other files in it would sit beside the export (and
@@ -414,7 +440,7 @@ class ExportWriter:
                 f"{self.out_dir} is not empty (it holds {other.name!r}); choose a new or "
                 "empty output folder"
             )
-        token = uuid.uuid4().hex[:12]
+        token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"  # the pid: see _remove_leftovers
         self._sinks: dict[str, _Sink] = {}
         try:
             for table in TABLE_FIELDS:

@@ -483,6 +483,34 @@ def test_command_refuses_a_non_empty_out_folder(project, ranked, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
+def test_an_export_killed_midway_leaves_nothing_that_blocks_running_it_again(
+    project, ranked, tmp_path
+):
+    import os
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # the killed export's process: gone
+    out = tmp_path / "export"
+    out.mkdir()
+    for table in ("pairs.jsonl", "rankings.jsonl"):
+        (out / f".{table}.{child.pid}-0123abcd.tmp").write_text('{"half": ')
+    call_command("export_preferences", "demo", "--out", str(out), stdout=StringIO())
+    assert sorted(p.name for p in out.iterdir()) == [
+        "manifest.json",
+        "pairs.jsonl",
+        "rankings.jsonl",
+    ]
+    # An export still writing there (a live process) is not disturbed: this one is refused.
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / f".pairs.jsonl.{os.getpid()}-0123abcd.tmp").write_text("")
+    with pytest.raises(CommandError, match="is not empty"):
+        call_command("export_preferences", "demo", "--out", str(busy), stdout=StringIO())
+    assert len(list(busy.iterdir())) == 1
+
+
 def test_command_refuses_an_existing_export(project, ranked, tmp_path):
     call_command("export_preferences", "demo", "--out", str(tmp_path), stdout=StringIO())
     with pytest.raises(CommandError, match="already exists"):
