@@ -380,19 +380,24 @@ class CandidateRecord:
     text: str
     model: str
     params: dict
+    # `prompt_id` given beside `prompt_external_id`: they must name the same prompt.
+    also_prompt_id: int | None = None
 
 
 def candidate_record(raw, *, line: int) -> CandidateRecord:
     """Normalise one imported candidate: `prompt_external_id` or `prompt_id`, `text`, `model`."""
     if not isinstance(raw, dict):
         raise ValueError("each record must be a JSON object")
+    prompt_id = raw.get("prompt_id")
+    if prompt_id is not None and (isinstance(prompt_id, bool) or not isinstance(prompt_id, int)):
+        raise ValueError("'prompt_id' must be an integer")
+    also = None
     if raw.get("prompt_external_id") is not None:
         # Stripped as prompt external ids are, so a file copying them as written matches.
         ref = ("external_id", str(raw["prompt_external_id"]).strip())
-    elif raw.get("prompt_id") is not None:
-        if isinstance(raw["prompt_id"], bool) or not isinstance(raw["prompt_id"], int):
-            raise ValueError("'prompt_id' must be an integer")
-        ref = ("id", raw["prompt_id"])
+        also = prompt_id
+    elif prompt_id is not None:
+        ref = ("id", prompt_id)
     else:
         raise ValueError("missing 'prompt_external_id' or 'prompt_id'")
     text = raw.get("text")
@@ -407,7 +412,9 @@ def candidate_record(raw, *, line: int) -> CandidateRecord:
     params = raw.get("params") or raw.get("generation_params") or {}
     if not isinstance(params, dict):
         raise ValueError("'params' must be an object")
-    return CandidateRecord(line=line, prompt_ref=ref, text=text, model=model, params=params)
+    return CandidateRecord(
+        line=line, prompt_ref=ref, text=text, model=model, params=params, also_prompt_id=also
+    )
 
 
 def parse_candidate_file(path: str | Path) -> list[CandidateRecord]:
@@ -450,6 +457,13 @@ def candidates_import(
             raise ServiceValidationError(
                 f"{where} {record.line}: no prompt with {field_name} {value!r} in project {project.slug}",
                 {"line": record.line, field_name: value},
+            )
+        if record.also_prompt_id is not None and record.also_prompt_id != prompt_id:
+            raise ServiceValidationError(
+                f"{where} {record.line}: prompt_external_id {value!r} is prompt {prompt_id}, "
+                f"but prompt_id says {record.also_prompt_id}: give one of them, or both of the "
+                "same prompt",
+                {"line": record.line, "prompt_id": record.also_prompt_id},
             )
         resolved.append((prompt_id, record, text_sha256(record.text)))
     existing = set(

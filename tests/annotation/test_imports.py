@@ -235,10 +235,28 @@ def test_candidates_import_all_or_nothing(project, tmp_path):
         ImportFileError, match=r"bad\.jsonl:2: .*no prompt with prompt_external_id 'missing'"
     ):
         candidates_import_file(project=project, path=bad)
+    # Both references given: fine when they name the same prompt, refused when not.
+    both = [{"prompt_external_id": "a", "prompt_id": prompt.pk, "text": "four"}]
+    assert (
+        candidates_import_file(
+            project=project, path=write_jsonl(tmp_path / "both.jsonl", both)
+        ).created
+        == 1
+    )
+    clash = [
+        {"prompt_external_id": "a", "text": "five"},
+        {"prompt_external_id": "a", "prompt_id": prompt.pk + 1, "text": "six"},
+    ]
+    with pytest.raises(
+        ImportFileError,
+        match=rf"clash\.jsonl:2: .*'a' is prompt {prompt.pk}, but prompt_id says {prompt.pk + 1}",
+    ):
+        candidates_import_file(project=project, path=write_jsonl(tmp_path / "clash.jsonl", clash))
+    assert not Candidate.objects.filter(text="five").exists()
     no_text = write_jsonl(tmp_path / "nt.jsonl", [{"prompt_external_id": "a"}])
     with pytest.raises(ImportFileError, match=r"nt\.jsonl:1: 'text' must be non-empty"):
         candidates_import_file(project=project, path=no_text)
-    assert Candidate.objects.count() == 2
+    assert Candidate.objects.count() == 3
 
 
 def test_bulk_import_is_fast_enough_for_many_prompts(
