@@ -46,8 +46,8 @@ from annotation.services.gold import comparison_gold_clear, comparison_gold_set
 from annotation.services.imports import import_upload
 from annotation.services.review import (
     REASON_MAX_LENGTH,
-    annotation_reject,
     annotation_restore,
+    annotations_reject,
     annotations_reject_since,
 )
 
@@ -742,14 +742,12 @@ class AnnotationAdmin(ReadOnlyAdmin):
         return {**self.admin_site.each_context(request), "opts": self.model._meta, **extra}
 
     def _reject(self, request, annotations, reason: str) -> None:
-        done, refused = 0, []
-        for annotation in annotations:
-            try:
-                done += annotation_reject(
-                    annotation=annotation, reason=reason, by=request.user
-                ).changed
-            except ServiceError as exc:
-                refused.append(exc.detail)
+        try:
+            done, refused = annotations_reject(
+                ids=[a.pk for a in annotations], reason=reason, by=request.user
+            )
+        except ServiceError as exc:
+            done, refused = 0, [exc.detail]
         self.message_user(
             request, f"Rejected {done} annotation{'' if done == 1 else 's'}.", messages.SUCCESS
         )

@@ -19,10 +19,13 @@ Rejecting twice or restoring an annotation that is not rejected changes nothing.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import transaction
+from django.db.models import F
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from annotation.errors import ConflictError, ServiceValidationError
@@ -174,9 +177,110 @@ def annotations_reject_since(
         .order_by("comparison_id", "id")  # one lock order for every bulk call
         .values_list("pk", flat=True)
     )
-    changed = 0
     with transaction.atomic():
-        for pk in ids:
-            comparison, current = _locked(pk)
-            changed += _reject_locked(comparison, current, reason=reason, by=by, now=now)
+        changed, superseded = _reject_many(ids, reason=reason, by=by, now=now)
+        if superseded:
+            pk, current = next(iter(superseded.items()))
+            raise ConflictError(
+                f"Annotation {pk} was corrected by annotation {current} meanwhile; nothing was "
+                "rejected: try again.",
+                {"annotation": [f"superseded by {current}"]},
+            )
     return changed
+
+
+def annotations_reject(
+    *, ids: list[int], reason: str, by=None, now: datetime | None = None
+) -> tuple[int, list[str]]:
+    """Reject these annotations (the admin's bulk action): how many were newly rejected, and
+    why each refused one was (corrected since: its correction is the one to reject)."""
+    reason = _clean_reason(reason)
+    now = now or timezone.now()
+    with transaction.atomic():
+        changed, superseded = _reject_many(ids, reason=reason, by=by, now=now)
+    refused = [
+        f"Annotation {pk} was corrected by annotation {current}; reject that one."
+        for pk, current in superseded.items()
+    ]
+    return changed, refused
+
+
+CHUNK = 500  # ids per IN (...) list: SQLite caps the variables of one statement
+
+
+def _chunks(ids: list[int]) -> list[list[int]]:
+    return [ids[start : start + CHUNK] for start in range(0, len(ids), CHUNK)]
+
+
+def _reject_many(ids: list[int], *, reason: str, by, now: datetime) -> tuple[int, dict[int, int]]:
+    """Reject many annotations with a few statements per 500 (one row at a time made a
+    labeler's 2,500 annotations 9,000 queries). Locks as `_locked` does, comparisons then
+    assignments, each in id order. Returns (newly rejected, {superseded pk: its current})."""
+    rows = []
+    for chunk in _chunks(sorted(set(ids))):
+        rows += Annotation.objects.filter(pk__in=chunk).values_list(
+            "pk", "comparison_id", "assignment_id"
+        )
+    for chunk in _chunks(sorted({comparison for _, comparison, _ in rows})):
+        list(
+            Comparison.objects.select_for_update()
+            .filter(pk__in=chunk)
+            .order_by("pk")
+            .values_list("pk")
+        )
+    assignment_ids = sorted({assignment for _, _, assignment in rows})
+    for chunk in _chunks(assignment_ids):
+        list(
+            Assignment.objects.select_for_update()
+            .filter(pk__in=chunk)
+            .order_by("pk")
+            .values_list("pk")
+        )
+    # Read again under the locks: what is current and not yet rejected.
+    current_of: dict[int, int] = {}  # assignment -> its current annotation
+    pending: list[tuple[int, int, int]] = []
+    for chunk in _chunks(assignment_ids):
+        current_of |= dict(
+            Annotation.objects.filter(
+                assignment_id__in=chunk, superseded_by__isnull=True
+            ).values_list("assignment_id", "pk")
+        )
+    rejected = set()
+    for chunk in _chunks([pk for pk, _, _ in rows]):
+        rejected |= set(
+            Annotation.objects.filter(pk__in=chunk, rejected_at__isnull=False).values_list(
+                "pk", flat=True
+            )
+        )
+    superseded = {}
+    for pk, comparison, assignment in rows:
+        if pk in rejected:
+            continue
+        if current_of.get(assignment) != pk:
+            superseded[pk] = current_of.get(assignment)
+        else:
+            pending.append((pk, comparison, assignment))
+    if not pending:
+        return 0, superseded
+    for chunk in _chunks([pk for pk, _, _ in pending]):
+        Annotation.objects.filter(pk__in=chunk).update(
+            rejected_at=now, rejected_by=by, rejection_reason=reason
+        )
+    # Submitted assignments give their comparison the slot back; one statement per number of
+    # slots a comparison gets back (nearly always one).
+    reopened = Counter()
+    for chunk in _chunks([assignment for _, _, assignment in pending]):
+        submitted = Assignment.objects.filter(pk__in=chunk, status=Assignment.Status.SUBMITTED)
+        reopened.update(submitted.values_list("comparison_id", flat=True))
+        submitted.update(status=Assignment.Status.REJECTED)
+    by_slots: dict[int, list[int]] = {}
+    for comparison, slots in reopened.items():
+        by_slots.setdefault(slots, []).append(comparison)
+    for slots, comparisons in by_slots.items():
+        for chunk in _chunks(sorted(comparisons)):
+            Comparison.objects.filter(pk__in=chunk).update(
+                submitted_count=Greatest(F("submitted_count") - slots, 0),
+                status=Comparison.Status.OPEN,
+                completed_at=None,
+            )
+    return len(pending), superseded

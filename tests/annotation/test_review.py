@@ -17,6 +17,7 @@ from annotation.services.labeling import assignment_next, assignment_skip, ranki
 from annotation.services.review import (
     annotation_reject,
     annotation_restore,
+    annotations_reject,
     annotations_reject_since,
 )
 
@@ -241,6 +242,60 @@ def test_bulk_reject_since_a_date(make_project, make_labeler, make_comparisons, 
         )
         == 0
     )
+
+
+def test_bulk_reject_is_a_few_statements_whatever_the_count(
+    make_project, make_labeler, make_comparisons, staff_user
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def reject_all_of(name: str, n: int) -> int:
+        project = make_project(f"many-{n}", num_candidates=2, overlap=2)
+        user, other = (make_labeler(f"{x}-{n}", projects=[project]) for x in (name, "other"))
+        make_comparisons(project, n, prefix=f"q{n}-")
+        mine = [label(project, user) for _ in range(n)]
+        label(project, other)
+        with CaptureQueriesContext(connection) as queries:
+            changed, refused = annotations_reject(
+                ids=[a.pk for a in mine], reason="bot", by=staff_user
+            )
+        assert (changed, refused) == (n, [])
+        stored = Annotation.objects.filter(pk__in=[a.pk for a in mine])
+        assert all(a.rejected_by == staff_user and a.rejection_reason == "bot" for a in stored)
+        assert not Assignment.objects.filter(annotations__in=mine).exclude(status="rejected")
+        counts = Comparison.objects.filter(project=project).order_by("pk")
+        # Every slot back; the one the other labeler also filled keeps that one.
+        assert sorted(counts.values_list("submitted_count", flat=True)) == [0] * (n - 1) + [1]
+        assert set(counts.values_list("status", flat=True)) == {"open"}
+        return len(queries)
+
+    assert reject_all_of("few", 3) == reject_all_of("lots", 30)
+
+
+def test_bulk_reject_refuses_a_corrected_annotation_and_rejects_the_rest(
+    make_project, make_labeler, make_comparisons, staff_user
+):
+    project = make_project("mixed", num_candidates=2, overlap=1)
+    ann = make_labeler("ann", projects=[project])
+    make_comparisons(project, 2)
+    first, second = label(project, ann), label(project, ann)
+    correction, _ = ranking_submit(
+        assignment=first.assignment,
+        labeler=ann,
+        ranking=list(reversed(first.ranking)),
+        client_token=uuid.uuid4(),
+    )
+    changed, refused = annotations_reject(ids=[first.pk, second.pk], reason="x", by=staff_user)
+    assert changed == 1
+    assert refused == [
+        f"Annotation {first.pk} was corrected by annotation {correction.pk}; reject that one."
+    ]
+    assert set(
+        Annotation.objects.filter(rejected_at__isnull=False).values_list("pk", flat=True)
+    ) == {second.pk}
+    # Again: the rejected one is no change, and nothing new is refused for it.
+    assert annotations_reject(ids=[second.pk], reason="x") == (0, [])
 
 
 def test_a_rejection_without_a_reason_is_refused_by_the_database(team):
