@@ -6,14 +6,14 @@ Errors raised here or in the services become `{"detail", "errors"}` in one place
 
 from __future__ import annotations
 
-import tempfile
 import zipfile
 from dataclasses import asdict
 from pathlib import Path
 
 from django.contrib.auth import authenticate
-from django.http import FileResponse, Http404
+from django.http import FileResponse, Http404, StreamingHttpResponse
 from django.urls import reverse
+from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -415,19 +415,51 @@ class ExportDownloadApi(APIView):
         # `all`, and the `hf` table folders: a zip of exactly the files the manifest lists.
         prefix = "" if which == "all" else f"{table_filename(which, export.format)}/"
         name = f"export-{export.pk}-{which}.zip"
-        return FileResponse(_zip_files(files, prefix), as_attachment=True, filename=name)
+        response = StreamingHttpResponse(_zip_stream(files, prefix), content_type="application/zip")
+        response["Content-Disposition"] = content_disposition_header(True, name)
+        return response
 
 
-def _zip_files(files: list[tuple[Path, str]], strip: str = ""):
-    """A zip of `files` (path, name in the archive) in a temporary file, rewound: on disk, so
-    memory stays flat. `strip` is taken off the front of each name."""
-    # Not a context manager: FileResponse closes the file once the download is sent.
-    handle = tempfile.TemporaryFile()  # noqa: SIM115
-    with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+class _Pending:
+    """The write end zipfile writes to: bytes wait here until the stream takes them. It has
+    no tell(), so zipfile writes a streamable archive (sizes after each member)."""
+
+    def __init__(self):
+        self.parts: list[bytes] = []
+
+    def write(self, data) -> int:
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        data = b"".join(self.parts)
+        self.parts.clear()
+        return data
+
+
+def _zip_stream(files: list[tuple[Path, str]], strip: str = "", block: int = 1 << 20):
+    """A zip of `files` (path, name in the archive), made as it is sent: the first bytes
+    leave at once and memory holds about one block (a 2 GB export used to be zipped into a
+    temporary file first, 40 s before the download began). Fast deflate: the text shrinks
+    several times at level 1, and higher levels mostly cost time. `strip` is taken off the
+    front of each name."""
+    pending = _Pending()
+    with zipfile.ZipFile(
+        pending, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1
+    ) as archive:
         for path, name in files:
-            archive.write(path, name.removeprefix(strip))
-    handle.seek(0)
-    return handle
+            with (
+                path.open("rb") as source,
+                archive.open(name.removeprefix(strip), "w", force_zip64=True) as member,
+            ):
+                while data := source.read(block):
+                    member.write(data)
+                    if chunk := pending.take():
+                        yield chunk
+    yield pending.take()
 
 
 DATE_RANGE = [
