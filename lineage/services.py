@@ -92,6 +92,18 @@ class RunRecorder:
         _save(self.run, ["metrics", "metrics_history"])
         self._pending = 0
 
+    def history_from(self, metrics_file: str | Path) -> None:
+        """Take the whole history from the training's own metrics file, when it has one: a
+        resumed run logs only the steps after its checkpoint, and the run's charts began
+        there. The file holds every step, those before the interruption included."""
+        path = Path(metrics_file)
+        if not path.is_file():
+            return
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if rows:
+            self.run.metrics_history = rows
+            self.flush()
+
     def append_log(self, line: str) -> None:
         self.run.log = (self.run.log + line.rstrip() + "\n")[-100_000:]
 

@@ -385,11 +385,21 @@ def test_a_second_run_into_its_own_out_resumes_and_is_not_refused(tmp_path, tiny
     # model again is the same run.
     export = write_export(tmp_path / "export", n=16)
     out = tmp_path / "rm"
-    args = ("--epochs", "1", "--batch-size", "4", "--save-steps", "2", "--max-length", "32")
+    args = ("--epochs", "1", "--batch-size", "4", "--save-steps", "2", "--max-length", "32",
+            "--logging-steps", "1")  # fmt: skip
     reward_command(str(export), tiny_lm, out, *args)
-    assert (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir())
-    (out / "model.safetensors").unlink()  # as if killed before the final save
+    assert (out / "checkpoints" / "checkpoint-2").is_dir()
+    # As if killed after step 2's checkpoint: no later checkpoint, no final weights.
+    import shutil
+
+    shutil.rmtree(out / "checkpoints" / "checkpoint-4", ignore_errors=True)
+    (out / "model.safetensors").unlink()
     caplog.set_level("INFO", logger="training")
     reward_command(str(export), tiny_lm, out, *args)
     assert TrainingRun.objects.filter(status="succeeded").count() == 2
     assert f"resuming from {out / 'checkpoints'}" in caplog.text  # said, not only done
+    # The resumed run's history holds every step, those before the interruption too.
+    resumed = TrainingRun.objects.latest("id")
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert resumed.metrics_history == logged
+    assert [r["step"] for r in logged if "loss" in r][:2] == [1, 2]  # from before the resume

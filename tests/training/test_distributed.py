@@ -137,8 +137,9 @@ def test_train_ppo_two_processes_share_the_work_and_write_one_run(tmp_path, tiny
     torchrun("train_ppo", *args, log_dir=logs)
     second = TrainingRun.objects.exclude(pk=run.pk).get()
     assert second.status == "succeeded"
-    assert [r["step"] for r in second.metrics_history] == [3]
-    redone = {k: v for k, v in second.metrics_history[0].items() if k not in TIMING}
+    # Its history is the whole run's: steps 1-2 from before, step 3 redone.
+    assert [r["step"] for r in second.metrics_history] == [1, 2, 3]
+    redone = {k: v for k, v in second.metrics_history[-1].items() if k not in TIMING}
     assert redone == pytest.approx({k: v for k, v in rows[-1].items() if k not in TIMING})
     for rank in (0, 1):
         again = read_jsonl(logs / f"rank{rank}.jsonl")

@@ -95,6 +95,7 @@ class Command(ResumableCommand):
                     run=run.run, project=export.project if export else None, export=export
                 )
                 result = train_dpo(prefs, opts["policy"], opts["out"], config, on_metrics=run.log)
+                run.history_from(result.output_dir / "metrics.jsonl")  # all steps, if resumed
                 run.run.metrics = {
                     "train_loss": result.train_loss,
                     "first_loss": result.first_loss,

@@ -141,6 +141,7 @@ class Command(ResumableCommand):
             ) as run:
                 run_source_record(run=run.run, project=project)
                 result = train(on_metrics=run.log)
+                run.history_from(result.output_dir / "metrics.jsonl")  # all steps, if resumed
                 run.run.metrics = {**result.metrics, **_best_gold_metrics(result)}
                 run.flush()
                 version = model_version_register(

@@ -149,6 +149,7 @@ class Command(ResumableCommand):
                 result = train_reward_model(
                     prefs, opts["base_model"], opts["out"], config, on_metrics=run.log
                 )
+                run.history_from(result.output_dir / "metrics.jsonl")  # all steps, if resumed
                 agreement = export_labeler_agreement(export) if export is not None else None
                 run.run.metrics = {
                     "accuracy": result.accuracy,

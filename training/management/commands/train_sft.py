@@ -100,6 +100,7 @@ class Command(ResumableCommand):
                 result = train_sft(
                     demos, opts["base_model"], opts["out"], config, on_metrics=run.log
                 )
+                run.history_from(result.output_dir / "metrics.jsonl")  # all steps, if resumed
                 run.run.metrics = {
                     "train_loss": result.train_loss,
                     "first_loss": result.first_loss,
