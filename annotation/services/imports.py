@@ -8,6 +8,7 @@ raises `ImportFileError` naming the file and line, and nothing is stored. Writes
 from __future__ import annotations
 
 import csv
+import itertools
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -417,16 +418,13 @@ def candidate_record(raw, *, line: int) -> CandidateRecord:
     )
 
 
-def parse_candidate_file(path: str | Path) -> list[CandidateRecord]:
-    records = []
+def iter_candidate_file(path: str | Path) -> Iterator[CandidateRecord]:
+    """The candidate records of a file, one line at a time; a bad one is ImportFileError."""
     for line, raw in read_records(path, kind="candidates"):
         try:
-            records.append(candidate_record(raw, line=line))
+            yield candidate_record(raw, line=line)
         except ValueError as exc:
             raise ImportFileError(path, line, str(exc)) from None
-    if not records:
-        raise ImportFileError(path, None, "no candidates in file")
-    return records
 
 
 @transaction.atomic
@@ -435,9 +433,22 @@ def candidates_import(
 ) -> ImportResult:
     """Store candidates; a text already present for its prompt counts as unchanged.
 
-    Every prompt reference must resolve inside the project, else nothing is written.
+    Every prompt reference must resolve inside the project, else nothing is written. Records
+    are read and stored a batch at a time, so memory holds one batch whatever the file's
+    size (a 360 MB file took 1.2 GB read whole); a refusal in any batch rolls back the
+    transaction, the batches before it included.
     """
-    records = list(records)
+    result = ImportResult()
+    records = iter(records)
+    while batch := list(itertools.islice(records, BULK_BATCH)):
+        _candidates_store(project, batch, model_version, where, result)
+    return result
+
+
+def _candidates_store(
+    project: Project, records, model_version, where: str, result: ImportResult
+) -> None:
+    """One batch of `candidates_import`: resolve its prompts, skip stored texts, insert."""
     by_external = {r.prompt_ref[1] for r in records if r.prompt_ref[0] == "external_id"}
     by_id = {r.prompt_ref[1] for r in records if r.prompt_ref[0] == "id"}
     ext_map = dict(
@@ -466,20 +477,18 @@ def candidates_import(
                 {"line": record.line, "prompt_id": record.also_prompt_id},
             )
         resolved.append((prompt_id, record, text_sha256(record.text)))
+    # Stored texts of these prompts, earlier batches of this import included.
     existing = set(
         Candidate.objects.filter(prompt_id__in={p for p, _, _ in resolved}).values_list(
             "prompt_id", "text_hash"
         )
     )
-    result, new = ImportResult(), []
+    new = []
     for prompt_id, record, digest in resolved:
         if (prompt_id, digest) in existing:
             result.unchanged += 1
             continue
         existing.add((prompt_id, digest))
-        if len(new) >= BULK_BATCH:
-            _bulk_create(Candidate, new, "Candidates", result)
-            new = []
         new.append(
             Candidate(
                 prompt_id=prompt_id,
@@ -491,7 +500,6 @@ def candidates_import(
             )
         )
     _bulk_create(Candidate, new, "Candidates", result)
-    return result
 
 
 def prompts_import_file(
@@ -507,11 +515,15 @@ def prompts_import_file(
 
 
 def candidates_import_file(*, project: Project, path: str | Path) -> ImportResult:
-    records = parse_candidate_file(path)
+    """`candidates_import` of a file, read as it is stored: a bad line anywhere (its shape
+    or its prompt) is `file:line: reason` and nothing of the file is kept."""
     try:
-        return candidates_import(project=project, records=records)
+        result = candidates_import(project=project, records=iter_candidate_file(path))
     except ServiceValidationError as exc:
         raise ImportFileError(path, exc.errors.get("line"), exc.detail.split(": ", 1)[-1]) from None
+    if not result.created and not result.unchanged:
+        raise ImportFileError(path, None, "no candidates in file")
+    return result
 
 
 def import_upload(
