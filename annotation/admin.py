@@ -645,7 +645,9 @@ class AnnotationAdmin(ReadOnlyAdmin):
         "created_at",
     )
     list_filter = (
-        ("comparison__project", admin.RelatedOnlyFieldListFilter),
+        # Every project, not only those with annotations: "only related" ran a DISTINCT over
+        # the whole annotation table on every page view.
+        "comparison__project",
         ("labeler", admin.RelatedOnlyFieldListFilter),
         FlaggedFilter,
         FasterThanFilter,
