@@ -282,7 +282,6 @@ def _bulk_create(model, objects: list, what: str, result: ImportResult) -> None:
     result.created_ids.extend(obj.pk for obj in created if obj.pk is not None)
 
 
-@transaction.atomic
 def _stored_hashes(project: Project, external_ids: list[str]) -> dict[str, str]:
     """external_id -> content_hash of the project's prompts with these external_ids."""
     stored = {}
@@ -313,6 +312,7 @@ def prompt_conflicts(*, project: Project, records: list[PromptRecord]) -> dict[i
     return _conflicts(records, _stored_hashes(project, ids))
 
 
+@transaction.atomic
 def prompts_import(
     *, project: Project, records: list[PromptRecord], source: str = ""
 ) -> ImportResult:
@@ -390,14 +390,15 @@ def candidate_record(raw, *, line: int) -> CandidateRecord:
     if not isinstance(raw, dict):
         raise ValueError("each record must be a JSON object")
     prompt_id = raw.get("prompt_id")
-    if prompt_id is not None and (isinstance(prompt_id, bool) or not isinstance(prompt_id, int)):
-        raise ValueError("'prompt_id' must be an integer")
+    is_id = isinstance(prompt_id, int) and not isinstance(prompt_id, bool)
     also = None
     if raw.get("prompt_external_id") is not None:
         # Stripped as prompt external ids are, so a file copying them as written matches.
         ref = ("external_id", str(raw["prompt_external_id"]).strip())
-        also = prompt_id
+        also = prompt_id if is_id else None  # anything else beside it is ignored, as it was
     elif prompt_id is not None:
+        if not is_id:
+            raise ValueError("'prompt_id' must be an integer")
         ref = ("id", prompt_id)
     else:
         raise ValueError("missing 'prompt_external_id' or 'prompt_id'")
@@ -515,15 +516,18 @@ def prompts_import_file(
 
 
 def candidates_import_file(*, project: Project, path: str | Path) -> ImportResult:
-    """`candidates_import` of a file, read as it is stored: a bad line anywhere (its shape
-    or its prompt) is `file:line: reason` and nothing of the file is kept."""
+    """`candidates_import` of a file: a bad line anywhere (its shape or its prompt) is
+    `file:line: reason` and nothing of the file is kept.
+
+    Read twice, one line at a time: first to check every line's shape, touching no database
+    (on SQLite the import's transaction holds the write lock, so parsing is kept out of it),
+    then to store it batch by batch."""
+    if not sum(1 for _ in iter_candidate_file(path)):  # every line checked
+        raise ImportFileError(path, None, "no candidates in file")
     try:
-        result = candidates_import(project=project, records=iter_candidate_file(path))
+        return candidates_import(project=project, records=iter_candidate_file(path))
     except ServiceValidationError as exc:
         raise ImportFileError(path, exc.errors.get("line"), exc.detail.split(": ", 1)[-1]) from None
-    if not result.created and not result.unchanged:
-        raise ImportFileError(path, None, "no candidates in file")
-    return result
 
 
 def import_upload(

@@ -393,3 +393,65 @@ def test_a_non_finite_number_from_a_datasets_folder_is_named():
     record = {"text": "ok", "metadata": {"scores": [0.5, float("nan")]}}
     assert storable_problem(record) == "'metadata'['scores'][1] is not a finite number"
     assert storable_problem({"text": "ok", "metadata": {"score": 0.5}}) is None
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("kind", ["prompts", "candidates"])
+def test_a_failure_in_a_later_batch_keeps_nothing_of_the_earlier_ones(
+    project, tmp_path, monkeypatch, kind
+):
+    # A concurrent import wins a unique race in the second batch: the first must not stay.
+    from django.db import IntegrityError
+
+    rows = [{"external_id": f"p{i}", "text": f"q{i}"} for i in range(imports.BULK_BATCH + 5)]
+    if kind == "candidates":
+        prompts_import_file(project=project, path=write_jsonl(tmp_path / "p.jsonl", rows[:3]))
+        rows = [
+            {"prompt_external_id": f"p{i % 3}", "text": f"answer {i}"}
+            for i in range(imports.BULK_BATCH + 5)
+        ]
+    before = (Prompt.objects.count(), Candidate.objects.count())
+    real = imports._bulk_create
+    calls = []
+
+    def second_batch_races(model, objects, what, result):
+        calls.append(len(objects))
+        if len(calls) == 2:
+            raise ServiceValidationError(
+                f"{what} changed during the import; run it again."
+            ) from IntegrityError()
+        real(model, objects, what, result)
+
+    monkeypatch.setattr(imports, "_bulk_create", second_batch_races)
+    path = write_jsonl(tmp_path / f"{kind}.jsonl", rows)
+    with pytest.raises(ImportFileError, match="changed during the import"):
+        if kind == "prompts":
+            prompts_import_file(project=project, path=path)
+        else:
+            candidates_import_file(project=project, path=path)
+    assert len(calls) == 2 and calls[0] == imports.BULK_BATCH
+    assert (Prompt.objects.count(), Candidate.objects.count()) == before
+
+
+def test_a_bad_candidate_line_is_found_before_anything_is_stored(project, tmp_path, monkeypatch):
+    from annotation.services import imports
+
+    prompts_import_file(
+        project=project, path=write_jsonl(tmp_path / "p.jsonl", [{"external_id": "a", "text": "q"}])
+    )
+    rows = [
+        {"prompt_external_id": "a", "text": f"answer {i}"} for i in range(imports.BULK_BATCH + 5)
+    ]
+    rows.append({"prompt_external_id": "a", "text": ""})  # the last line is bad
+    stored = []
+    monkeypatch.setattr(imports, "_bulk_create", lambda *args: stored.append(args))
+    with pytest.raises(ImportFileError, match=rf"c\.jsonl:{len(rows)}: 'text' must be non-empty"):
+        candidates_import_file(project=project, path=write_jsonl(tmp_path / "c.jsonl", rows))
+    assert stored == []  # the shape of every line was checked first, outside the transaction
+    # A prompt_id that is no integer beside a prompt_external_id is ignored, as it was.
+    odd = [{"prompt_external_id": "a", "prompt_id": "12", "text": "fine"}]
+    monkeypatch.undo()
+    assert (
+        candidates_import_file(project=project, path=write_jsonl(tmp_path / "o.jsonl", odd)).created
+        == 1
+    )
