@@ -162,28 +162,12 @@ def training_run(
     `output_dir` refuses this one (ValueError): two runs in one folder corrupt each other.
     """
     runs_mark_interrupted()
-    if output_dir:
-        writing = next(
-            (
-                other
-                for other in TrainingRun.objects.filter(
-                    status=TrainingRun.Status.RUNNING,
-                    output_dir__in={str(output_dir), model_path(output_dir)},
-                )
-                if is_alive(other.process)
-            ),
-            None,
-        )
-        if writing is not None:
-            raise ValueError(
-                f"{output_dir} is being written by {writing.kind} run {writing.pk} "
-                f"({describe(writing.process)}): wait for it to finish, or choose another output"
-            )
+    refuse_busy_output(output_dir)
     run = TrainingRun.objects.create(
         kind=kind,
         status=TrainingRun.Status.RUNNING,
         config=jsonable(config),
-        output_dir=str(output_dir),
+        output_dir=folder_path(output_dir),
         started_at=timezone.now(),
         process=this_process(),
     )
@@ -217,6 +201,32 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def folder_path(output_dir: str | Path) -> str:
+    """How a run's output folder is stored: absolute, so `out`, `./out` and `/abs/out` are one
+    folder and the same `out` typed from another directory is another. "" for none."""
+    return str(Path(str(output_dir)).expanduser().resolve()) if str(output_dir) else ""
+
+
+def _runs_writing(output_dir: str | Path):
+    return TrainingRun.objects.filter(
+        status=TrainingRun.Status.RUNNING,
+        output_dir__in={str(output_dir), folder_path(output_dir)},
+    )
+
+
+def refuse_busy_output(output_dir: str | Path) -> None:
+    """ValueError when a live run of this host is writing `output_dir`: two runs in one
+    folder corrupt each other. Commands call it before any work, `training_run` again."""
+    if not str(output_dir):
+        return
+    writing = next((r for r in _runs_writing(output_dir) if is_alive(r.process)), None)
+    if writing is not None:
+        raise ValueError(
+            f"{output_dir} is being written by {writing.kind} run {writing.pk} "
+            f"({describe(writing.process)}): wait for it to finish, or choose another output"
+        )
 
 
 def runs_mark_interrupted() -> int:
@@ -321,19 +331,20 @@ def finished_run(
     # As it reads back from the database; `resume` itself says nothing about the model.
     config = json.loads(json.dumps(jsonable(config)))
     config.pop("resume", None)
+    folder = folder_path(output_dir)
     runs = TrainingRun.objects.filter(
         kind=kind,
         status=TrainingRun.Status.SUCCEEDED,
-        output_dir__in={str(output_dir), model_path(output_dir)},
+        output_dir__in={str(output_dir), folder},
         output_model__isnull=False,
     ).select_related("output_model")
     run = runs.order_by("-id").first()
-    if run is None or run.finished_at is None:
-        return None
+    if run is None or run.finished_at is None or model_path(run.output_model.path) != folder:
+        return None  # (a folder stored as typed, from another directory, is another folder)
     if {k: v for k, v in run.config.items() if k != "resume"} != config:
         return None
     fingerprint = run.output_model.metadata.get("fingerprint")
-    if fingerprint is None or fingerprint != folder_fingerprint(run.output_model.path):
+    if fingerprint is None or fingerprint != folder_fingerprint(folder):
         return None
     if not all(_unchanged_since(path, run.finished_at) for path in inputs):
         return None

@@ -103,3 +103,29 @@ def test_the_admin_shows_a_killed_run_as_interrupted(admin_client):
     assert killed.status == "failed"
     detail = admin_client.get(f"/admin/lineage/trainingrun/{killed.pk}/change/").content.decode()
     assert "interrupted: its process" in detail
+
+
+def test_an_output_folder_is_one_folder_however_it_is_written(db, tmp_path, monkeypatch):
+    from lineage.services import finished_run, model_version_register
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    (a / "out").mkdir(parents=True)
+    b.mkdir()
+    (a / "out" / "model.safetensors").write_bytes(b"weights")
+    monkeypatch.chdir(a)
+    with training_run(kind="sft", config={"lr": 1}, output_dir="out") as run:
+        model_version_register(path="out", produced_by=run.run)
+    assert TrainingRun.objects.get().output_dir == str(a / "out")
+    assert finished_run(kind="sft", output_dir="out", config={"lr": 1}) is not None
+    assert finished_run(kind="sft", output_dir=str(a / "out"), config={"lr": 1}) is not None
+    monkeypatch.chdir(b)  # the same command typed elsewhere: another folder, not done
+    assert finished_run(kind="sft", output_dir="out", config={"lr": 1}) is None
+
+    # A live run of "out" refuses a second one of the same folder written absolutely.
+    monkeypatch.chdir(a)
+    TrainingRun.objects.create(
+        kind="ppo", status="running", output_dir=str(a / "out"), process=this_process()
+    )
+    refused = pytest.raises(ValueError, match="is being written by ppo run")
+    with refused, training_run(kind="ppo", config={}, output_dir="./out"):
+        pass

@@ -34,6 +34,7 @@ class ResumableCommand(BaseCommand):
             else None
         )
         if run is None:
+            self.refuse_busy(out)  # about to train: not into a folder a live run writes
             return False
         if process_rank() == 0:  # under torchrun, every rank finds the same and stops
             self.stdout.write(
@@ -42,6 +43,15 @@ class ResumableCommand(BaseCommand):
                 "to do (--no-resume trains it again)"
             )
         return True
+
+    def refuse_busy(self, out) -> None:
+        """Refuse, before any work and on every rank, an `out` a live run is writing."""
+        from lineage.services import refuse_busy_output
+
+        try:
+            refuse_busy_output(out)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
 
     def check_name(self, name: str | None, *, out=None, kind: str | None = None) -> None:
         """Refuse a `--name` another model version holds, before any work.
