@@ -125,27 +125,42 @@ def arrow_schema(table: str, prompt_format: str):
     return pa.schema(fields)
 
 
-# A table on its way: `.pairs.jsonl.<pid>-<hex>.tmp`, renamed to its name once complete.
-_TMP_NAME = re.compile(r"^\.(?P<table>.+)\.(?P<pid>\d+)-[0-9a-f]{8}\.tmp$")
+# A table on its way (`.pairs.jsonl.<hex>.tmp`, for hf also its `.spool.jsonl` and `.cache`),
+# renamed to its name once complete; the writer holds LOCK_NAME locked meanwhile.
+_TMP_NAME = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp(\.spool\.jsonl|\.cache)?$")
+LOCK_NAME = ".export.lock"
 
 
-def _process_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+class _FolderLock:
+    """An exclusive lock on an export folder while an export writes it (flock: the kernel
+    drops it when the process ends, however it ends)."""
+
+    def __init__(self, folder: Path) -> None:
+        import fcntl
+
+        self.path = folder / LOCK_NAME
+        self._file = open(self.path, "a")  # noqa: SIM115 (closed in release)
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.close()
+            raise FileExistsError(
+                f"{folder} is being written by another export right now; wait for it, or "
+                "choose another output folder"
+            ) from None
+
+    def release(self) -> None:
+        if not self._file.closed:
+            self.path.unlink(missing_ok=True)  # while still held: nobody takes a stale one
+            self._file.close()
 
 
 def _remove_leftovers(folder: Path) -> None:
-    """Delete the temporary tables of an export whose process is gone (killed midway): they
-    were never published, and they blocked the same export run again ("not empty"). Those of
-    an export still writing here are left alone, and refuse this one as before."""
+    """Delete the temporary tables an export killed midway left (never published, they
+    blocked the same export run again: "not empty"). Called holding the folder's lock, so no
+    live export is writing them."""
     for entry in folder.iterdir():
-        match = _TMP_NAME.match(entry.name)
-        if match and _process_gone(int(match["pid"])):
+        if _TMP_NAME.match(entry.name):
             _remove(entry)
 
 
@@ -427,20 +442,13 @@ class ExportWriter:
         self.prompt_format = prompt_format
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.final = {t: self.out_dir / table_filename(t, fmt) for t in TABLE_FIELDS}
-        taken = [p for p in (*self.final.values(), self.out_dir / MANIFEST_NAME) if p.exists()]
-        if taken:
-            # Exports are immutable snapshots: never overwrite one.
-            raise FileExistsError(f"{taken[0]} already exists; choose an empty output folder")
-        _remove_leftovers(self.out_dir)
-        other = next(self.out_dir.iterdir(), None)
-        if other is not None:
-            # An export owns its folder: other files in it would sit beside the export (and
-            # look like part of it) even though the manifest does not list them.
-            raise FileExistsError(
-                f"{self.out_dir} is not empty (it holds {other.name!r}); choose a new or "
-                "empty output folder"
-            )
-        token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"  # the pid: see _remove_leftovers
+        self._lock = _FolderLock(self.out_dir)
+        try:
+            self._claim_folder()
+        except BaseException:
+            self._lock.release()
+            raise
+        token = uuid.uuid4().hex[:12]
         self._sinks: dict[str, _Sink] = {}
         try:
             for table in TABLE_FIELDS:
@@ -454,11 +462,27 @@ class ExportWriter:
         except BaseException:
             for sink in self._sinks.values():
                 sink.abort()
+            self._lock.release()
             raise
         self._manifest_tmp = self.out_dir / f".{MANIFEST_NAME}.{token}.tmp"
         self.counts: dict[str, Counter] = {t: Counter() for t in TABLE_FIELDS}
         self._checked: set[str] = set()
         self._closed = False
+
+    def _claim_folder(self) -> None:
+        taken = [p for p in (*self.final.values(), self.out_dir / MANIFEST_NAME) if p.exists()]
+        if taken:
+            # Exports are immutable snapshots: never overwrite one.
+            raise FileExistsError(f"{taken[0]} already exists; choose an empty output folder")
+        _remove_leftovers(self.out_dir)
+        other = next((p for p in self.out_dir.iterdir() if p.name != LOCK_NAME), None)
+        if other is not None:
+            # An export owns its folder: other files in it would sit beside the export (and
+            # look like part of it) even though the manifest does not list them.
+            raise FileExistsError(
+                f"{self.out_dir} is not empty (it holds {other.name!r}); choose a new or "
+                "empty output folder"
+            )
 
     def __enter__(self) -> ExportWriter:
         return self
@@ -649,6 +673,7 @@ class ExportWriter:
                 _remove(path)
             raise
         self._closed = True
+        self._lock.release()
         return ExportResult(
             out_dir=self.out_dir,
             files=dict(self.final),
@@ -663,3 +688,4 @@ class ExportWriter:
             sink.abort()
         _remove(self._manifest_tmp)
         self._closed = True
+        self._lock.release()

@@ -486,29 +486,33 @@ def test_command_refuses_a_non_empty_out_folder(project, ranked, tmp_path):
 def test_an_export_killed_midway_leaves_nothing_that_blocks_running_it_again(
     project, ranked, tmp_path
 ):
-    import os
-    import subprocess
-    import sys
+    from annotation.datafiles.export import _FolderLock
 
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()  # the killed export's process: gone
     out = tmp_path / "export"
     out.mkdir()
-    for table in ("pairs.jsonl", "rankings.jsonl"):
-        (out / f".{table}.{child.pid}-0123abcd.tmp").write_text('{"half": ')
+    # What a killed jsonl export and a killed hf export leave: hidden, never published.
+    for name in (".pairs.jsonl.0123456789ab.tmp", ".rankings.jsonl.0123456789ab.tmp",
+                 ".pairs.ba9876543210.tmp.spool.jsonl", ".export.lock"):  # fmt: skip
+        (out / name).write_text('{"half": ')
+    (out / ".pairs.ba9876543210.tmp.cache").mkdir()
     call_command("export_preferences", "demo", "--out", str(out), stdout=StringIO())
     assert sorted(p.name for p in out.iterdir()) == [
         "manifest.json",
         "pairs.jsonl",
         "rankings.jsonl",
     ]
-    # An export still writing there (a live process) is not disturbed: this one is refused.
+    # An export still writing a folder holds its lock: another is refused, nothing touched.
     busy = tmp_path / "busy"
     busy.mkdir()
-    (busy / f".pairs.jsonl.{os.getpid()}-0123abcd.tmp").write_text("")
-    with pytest.raises(CommandError, match="is not empty"):
-        call_command("export_preferences", "demo", "--out", str(busy), stdout=StringIO())
-    assert len(list(busy.iterdir())) == 1
+    (busy / ".pairs.jsonl.0123456789ab.tmp").write_text("being written")
+    live = _FolderLock(busy)
+    try:
+        with pytest.raises(CommandError, match="is being written by another export"):
+            call_command("export_preferences", "demo", "--out", str(busy), stdout=StringIO())
+        assert (busy / ".pairs.jsonl.0123456789ab.tmp").read_text() == "being written"
+    finally:
+        live.release()
+    assert Export.objects.count() == 1
 
 
 def test_command_refuses_an_existing_export(project, ranked, tmp_path):
