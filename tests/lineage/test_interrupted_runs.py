@@ -29,9 +29,11 @@ def dead_process_tag() -> str:
 def test_process_tags_tell_live_from_gone():
     assert is_alive(this_process()) is True
     assert is_alive(dead_process_tag()) is False
-    pid, start = this_process().split()[1:]
+    pid, start, _namespace = this_process().split()[1:]
     assert is_alive(f"{HOST} {pid} {int(start) + 1}") is False  # the pid, reused later
     assert is_alive(f"another-host {pid} {start}") is None  # nothing to tell from here
+    assert is_alive(f"{HOST} {pid} {start} 4026531999") is None  # another pid namespace
+    assert is_alive(f"{HOST} {pid} {start}") is True  # a tag of an earlier version
     assert is_alive("") is None
 
 
