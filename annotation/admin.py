@@ -941,6 +941,13 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None) -> bool:
         return False
 
+    def get_queryset(self, request):
+        # Project admins manage labelers' tokens; a superuser's are its own business.
+        queryset = super().get_queryset(request)
+        if request.user.is_superuser:
+            return queryset
+        return queryset.filter(user__is_superuser=False)
+
 
 # DRF's own token admin shows keys in clear; its table is emptied by migration 0010.
 with contextlib.suppress(admin.sites.NotRegistered):

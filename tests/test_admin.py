@@ -268,6 +268,29 @@ def test_project_admins_can_revoke_api_tokens_but_delete_nothing_else(client, la
     )
     assert response.status_code == 302
     assert not ApiToken.objects.filter(pk=token.pk).exists()
+    # A superuser's tokens are not theirs to see or revoke.
+    root = get_user_model().objects.create_superuser("root", "r@example.com", "pw-root-123")
+    root_token = ApiToken.objects.get(digest=ApiToken.digest_of(api_token_issue(root)))
+    listing = client.get(reverse("admin:annotation_apitoken_changelist")).content.decode()
+    assert root_token.prefix not in listing
+    client.post(
+        reverse("admin:annotation_apitoken_changelist"),
+        {"action": "delete_selected", "_selected_action": [root_token.pk], "post": "yes"},
+    )
+    assert ApiToken.objects.filter(pk=root_token.pk).exists()
+
+
+def test_a_project_admins_group_made_before_gets_the_token_permission_on_migrate(db):
+    from importlib import import_module
+
+    from django.apps import apps
+    from django.contrib.auth.models import Group, Permission
+
+    group = Group.objects.create(name="project admins")
+    grant = import_module("annotation.migrations.0015_project_admins_revoke_tokens").grant
+    grant(apps, None)
+    assert group.permissions.filter(codename="delete_apitoken").exists()
+    assert not Permission.objects.filter(group=group).exclude(codename="delete_apitoken")
 
 
 def test_the_annotations_list_reads_candidate_texts_once_per_page(
