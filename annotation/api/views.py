@@ -451,10 +451,11 @@ def _zip_stream(files: list[tuple[Path, str]], strip: str = "", block: int = 1 <
         pending, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1
     ) as archive:
         for path, name in files:
-            with (
-                path.open("rb") as source,
-                archive.open(name.removeprefix(strip), "w", force_zip64=True) as member,
-            ):
+            # The file's own time and mode in the archive, as `ZipFile.write` records them.
+            info = zipfile.ZipInfo.from_file(path, name.removeprefix(strip))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info._compresslevel = 1  # what ZipFile.open(name) takes from `compresslevel`
+            with path.open("rb") as source, archive.open(info, "w", force_zip64=True) as member:
                 while data := source.read(block):
                     member.write(data)
                     if chunk := pending.take():
