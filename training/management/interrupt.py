@@ -23,9 +23,12 @@ class ResumableCommand(BaseCommand):
         except KeyboardInterrupt:
             raise CommandError(f"interrupted: {self.resume_hint}", returncode=130) from None
 
-    def already_finished(self, *, kind: str, out, config: dict, inputs: list, resume: bool) -> bool:
+    def already_finished(
+        self, *, kind: str, out, config: dict, inputs: list, resume: bool, name: str | None
+    ) -> bool:
         """Say so and return True when `out` holds this very run's model, finished and
-        unchanged (`lineage.services.finished_run`); `--no-resume` trains it again."""
+        unchanged (`lineage.services.finished_run`); `--no-resume` trains it again. Else,
+        about to train, refuse an `out` a live run writes and a `--name` already taken."""
         from lineage.services import finished_run
 
         run = (
@@ -34,7 +37,8 @@ class ResumableCommand(BaseCommand):
             else None
         )
         if run is None:
-            self.refuse_busy(out)  # about to train: not into a folder a live run writes
+            self.refuse_busy(out)
+            self.check_name(name)
             return False
         if process_rank() == 0:  # under torchrun, every rank finds the same and stops
             self.stdout.write(

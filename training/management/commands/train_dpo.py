@@ -70,9 +70,9 @@ class Command(ResumableCommand):
             config=run_config,
             inputs=[opts["policy"]],
             resume=config.resume,
+            name=opts["name"],
         ):
             return
-        self.check_name(opts["name"])
         if prefs.rankings:
             # A rankings file serves too: its pairs are derived (all pairs across tiers).
             self.stdout.write(f"note: {prefs.source} is a rankings file: training on its pairs")

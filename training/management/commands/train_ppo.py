@@ -118,9 +118,9 @@ class Command(ResumableCommand):
             config=run_config,
             inputs=[opts["policy"], *reward_inputs, *filter(None, [config.ptx_data])],
             resume=config.resume,
+            name=opts["name"],
         ):
             return
-        self.check_name(opts["name"])
 
         train = functools.partial(
             train_ppo, opts["policy"], reward, prompts, opts["out"], config, judge=judge

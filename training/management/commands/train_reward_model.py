@@ -121,9 +121,9 @@ class Command(ResumableCommand):
             config=run_config,
             inputs=[opts["base_model"]],
             resume=config.resume,
+            name=opts["name"],
         ):
             return
-        self.check_name(opts["name"])
         for note in notes:
             self.stdout.write(note)
 

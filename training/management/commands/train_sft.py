@@ -76,9 +76,9 @@ class Command(ResumableCommand):
             config=run_config,
             inputs=[opts["base_model"]],
             resume=config.resume,
+            name=opts["name"],
         ):
             return
-        self.check_name(opts["name"])
 
         if not is_main_process():  # it trains on its share of the demonstrations
             return train_on_another_rank(
