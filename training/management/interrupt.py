@@ -37,7 +37,8 @@ class ResumableCommand(BaseCommand):
             else None
         )
         if run is None:
-            self.refuse_busy(out)
+            if process_rank() == 0:  # the others would find rank 0's own run writing `out`
+                self.refuse_busy(out)
             self.check_name(name)
             return False
         if process_rank() == 0:  # under torchrun, every rank finds the same and stops
@@ -49,7 +50,7 @@ class ResumableCommand(BaseCommand):
         return True
 
     def refuse_busy(self, out) -> None:
-        """Refuse, before any work and on every rank, an `out` a live run is writing."""
+        """Refuse, before any work, an `out` a live run is writing."""
         from lineage.services import refuse_busy_output
 
         try:
