@@ -14,9 +14,11 @@ from django.urls import Resolver404, resolve
 IMPORT_URL_NAMES = frozenset({"api:prompts", "api:candidates", "admin:annotation_project_import"})
 
 
-# Of those, the pages that take the session's word for who posts (the API's endpoints
-# authenticate before they read a body).
-SESSION_IMPORT_URL_NAMES = frozenset({"admin:annotation_project_import"})
+# Of those, the API's: a request with `Authorization: Token ...` is authenticated (and
+# refused) before its body is read. One signed in by its session is not: DRF's CSRF check
+# reads the body first, so those are held to the upload page's rule below.
+API_IMPORT_URL_NAMES = frozenset({"api:prompts", "api:candidates"})
+TOKEN_HEADER_PREFIX = "token "
 
 
 def _declared_length(request) -> int:
@@ -56,14 +58,18 @@ class RequestBodyLimitMiddleware:
         return self.get_response(request)
 
 
+def _authenticates_by_token(request) -> bool:
+    return request.META.get("HTTP_AUTHORIZATION", "").lower().startswith(TOKEN_HEADER_PREFIX)
+
+
 class StaffImportBodyMiddleware:
-    """The admin's upload page takes bodies past DATA_UPLOAD_MAX_MEMORY_SIZE from signed-in
-    staff who may import (change_project, as the page itself asks) only.
+    """Bodies past DATA_UPLOAD_MAX_MEMORY_SIZE are taken from signed-in staff who may import
+    (change_project, as the pages themselves ask) only: on the admin's upload page, and on
+    the API's import endpoints when the session, not a token, says who posts.
 
     It sits after AuthenticationMiddleware and answers before any view middleware: the CSRF
-    check reads the POST body of a form, so without it anyone holding a CSRF cookie of their
-    own could have a 50 MiB upload parsed and spooled to disk, and only then be sent to the
-    sign-in page.
+    check reads the POST body, so without it anyone holding a CSRF cookie of their own (any
+    labeler) could have a 50 MiB upload parsed, and only then be refused.
     """
 
     def __init__(self, get_response):
@@ -75,13 +81,19 @@ class StaffImportBodyMiddleware:
                 view_name = resolve(request.path_info).view_name
             except Resolver404:
                 view_name = None
-            user = request.user
-            allowed = (
-                user.is_active and user.is_staff and user.has_perm("annotation.change_project")
+            # (An anonymous API request is refused by DRF before it reads a body.)
+            by_session = view_name == "admin:annotation_project_import" or (
+                view_name in API_IMPORT_URL_NAMES
+                and request.user.is_authenticated
+                and not _authenticates_by_token(request)
             )
-            if view_name in SESSION_IMPORT_URL_NAMES and not allowed:
+            if by_session and not _may_import(request.user):
                 return too_large(request, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
         return self.get_response(request)
+
+
+def _may_import(user) -> bool:
+    return user.is_active and user.is_staff and user.has_perm("annotation.change_project")
 
 
 def too_large(request, limit: int) -> HttpResponse:

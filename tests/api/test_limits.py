@@ -129,3 +129,42 @@ def test_ids_past_64_bits_are_404_not_500(alice, assignment_id):
     response = alice.post(f"/api/v1/assignments/{assignment_id}/submit/", {}, format="json")
     assert response.status_code == 404
     assert response.json() == {"detail": "Not found.", "errors": {}}
+
+
+@pytest.mark.parametrize("path", [PROMPTS, "/api/v1/projects/demo/candidates/"])
+def test_a_labelers_session_cannot_have_a_large_import_body_parsed(
+    labeler, staff_user, project, settings, monkeypatch, path
+):
+    # A token request is refused before its body is read; one signed in by its session is
+    # not, since DRF's CSRF check reads the body first. So the cap holds for the session.
+    from annotation.api.parsers import BoundedJSONParser
+
+    parsed = []
+    original = BoundedJSONParser.parse
+    monkeypatch.setattr(
+        BoundedJSONParser, "parse", lambda self, *a, **k: parsed.append(1) or original(self, *a, **k)
+    )
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    field = "prompts" if path == PROMPTS else "candidates"
+    body = json.dumps({field: [{"text": "x" * 5000}]})
+    session = Client(enforce_csrf_checks=True)
+    session.force_login(labeler)
+    session.cookies["csrftoken"] = "a" * 32
+    response = session.generic(
+        "POST", path, body, content_type="application/json", HTTP_X_CSRFTOKEN="a" * 32
+    )
+    assert response.status_code == 413
+    assert parsed == []
+
+    # The same labeler by token: 403, body unread. Staff by session: the import runs.
+    from tests.api.conftest import token_client
+
+    response = token_client(labeler).generic("POST", path, body, content_type="application/json")
+    assert response.status_code == 403
+    assert parsed == []
+    if path == PROMPTS:
+        staff_session = Client()
+        staff_session.force_login(staff_user)
+        response = staff_session.generic("POST", path, body, content_type="application/json")
+        assert response.status_code == 200, response.content
+        assert Prompt.objects.count() == 1
