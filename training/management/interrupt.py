@@ -3,6 +3,8 @@ training command run again after it finished has nothing to do."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from django.core.management.base import BaseCommand, CommandError
 
 from training.distributed import process_rank
@@ -39,6 +41,7 @@ class ResumableCommand(BaseCommand):
         if run is None:
             if process_rank() == 0:  # the others would find rank 0's own run writing `out`
                 self.refuse_busy(out)
+                self.refuse_unsafe_output(out, inputs, kind=kind)
             self.check_name(name)
             return False
         if process_rank() == 0:  # under torchrun, every rank finds the same and stops
@@ -57,6 +60,29 @@ class ResumableCommand(BaseCommand):
             refuse_busy_output(out)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
+
+    def refuse_unsafe_output(self, out, inputs: list, *, kind: str) -> None:
+        """Refuse, before any work, an `out` training would damage or cannot write
+        (`training.outputs.refuse_unsafe_output`), and one holding another kind's run."""
+        from lineage.models import TrainingRun
+        from lineage.services import folder_path
+        from training.outputs import refuse_unsafe_output
+
+        try:
+            refuse_unsafe_output(out, inputs)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        other = (
+            TrainingRun.objects.filter(output_dir__in={str(out), folder_path(out)})
+            .exclude(kind=kind)
+            .order_by("-id")
+            .first()
+        )
+        if other is not None and Path(out).expanduser().is_dir() and any(Path(out).iterdir()):
+            raise CommandError(
+                f"--out {out} holds the output of {other.kind} run {other.pk}: training would "
+                "overwrite it; choose another output folder"
+            )
 
     def check_name(self, name: str | None, *, out=None, kind: str | None = None) -> None:
         """Refuse a `--name` another model version holds, before any work.
