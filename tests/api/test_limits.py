@@ -142,7 +142,9 @@ def test_a_labelers_session_cannot_have_a_large_import_body_parsed(
     parsed = []
     original = BoundedJSONParser.parse
     monkeypatch.setattr(
-        BoundedJSONParser, "parse", lambda self, *a, **k: parsed.append(1) or original(self, *a, **k)
+        BoundedJSONParser,
+        "parse",
+        lambda self, *a, **k: parsed.append(1) or original(self, *a, **k),
     )
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
     field = "prompts" if path == PROMPTS else "candidates"

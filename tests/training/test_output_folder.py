@@ -10,8 +10,18 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from lineage.models import ModelVersion, TrainingRun
-from tests.training.test_reruns import chat_lm, command_for, run  # noqa: F401 (fixture)
+from tests.training.test_reruns import command_for, run
 from training.outputs import refuse_unsafe_output
+
+
+@pytest.fixture(scope="module")
+def chat_lm(tmp_path_factory) -> Path:
+    from training.tiny import build_tiny_causal_lm
+
+    texts = [f"say {i} ok {i}" for i in range(40)]
+    return build_tiny_causal_lm(
+        tmp_path_factory.mktemp("tiny") / "chat", texts, chat_template=True, vocab_size=200
+    )
 
 
 def _with_out(args: list[str], out: Path) -> list[str]:
@@ -52,7 +62,9 @@ def test_the_check_names_each_unsafe_folder(tmp_path):
 @pytest.mark.ml
 @pytest.mark.parametrize("kind", ["reward", "ppo", "sft", "dpo"])
 def test_training_into_the_input_models_folder_is_refused_and_changes_nothing(
-    tmp_path, chat_lm, kind  # noqa: F811
+    tmp_path,
+    chat_lm,
+    kind,
 ):
     before = _files(chat_lm)
     args = _with_out(command_for(kind, tmp_path, chat_lm), chat_lm)
@@ -64,7 +76,7 @@ def test_training_into_the_input_models_folder_is_refused_and_changes_nothing(
 
 @pytest.mark.django_db
 @pytest.mark.ml
-def test_a_folder_of_someones_files_or_a_file_is_refused(tmp_path, chat_lm):  # noqa: F811
+def test_a_folder_of_someones_files_or_a_file_is_refused(tmp_path, chat_lm):
     mine = tmp_path / "mine"
     (mine / "checkpoints").mkdir(parents=True)
     (mine / "checkpoints" / "important.txt").write_text("keep me")
@@ -82,7 +94,7 @@ def test_a_folder_of_someones_files_or_a_file_is_refused(tmp_path, chat_lm):  # 
 
 @pytest.mark.django_db
 @pytest.mark.ml
-def test_another_kinds_output_is_refused(tmp_path, chat_lm):  # noqa: F811
+def test_another_kinds_output_is_refused(tmp_path, chat_lm):
     reward = command_for("reward", tmp_path, chat_lm)
     assert "saved " in run(reward)
     out = reward[reward.index("--out") + 1]
