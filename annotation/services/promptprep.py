@@ -1,7 +1,8 @@
 """Filter parsed prompt records before they are imported (rules in annotation/rules/promptprep.py).
 
 `prompts_prepare` reads the project (which prompts are stored already) and writes nothing;
-the caller imports the kept records and may write the removed ones to a side file for review.
+`prompts_import_prepared` imports the kept records and writes the removed ones to a side file
+for review.
 """
 
 from __future__ import annotations
@@ -13,9 +14,17 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from django.db import transaction
+
+from annotation.errors import ServiceValidationError
 from annotation.models import Project, Prompt, messages_sha256
 from annotation.rules.promptprep import FILTERS, PrepOptions, PromptFilter
-from annotation.services.imports import BULK_BATCH, PromptRecord
+from annotation.services.imports import (
+    BULK_BATCH,
+    ImportResult,
+    PromptRecord,
+    prompts_import_file,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,12 +137,88 @@ def prompts_prepare(
     )
 
 
-def removed_file_stage(removed: list[RemovedPrompt], path: Path) -> Path:
-    """Write the removed rows as JSONL to a temporary file beside `path`; the caller moves it
-    into place (os.replace) once the import has succeeded, or deletes it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        for row in removed:
-            out.write(json.dumps(row.as_row(), ensure_ascii=False) + "\n")
+def removed_file_check(path: Path, *, source: Path) -> None:
+    """Refuse a removed-rows file that cannot be written, before any work: a folder, the
+    input file itself, a path under a file, or a folder this process may not write.
+    Missing folders are fine (they are created)."""
+    if path.is_dir():
+        raise ServiceValidationError(
+            f"{path}: is a folder; the removed rows need a file name (--removed-out PATH)",
+            {"removed_out": [str(path)]},
+        )
+    if path.exists() and source.exists() and os.path.samefile(path, source):
+        raise ServiceValidationError(
+            f"{path}: is the input file; the removed rows would overwrite it (give another "
+            "--removed-out PATH)",
+            {"removed_out": [str(path)]},
+        )
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ServiceValidationError(
+            f"{path}: {folder} is a file, not a folder", {"removed_out": [str(path)]}
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ServiceValidationError(
+            f"{path}: cannot write the removed rows (folder {folder} is not writable); give "
+            "--removed-out PATH in a writable folder",
+            {"removed_out": [str(path)]},
+        )
+
+
+def _cannot_write(path: Path, exc: OSError) -> ServiceValidationError:
+    return ServiceValidationError(
+        f"{path}: cannot write the removed rows ({exc.strerror or exc}); give --removed-out "
+        "PATH in a writable folder",
+        {"removed_out": [str(path)]},
+    )
+
+
+def _removed_file_stage(removed: list[RemovedPrompt], path: Path) -> Path:
+    """Write the removed rows as JSONL to a temporary file beside `path`."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise _cannot_write(path, exc) from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            for row in removed:
+                out.write(json.dumps(row.as_row(), ensure_ascii=False) + "\n")
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _cannot_write(path, exc) from None
+        raise
     return Path(tmp)
+
+
+def prompts_import_prepared(
+    *, project: Project, path: Path, prep: PrepResult, removed_path: Path
+) -> ImportResult:
+    """Import the kept records of `path` and write the removed ones to `removed_path`.
+
+    Both or neither: the removed rows go to a temporary file beside `removed_path` first,
+    which is moved into place as the import's last step before its transaction commits, so a
+    file that cannot be written leaves nothing imported. (Should the commit itself fail after
+    the move, the file describes an import that did not happen; running it again replaces it.)
+    """
+    staged = None
+    if prep.removed:
+        removed_file_check(removed_path, source=path)
+        staged = _removed_file_stage(prep.removed, removed_path)
+    try:
+        with transaction.atomic():
+            result = prompts_import_file(
+                project=project, path=path, records=prep.kept, source=path.name
+            )
+            if staged is not None:
+                try:
+                    os.replace(staged, removed_path)
+                except OSError as exc:
+                    raise _cannot_write(removed_path, exc) from None
+    finally:
+        if staged is not None:
+            staged.unlink(missing_ok=True)  # gone once moved in
+    return result

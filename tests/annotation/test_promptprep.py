@@ -286,6 +286,79 @@ def test_bad_line_or_option_changes_nothing(project, tmp_path):
     assert Prompt.objects.count() == 0
 
 
+DUPLICATED = [{"text": "same prompt"}, {"text": "same prompt"}]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "target, message",
+    [
+        ("p.jsonl.removed.jsonl/", r"p\.jsonl\.removed\.jsonl: is a folder"),  # the default
+        ("review/", r"review: is a folder"),
+        ("p.jsonl", r"p\.jsonl: is the input file"),
+        ("notes.txt/removed.jsonl", r"notes\.txt is a file, not a folder"),
+    ],
+)
+def test_a_removed_rows_target_that_cannot_be_written_is_refused_first(
+    project, tmp_path, target, message
+):
+    path = write_jsonl(tmp_path / "p.jsonl", DUPLICATED)
+    before = path.read_bytes()
+    (tmp_path / "notes.txt").write_text("mine")
+    args = []
+    if target.endswith("/"):
+        (tmp_path / target).mkdir()
+    if target != "p.jsonl.removed.jsonl/":
+        args = ["--removed-out", str(tmp_path / target)]
+    with pytest.raises(CommandError, match=message):
+        call_command("import_prompts", "demo", str(path), *args, stdout=io.StringIO())
+    assert Prompt.objects.count() == 0
+    assert path.read_bytes() == before
+    assert not list(tmp_path.rglob(".*.tmp"))
+
+
+@pytest.mark.django_db
+def test_a_read_only_folder_is_refused_only_when_rows_are_removed(project, tmp_path, monkeypatch):
+    from annotation.services import promptprep
+
+    monkeypatch.setattr(promptprep.os, "access", lambda *args: False)
+    clean = write_jsonl(tmp_path / "clean.jsonl", [{"text": "one prompt"}])
+    call_command("import_prompts", "demo", str(clean), stdout=io.StringIO())
+    path = write_jsonl(tmp_path / "p.jsonl", DUPLICATED)
+    with pytest.raises(CommandError, match=r"p\.jsonl\.removed\.jsonl: cannot write the removed"):
+        call_command("import_prompts", "demo", str(path))
+    assert Prompt.objects.count() == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("step", ["stage", "move"])
+def test_removed_rows_that_cannot_be_written_leave_nothing_imported(
+    project, tmp_path, monkeypatch, step
+):
+    import errno
+
+    from annotation.services import promptprep
+
+    def fail(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    if step == "stage":
+        monkeypatch.setattr(promptprep.tempfile, "mkstemp", fail)
+    else:  # the last step before the import commits
+        monkeypatch.setattr(promptprep.os, "replace", fail)
+    path = write_jsonl(tmp_path / "p.jsonl", DUPLICATED)
+    with pytest.raises(CommandError, match=r"cannot write the removed rows \(Read-only file"):
+        call_command("import_prompts", "demo", str(path), stdout=io.StringIO())
+    assert Prompt.objects.count() == 0
+    assert not list(tmp_path.glob(".*.tmp"))
+    assert not (tmp_path / "p.jsonl.removed.jsonl").exists()
+    monkeypatch.undo()
+    stdout = io.StringIO()
+    call_command("import_prompts", "demo", str(path), stdout=stdout)
+    assert "created 1, unchanged 0" in stdout.getvalue()  # not "unchanged": nothing was kept
+    assert (tmp_path / "p.jsonl.removed.jsonl").exists()
+
+
 def test_band_bloom_has_no_false_negatives_and_a_fixed_size():
     from annotation.rules.promptprep import BandBloom
 

@@ -1,12 +1,15 @@
-import os
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
 from annotation.management.base import get_project, service_errors
 from annotation.rules.promptprep import DEDUP_MODES, PII_MODES, PrepOptions
-from annotation.services.imports import parse_prompt_file, prompts_import_file
-from annotation.services.promptprep import prompts_prepare, removed_file_stage
+from annotation.services.imports import parse_prompt_file
+from annotation.services.promptprep import (
+    prompts_import_prepared,
+    prompts_prepare,
+    removed_file_check,
+)
 
 
 class Command(BaseCommand):
@@ -57,7 +60,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--removed-out",
             type=Path,
-            help="where removed rows are written (default: FILE.removed.jsonl beside the file)",
+            help="where removed rows are written (default: FILE.removed.jsonl beside the file); "
+            "checked before the file is read, and replaced only when the import is stored",
         )
 
     def handle(self, *args, **opts):
@@ -77,23 +81,20 @@ class Command(BaseCommand):
         path: Path = opts["file"]
         removed_path = opts["removed_out"] or path.with_name(path.name + ".removed.jsonl")
         with service_errors():
+            # A path asked for is refused before the work; the default one, beside the
+            # file, only once rows are removed (a read-only folder may hold a clean file).
+            if opts["removed_out"]:
+                removed_file_check(removed_path, source=path)
             records = parse_prompt_file(path)
             self.stdout.write(f"validated {len(records)} prompts from {path}")
             prep = prompts_prepare(project=project, records=records, options=options)
-            staged = removed_file_stage(prep.removed, removed_path) if prep.removed else None
-            try:
-                result = prompts_import_file(
-                    project=project, path=path, records=prep.kept, source=path.name
-                )
-            except BaseException:
-                if staged:
-                    staged.unlink(missing_ok=True)
-                raise
+            result = prompts_import_prepared(
+                project=project, path=path, prep=prep, removed_path=removed_path
+            )
         width = max(len(name) for name, _ in prep.table())
         for name, count in prep.table():
             self.stdout.write(f"  {name:<{width}}  {count:>8}")
-        if staged:
-            os.replace(staged, removed_path)
+        if prep.removed:
             self.stdout.write(f"removed rows written to {removed_path}")
         self.stdout.write(
             self.style.SUCCESS(f"created {result.created}, unchanged {result.unchanged}")
