@@ -124,6 +124,15 @@ def test_a_bad_line_imports_nothing_and_names_file_and_line(client, root, projec
     assert "c.jsonl:1:" in response.content.decode() and Candidate.objects.count() == 0
 
 
+def test_an_upload_with_an_id_past_64_bits_is_a_line_error_not_a_500(client, root, project):
+    lines = [{"prompt_id": 99999999999999999999999, "text": "t"}]
+    response = upload(client, project, "candidates", "c.jsonl", lines)
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "c.jsonl:1: &#x27;prompt_id&#x27; must be an id from 1 to" in page
+    assert "Nothing was imported." in page and Candidate.objects.count() == 0
+
+
 def test_uploads_past_the_request_cap_up_to_import_max_bytes_are_taken(
     client, root, project, settings
 ):

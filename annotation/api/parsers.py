@@ -17,6 +17,8 @@ from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser, JSONParser
 from rest_framework.utils import json
 
+from annotation.datafiles.jsonl import bounded_int
+
 MAX_DEPTH = 32
 
 
@@ -48,7 +50,7 @@ class StrictJSONParser(JSONParser):
         try:
             text = codecs.decode(stream.read(), encoding)
             parse_constant = json.strict_constant if self.strict else None
-            data = json.loads(text, parse_constant=parse_constant)
+            data = json.loads(text, parse_constant=parse_constant, parse_int=bounded_int)
         except RecursionError:
             raise ParseError(f"JSON nested deeper than {MAX_DEPTH} levels.") from None
         except (ValueError, LookupError) as exc:

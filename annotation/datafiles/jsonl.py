@@ -97,14 +97,27 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def bounded_int(text: str) -> int:
+    """A JSON integer; one too long for Python to convert (sys.get_int_max_str_digits(), 4300
+    digits) is ValueError with a plain reason, not Python's advice to raise the limit."""
+    try:
+        return int(text)
+    except ValueError:
+        digits = len(text.lstrip("-"))
+        raise ValueError(f"invalid JSON (a number of {digits} digits is too long)") from None
+
+
 def parse_json_line(text: str) -> Any:
     """json.loads of one line; ValueError with a short reason (deep nesting included).
 
     NaN, Infinity and numbers too large for a float are refused, as by the API's parser:
-    JSON has none of them and PostgreSQL's jsonb cannot store them.
+    JSON has none of them and PostgreSQL's jsonb cannot store them. So are integers of more
+    than 4300 digits (`bounded_int`).
     """
     try:
-        return json.loads(text, parse_constant=_not_json, parse_float=_finite_float)
+        return json.loads(
+            text, parse_constant=_not_json, parse_float=_finite_float, parse_int=bounded_int
+        )
     except json.JSONDecodeError as exc:
         raise ValueError(f"invalid JSON ({exc.msg})") from None
     except RecursionError:

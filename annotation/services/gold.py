@@ -19,6 +19,7 @@ from annotation.datafiles.jsonl import JsonlError, iter_jsonl
 from annotation.errors import ImportFileError, ServiceValidationError
 from annotation.models import Comparison, Project
 from annotation.rules.ranking import submission_clean
+from annotation.services.imports import record_id
 
 
 def gold_ranking_clean(*, comparison: Comparison, project: Project, ranking) -> list[list[int]]:
@@ -77,9 +78,10 @@ def gold_import_file(*, project: Project, path: str | Path) -> GoldImportResult:
             unknown = sorted(set(raw) - {"comparison_id", "ranking"})
             if unknown:
                 raise ImportFileError(path, line, f"unknown field {unknown[0]!r}")
-            cid = raw.get("comparison_id")
-            if not isinstance(cid, int) or isinstance(cid, bool):
-                raise ImportFileError(path, line, "'comparison_id' must be an integer")
+            try:
+                cid = record_id(raw.get("comparison_id"), "comparison_id")
+            except ValueError as exc:
+                raise ImportFileError(path, line, str(exc)) from None
             if "ranking" not in raw:
                 raise ImportFileError(path, line, "'ranking' is missing")
             rows.append((line, cid, raw["ranking"]))

@@ -29,6 +29,9 @@ from annotation.models import Candidate, Project, Prompt, messages_sha256, text_
 ROLES = {"system", "user", "assistant"}
 MAX_TEXT_LENGTH = 200_000
 BULK_BATCH = 2000
+# Ids are 64-bit signed integers in SQLite and PostgreSQL (BigAutoField): a larger one in a
+# query is an OverflowError, not "no such prompt".
+MAX_ID = 2**63 - 1
 
 
 @dataclass
@@ -47,6 +50,15 @@ class PromptRecord:
     metadata: dict
     content_hash: str
     source: str | None = None  # the row's `source` (or metadata.source): the --max-per-source key
+
+
+def record_id(value, name: str) -> int:
+    """An id field of an imported record: an integer 1..MAX_ID, else ValueError naming it."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{name!r} must be an integer")
+    if not 1 <= value <= MAX_ID:
+        raise ValueError(f"{name!r} must be an id from 1 to {MAX_ID}")
+    return value
 
 
 def check_storable(text: str, what: str) -> None:
@@ -223,9 +235,12 @@ def _csv_candidate_row(row: dict, path: Path, line: int) -> dict:
                 raise ImportFileError(path, line, f"the {key!r} column must hold JSON") from None
     prompt_id = record.get("prompt_id")
     if prompt_id is not None:
-        if not prompt_id.strip().isdigit():
+        digits = prompt_id.strip()
+        if not (digits.isascii() and digits.isdigit()):
             raise ImportFileError(path, line, "'prompt_id' must be an integer")
-        record["prompt_id"] = int(prompt_id)
+        if len(digits.lstrip("0")) > 19:  # out of range (past 4300 digits int() refuses it)
+            raise ImportFileError(path, line, f"'prompt_id' must be an id from 1 to {MAX_ID}")
+        record["prompt_id"] = int(digits)
     return record
 
 
@@ -397,9 +412,7 @@ def candidate_record(raw, *, line: int) -> CandidateRecord:
         ref = ("external_id", str(raw["prompt_external_id"]).strip())
         also = prompt_id if is_id else None  # anything else beside it is ignored, as it was
     elif prompt_id is not None:
-        if not is_id:
-            raise ValueError("'prompt_id' must be an integer")
-        ref = ("id", prompt_id)
+        ref = ("id", record_id(prompt_id, "prompt_id"))
     else:
         raise ValueError("missing 'prompt_external_id' or 'prompt_id'")
     text = raw.get("text")

@@ -86,6 +86,8 @@ def test_import_gold_marks_every_row(project, make_comparisons, tmp_path, capsys
     [
         ("{not json", "gold.jsonl:2: invalid JSON"),
         ({"comparison_id": "x", "ranking": []}, "gold.jsonl:2: 'comparison_id' must be an integer"),
+        ({"comparison_id": 2**63, "ranking": [[1]]}, "gold.jsonl:2: 'comparison_id' must be an id"),
+        ({"comparison_id": 0, "ranking": [[1]]}, "gold.jsonl:2: 'comparison_id' must be an id"),
         ({"comparison_id": 99999, "ranking": [[1]]}, "gold.jsonl:2: comparison 99999 is not in"),
         ({"ranking": [[1]], "comparison_id": 1, "extra": 1}, "gold.jsonl:2: unknown field 'extra'"),
         ([1], "gold.jsonl:2: expected an object"),

@@ -97,6 +97,43 @@ def test_a_byte_order_mark_opening_the_file_is_not_part_of_it(project, tmp_path)
         prompts_import_file(project=project, path=later)
 
 
+HUGE = "9" * 5000  # past Python's 4300-digit limit for reading an int
+
+
+@pytest.mark.parametrize("value", [str(2**63), "99999999999999999999999", "0", "-1", HUGE])
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_a_prompt_id_out_of_the_database_range_is_a_line_error(project, tmp_path, value, suffix):
+    path = tmp_path / f"c{suffix}"
+    if suffix == ".csv":
+        path.write_text(f"prompt_id,text\n{value},t\n")
+    else:
+        path.write_text(f'{{"prompt_id": {value}, "text": "t"}}\n')
+    line = 2 if suffix == ".csv" else 1
+    reason = (
+        "invalid JSON \\(a number of 5000 digits is too long\\)"
+        if value == HUGE and suffix == ".jsonl"
+        else "'prompt_id' must be an id from 1 to 9223372036854775807"
+        if value != "-1" or suffix == ".jsonl"
+        else "'prompt_id' must be an integer"  # a CSV cell "-1" is no id's digits
+    )
+    with pytest.raises(ImportFileError, match=rf"c\{suffix}:{line}: {reason}$"):
+        candidates_import_file(project=project, path=path)
+    with pytest.raises(CommandError, match="must be|too long"):
+        call_command("import_candidates", "demo", str(path))
+    assert Candidate.objects.count() == 0
+
+
+def test_a_5000_digit_external_id_is_a_plain_line_error(project, tmp_path):
+    path = write_jsonl(
+        tmp_path / "p.jsonl", ['{"text": "fine"}', f'{{"external_id": {HUGE}, "text": "t"}}']
+    )
+    with pytest.raises(ImportFileError) as caught:
+        prompts_import_file(project=project, path=path)
+    assert caught.value.message == "invalid JSON (a number of 5000 digits is too long)"
+    assert caught.value.line == 2
+    assert Prompt.objects.count() == 0
+
+
 def test_candidates_csv_has_the_jsonl_columns(project, tmp_path):
     prompts_import_file(
         project=project, path=write_jsonl(tmp_path / "p.jsonl", [{"external_id": "a", "text": "q"}])

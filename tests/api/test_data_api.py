@@ -224,6 +224,18 @@ def test_candidates_import_lists_malformed_items(staff, prompts):
     }
 
 
+def test_candidates_import_refuses_ids_out_of_the_database_range(staff, prompts):
+    # Past 64 bits the streaming parser already refuses the body ("integer overflow").
+    items = [{"prompt_id": 0, "text": "x"}, {"prompt_id": 2**63, "text": "y"}]
+    response = post(staff, url("demo", "candidates"), {"candidates": items[:1]})
+    assert response.status_code == 400
+    assert response.json()["errors"] == {
+        "candidates": {"0": ["'prompt_id' must be an id from 1 to 9223372036854775807"]}
+    }
+    assert post(staff, url("demo", "candidates"), {"candidates": items}).status_code == 400
+    assert Candidate.objects.count() == 0
+
+
 def test_candidates_import_past_the_limit_is_413(staff, prompts, settings):
     settings.BULK_IMPORT_MAX_ITEMS = 1
     items = [{"prompt_external_id": "a", "text": str(i)} for i in range(2)]

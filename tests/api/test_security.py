@@ -337,6 +337,20 @@ def test_unparseable_bodies_are_400(staff, project, raw, message):
     assert Prompt.objects.count() == 0
 
 
+def test_a_5000_digit_number_is_a_plain_parse_error():
+    import io
+
+    from rest_framework.exceptions import ParseError
+
+    from annotation.api.parsers import StrictJSONParser
+
+    with pytest.raises(ParseError) as caught:
+        StrictJSONParser().parse(io.BytesIO(b'{"a": ' + b"9" * 5000 + b"}"))
+    assert str(caught.value.detail) == (
+        "JSON parse error - invalid JSON (a number of 5000 digits is too long)"
+    )
+
+
 def test_an_oversized_body_is_413(staff, project, settings):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 500
     settings.IMPORT_MAX_BYTES = 1000
