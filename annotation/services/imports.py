@@ -182,14 +182,17 @@ def read_records(path: str | Path, *, kind: str = "prompts") -> Iterator[tuple[i
 def _read_csv(
     path: Path, to_record: Callable[[dict, Path, int], dict]
 ) -> Iterator[tuple[int, dict]]:
-    last = [0]  # the physical line the csv module is reading, for its own errors
+    start = [None]  # the line the row being read began on, for the csv module's errors
 
     def lines() -> Iterator[str]:
         for number, text in iter_text_lines(path):  # JsonlError names a non-UTF-8 line
-            last[0] = number
+            if start[0] is None and text.strip():
+                start[0] = number
             yield text
 
-    reader = csv.DictReader(lines())
+    # strict: a quote left open is an error at the end of the file, and a quote closed
+    # mid-cell one on the next quote, instead of swallowing the rows after it into one cell.
+    reader = csv.DictReader(lines(), strict=True)
     try:
         if not reader.fieldnames or "text" not in reader.fieldnames:
             raise ImportFileError(path, 1, "a CSV file needs a 'text' column")
@@ -198,10 +201,20 @@ def _read_csv(
         ):
             message = "a candidates CSV file needs a 'prompt_external_id' or 'prompt_id' column"
             raise ImportFileError(path, 1, message)
+        start[0] = None
         for row in reader:
+            extra = row.pop(None, None)  # DictReader's restkey: the cells past the header's
+            if extra is not None:
+                cells, header = len(reader.fieldnames) + len(extra), len(reader.fieldnames)
+                message = f"{cells} cells, the header has {header}"
+                raise ImportFileError(path, reader.line_num, message)
             yield reader.line_num, to_record(row, path, reader.line_num)
-    except csv.Error as exc:  # e.g. a NUL byte on older Pythons, an unclosed quote at the end
-        raise ImportFileError(path, last[0], f"invalid CSV ({exc})") from None
+            start[0] = None
+    except csv.Error as exc:  # e.g. an unclosed quote, a NUL byte on older Pythons
+        line = start[0] if start[0] is not None else reader.line_num
+        hint = "" if "field limit" in str(exc) else ": is a quote left open?"
+        message = f"invalid CSV ({exc}) in the row that begins on this line{hint}"
+        raise ImportFileError(path, line, message) from None
 
 
 def _csv_row(row: dict, path: Path, line: int) -> dict:

@@ -390,6 +390,32 @@ def test_csv_import_names_file_line_and_reason(project, tmp_path, line, reason):
     assert Prompt.objects.count() == 0
 
 
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        # An unclosed quote swallowed the rows after it into one prompt.
+        (
+            'first row,r1\n"Say hi to Bob,r2\nthird row,r3\n',
+            r"p\.csv:3: invalid CSV \(unexpected end of data\) in the row that begins on this "
+            r"line: is a quote left open\?",
+        ),
+        ('"open,r1\nsecond,r2\nthird "quoted" cell,r3\n', r"p\.csv:2: invalid CSV \(','"),
+        # Cells past the header's were dropped.
+        ("first row,r1\nsecond row,r2,extra,more\n", r"p\.csv:3: 4 cells, the header has 2$"),
+    ],
+)
+def test_csv_rows_the_header_does_not_describe_are_refused(project, tmp_path, rows, message):
+    path = tmp_path / "p.csv"
+    path.write_text("text,external_id\n" + rows)
+    with pytest.raises(ImportFileError, match=message):
+        prompts_import_file(project=project, path=path)
+    assert Prompt.objects.count() == 0
+    # A quoted cell may hold a line break, a comma and quotes; a short row is fine.
+    path.write_text('text,external_id\n"two\nlines, ""quoted""",r1\nshort row\n')
+    assert prompts_import_file(project=project, path=path).created == 2
+    assert Prompt.objects.get(external_id="r1").messages[0]["content"] == 'two\nlines, "quoted"'
+
+
 def test_jsonl_reading_streams_line_by_line(tmp_path):
     # A 12 MB file is read a line at a time: the reader's peak memory is a few lines, not the
     # file (the 114 MB import peaked at 657 MB). Only what the caller keeps stays in memory.
