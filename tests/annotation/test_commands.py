@@ -42,6 +42,17 @@ def test_create_project_with_options(tmp_path):
     assert project.flags == ["unhelpful", "untruthful", "harmful"]
 
 
+def test_create_project_refuses_guidelines_that_are_not_utf8(tmp_path):
+    guidelines = tmp_path / "latin1.md"
+    guidelines.write_bytes("# Caf\u00e9 rules".encode("latin-1"))
+    with pytest.raises(CommandError) as info:
+        run("create_project", "p1", "--guidelines", str(guidelines))
+    assert str(info.value) == (
+        f"{guidelines}: not valid UTF-8 (byte 6 is 0xe9); save the guidelines as UTF-8"
+    )
+    assert not Project.objects.exists()
+
+
 def test_create_project_pairwise_defaults_to_two():
     run("create_project", "pw", "--task-type", "pairwise")
     assert Project.objects.get(slug="pw").num_candidates == 2

@@ -46,6 +46,11 @@ class Command(BaseCommand):
                 raise CommandError(
                     f"{opts['guidelines']}: cannot read guidelines ({exc.strerror})"
                 ) from None
+            except UnicodeDecodeError as exc:
+                raise CommandError(
+                    f"{opts['guidelines']}: not valid UTF-8 (byte {exc.start + 1} is "
+                    f"0x{exc.object[exc.start]:02x}); save the guidelines as UTF-8"
+                ) from None
         extra = {
             "rating_scale": opts["rating_scale"],
             "lease_seconds": opts["lease_seconds"],
