@@ -111,6 +111,20 @@ def test_bad_model_path_is_one_clear_sentence(prompts_project, tmp_path):
     assert not ModelVersion.objects.exists() and not TrainingRun.objects.exists()
 
 
+@pytest.mark.parametrize("k", ["0", "-1"])
+def test_num_candidates_below_one_is_refused_before_loading(prompts_project, tmp_path, k):
+    with pytest.raises(CommandError, match="num_candidates must be at least 1"):
+        run(
+            "generate_candidates",
+            "gen",
+            "--model",
+            str(tmp_path / "missing"),
+            "--num-candidates",
+            k,
+        )
+    assert not ModelVersion.objects.exists() and not Candidate.objects.exists()
+
+
 def test_a_pool_larger_than_k_feeds_the_uncertainty_strategy(
     prompts_project, tiny_policy, tmp_path
 ):

@@ -38,7 +38,11 @@ class Command(ResumableCommand):
         project = get_project(opts["slug"])
         try:
             config = GenerationConfig(
-                num_candidates=opts["num_candidates"] or project.num_candidates,
+                num_candidates=(
+                    project.num_candidates
+                    if opts["num_candidates"] is None
+                    else opts["num_candidates"]  # 0 is refused like a negative, not the default
+                ),
                 max_new_tokens=opts["max_new_tokens"],
                 temperature=opts["temperature"],
                 top_p=opts["top_p"],
