@@ -1,4 +1,4 @@
-"""Service-layer errors. The API maps them to 400 and 409; commands to CommandError."""
+"""Service-layer errors. The API maps them to 400, 403, 409 and 507; commands to CommandError."""
 
 from __future__ import annotations
 
@@ -22,6 +22,11 @@ class ConflictError(ServiceError):
 
 class NotAllowedError(ServiceError):
     """The user may not act on this object (HTTP 403, or 404 to hide that it exists)."""
+
+
+class StorageError(ServiceError):
+    """The server's disk refused a write (full, read-only): the request was fine, and nothing
+    was recorded; it can succeed once space is freed (HTTP 507)."""
 
 
 class ImportFileError(ServiceValidationError):

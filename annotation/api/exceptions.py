@@ -3,7 +3,8 @@
 Service errors carry their own `detail` and `errors`; DRF's errors are reshaped so every
 non-2xx answer of the API has the same two keys (SPEC section 3). Status codes: 400 bad
 input, 401 no or bad credentials, 403 not allowed, 404 unknown or not yours, 409 conflict,
-413 payload too large, 429 throttled, 503 database busy (SQLite's write lock; retry).
+413 payload too large, 429 throttled, 503 database busy (SQLite's write lock; retry), 507
+the server's disk refused a write (an export on a full disk).
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ def _service_status(exc: service_errors.ServiceError) -> int:
         return status.HTTP_403_FORBIDDEN
     if isinstance(exc, service_errors.ConflictError):
         return status.HTTP_409_CONFLICT
+    if isinstance(exc, service_errors.StorageError):
+        # 507 Insufficient Storage, not 500: the request was valid and nothing broke in the
+        # code; the server could not store the result, so the same request can succeed once
+        # space is freed (a 500 reads as a bug, a 4xx as the client's fault).
+        return status.HTTP_507_INSUFFICIENT_STORAGE
     return status.HTTP_400_BAD_REQUEST
 
 

@@ -347,7 +347,15 @@ class ExportCreateApi(APIView):
         tags=["data"],
         summary="Create a preference export",
         request=s.ExportInput,
-        responses={201: s.ExportOutput, **BAD_INPUT, **ERRORS_STAFF, **NOT_FOUND},
+        responses={
+            201: s.ExportOutput,
+            **BAD_INPUT,
+            **ERRORS_STAFF,
+            **NOT_FOUND,
+            507: OpenApiResponse(
+                s.ErrorSerializer, description="The server's disk refused the export (full)."
+            ),
+        },
     )
     def post(self, request: Request, slug: str) -> Response:
         project = project_for_staff(slug)

@@ -14,6 +14,7 @@ bytes from JSON fragments encoded once per comparison).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -221,7 +222,9 @@ class _JsonlSink(_Sink):
         self.sha256 = self._digest.hexdigest()
 
     def abort(self) -> None:
-        self._file.close()
+        # On a full disk the bytes still buffered fail this flush too; the file goes anyway.
+        with contextlib.suppress(OSError):
+            self._file.close()
         super().abort()
 
 
@@ -259,7 +262,8 @@ class _ParquetSink(_Sink):
 
     def abort(self) -> None:
         if self._writer is not None:
-            self._writer.close()
+            with contextlib.suppress(OSError):  # as for JSONL: a full disk fails the close
+                self._writer.close()
         super().abort()
 
 

@@ -38,7 +38,7 @@ from annotation.datafiles.export import (
 )
 from annotation.datafiles.rows import CandidateText, completion_value
 from annotation.datafiles.sft import SFT_FILENAME, SFT_MANIFEST_NAME
-from annotation.errors import ConflictError, ServiceValidationError
+from annotation.errors import ConflictError, ServiceValidationError, StorageError
 from annotation.models import Annotation, Comparison, Export, Project, Prompt, TaskType
 from annotation.rules.agreement import agreement_with_consensus
 from annotation.rules.consensus import consensus_ranking
@@ -462,31 +462,38 @@ def _export_into(
         raise ServiceValidationError(
             f"Cannot write to {folder}: {exc.strerror or exc}", {"out": [str(exc)]}
         ) from None
-    with writer:
-        state = export_rows(
-            project=project,
-            options=options,
-            writer=writer,
-            chat=chat,
-            chunk_size=chunk_size,
-            progress=progress,
-        )
-        extra = {
-            "annotations_read": state.annotations,
-            **{k: state.counts[k] for k in sorted(state.counts)},
-        }
-        result = writer.finish(
-            options={**options.as_dict(), "chunk_size": chunk_size},
-            source={
-                "project": project.slug,
-                "project_id": project.pk,
-                "project_name": project.name,
-                "task_type": project.task_type,
-                "num_candidates": project.num_candidates,
-                "created_by": getattr(created_by, "username", None),
-            },
-            extra_counts=extra,
-        )
+    try:
+        with writer:
+            state = export_rows(
+                project=project,
+                options=options,
+                writer=writer,
+                chat=chat,
+                chunk_size=chunk_size,
+                progress=progress,
+            )
+            extra = {
+                "annotations_read": state.annotations,
+                **{k: state.counts[k] for k in sorted(state.counts)},
+            }
+            result = writer.finish(
+                options={**options.as_dict(), "chunk_size": chunk_size},
+                source={
+                    "project": project.slug,
+                    "project_id": project.pk,
+                    "project_name": project.name,
+                    "task_type": project.task_type,
+                    "num_candidates": project.num_candidates,
+                    "created_by": getattr(created_by, "username", None),
+                },
+                extra_counts=extra,
+            )
+    except OSError as exc:
+        # The disk failed a write (full, read-only, gone). The writer removed its temporary
+        # files and lock on the way out, and nothing is under a final name: the folder holds
+        # no export, and the same export runs in it again once the disk has room.
+        message = f"cannot write the export to {folder}: {exc.strerror or exc}"
+        raise StorageError(message, {"out": [str(folder)]}) from None
     try:
         return Export.objects.create(
             project=project,

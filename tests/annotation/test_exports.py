@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import json
 import uuid
 from datetime import timedelta
@@ -576,3 +578,70 @@ def test_failed_export_into_the_default_folder_leaves_no_folder(
     with pytest.raises(RuntimeError):
         export_create(project=project, options=ExportOptions())
     assert list((tmp_path / "exports").iterdir()) == []
+
+
+# --- a full disk -----------------------------------------------------------------------------
+
+
+class _FullDisk(io.RawIOBase):
+    """A file on a disk with no space left: every write fails, as the flush at close does."""
+
+    def writable(self):
+        return True
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def _full_open(path, mode="r", *args, **kwargs):
+    """`open` for the export writer: its tables fill the disk once 4 KiB are buffered (the
+    bytes still buffered then fail the flush at close too)."""
+    if mode != "wb":
+        return open(path, mode, *args, **kwargs)
+    open(path, "wb").close()  # the temporary file exists, as it would
+    return io.BufferedWriter(_FullDisk(), buffer_size=4096)
+
+
+def _full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("where", ["writing", "finishing"])
+def test_a_full_disk_is_a_clear_error_and_leaves_no_export(
+    project, ranked, tmp_path, monkeypatch, where
+):
+    out = tmp_path / "out"
+    if where == "writing":
+        monkeypatch.setattr("annotation.datafiles.export.open", _full_open, raising=False)
+    else:  # the manifest, the last file written
+        monkeypatch.setattr(Path, "write_text", _full)
+    with pytest.raises(CommandError) as info:
+        call_command("export_preferences", "demo", "--out", str(out), stdout=StringIO())
+    assert str(info.value) == f"cannot write the export to {out}: No space left on device"
+    # Nothing under a final name, no temporary table, no lock: the folder holds no export.
+    assert list(out.iterdir()) == [] and Export.objects.count() == 0
+    monkeypatch.undo()
+    call_command("export_preferences", "demo", "--out", str(out), stdout=StringIO())
+    assert Export.objects.count() == 1
+
+
+def test_a_full_disk_answers_the_api_with_json_507(
+    project, ranked, settings, tmp_path, monkeypatch
+):
+    from django.contrib.auth import get_user_model
+    from rest_framework.test import APIClient
+
+    from annotation.datafiles.export import ExportWriter
+
+    settings.DATA_DIR = tmp_path
+    monkeypatch.setattr(ExportWriter, "write_annotation", _full)
+    client = APIClient()
+    client.force_authenticate(
+        get_user_model().objects.create_superuser("root", "root@example.com", "pw")
+    )
+    response = client.post("/api/v1/projects/demo/exports/", {}, format="json")
+    assert response.status_code == 507
+    body = response.json()
+    folder = body["errors"]["out"][0]
+    assert body["detail"] == f"cannot write the export to {folder}: No space left on device"
+    assert list((tmp_path / "exports").iterdir()) == [] and Export.objects.count() == 0
