@@ -10,6 +10,7 @@ half file under a final name. Pure Python: no Django.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -147,7 +148,8 @@ class SftWriter:
 
     def abort(self) -> None:
         """Remove the temporary files; nothing under a final name was written yet."""
-        if not self._file.closed:
+        # On a full disk the bytes still buffered fail this flush too; the file goes anyway.
+        with contextlib.suppress(OSError):
             self._file.close()
         self._tmp.unlink(missing_ok=True)
         self._manifest_tmp.unlink(missing_ok=True)

@@ -19,7 +19,7 @@ from typing import Any
 from django.db.models import Q
 
 from annotation.datafiles.sft import SftResult, SftWriter
-from annotation.errors import ServiceValidationError
+from annotation.errors import ServiceValidationError, StorageError
 from annotation.models import Annotation, Export, Project, TaskType
 from annotation.services.exports import default_export_dir
 
@@ -92,8 +92,12 @@ def demonstrations_export(
             f"Cannot write to {folder}: {exc.strerror or exc}", {"out": [str(exc)]}
         ) from None
     try:
-        with writer:
-            result = _write(project, options, writer, created_by, chunk_size, progress)
+        try:
+            with writer:
+                result = _write(project, options, writer, created_by, chunk_size, progress)
+        except OSError as exc:  # a full disk: the writer removed its temporary files
+            message = f"cannot write the export to {folder}: {exc.strerror or exc}"
+            raise StorageError(message, {"out": [str(folder)]}) from None
         try:
             return Export.objects.create(
                 project=project,

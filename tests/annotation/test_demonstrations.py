@@ -346,6 +346,27 @@ def test_export_demonstrations_refuses_a_used_folder(demo_project, tmp_path):
         call_command("export_demonstrations", "nope", "--out", str(tmp_path / "x"))
 
 
+@pytest.mark.django_db
+def test_export_demonstrations_on_a_full_disk_is_one_line_and_leaves_nothing(
+    demo_project, make_labeler, tmp_path, monkeypatch
+):
+    from tests.annotation.test_exports import _full_open
+
+    add_prompts(demo_project, n=3)
+    alice = make_labeler("alice", projects=[demo_project])
+    for i in range(3):
+        write(demo_project, alice, f"Answer {i}. " + "x" * 2000)  # past the 4 KiB buffer
+    monkeypatch.setattr("annotation.datafiles.sft.open", _full_open, raising=False)
+    out = tmp_path / "sft"
+    with pytest.raises(CommandError) as info:
+        call_command("export_demonstrations", "demos", "--out", str(out), stdout=StringIO())
+    assert str(info.value) == f"cannot write the export to {out}: No space left on device"
+    assert list(out.iterdir()) == [] and not Export.objects.exists()
+    monkeypatch.undo()  # the leftovers of a failed abort blocked this as "not empty"
+    call_command("export_demonstrations", "demos", "--out", str(out), stdout=StringIO())
+    assert Export.objects.get().rows == 3
+
+
 # -- preference export of edited answers ---------------------------------------------------
 
 
