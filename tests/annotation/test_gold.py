@@ -123,3 +123,24 @@ def test_import_gold_refuses_a_comparison_of_another_project(
         call_command("import_gold", "demo", write(tmp_path, [row]))
     with pytest.raises(CommandError, match="No project"):
         call_command("import_gold", "nope", write(tmp_path, [row]))
+
+
+def test_ctrl_c_during_import_gold_is_one_line_and_marks_nothing(
+    project, make_comparisons, tmp_path, monkeypatch
+):
+    first, second = make_comparisons(project, 2)
+    rows = [
+        {"comparison_id": c.pk, "ranking": [[i] for i in c.candidate_ids]} for c in (first, second)
+    ]
+    original = Comparison.objects.bulk_update
+
+    def interrupted(*args, **kwargs):
+        original(*args, **kwargs)  # written, not yet committed
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Comparison.objects, "bulk_update", interrupted)
+    with pytest.raises(CommandError) as info:
+        call_command("import_gold", "demo", write(tmp_path, rows))
+    assert str(info.value) == "interrupted: nothing was imported; run the same command again"
+    assert info.value.returncode == 130
+    assert not Comparison.objects.filter(is_gold=True).exists()

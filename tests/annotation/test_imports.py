@@ -1,5 +1,6 @@
 """Prompt and candidate imports: formats, every kind of bad line, idempotency, all or nothing."""
 
+import io
 import json
 
 import pytest
@@ -518,3 +519,62 @@ def test_a_bad_candidate_line_is_found_before_anything_is_stored(project, tmp_pa
         candidates_import_file(project=project, path=write_jsonl(tmp_path / "o.jsonl", odd)).created
         == 1
     )
+
+
+INTERRUPTED = "interrupted: nothing was imported; run the same command again"
+
+
+def _interrupt_on_second_call(monkeypatch, target: str):
+    """Let `target` run once (a batch is stored), then raise KeyboardInterrupt (Ctrl-C)."""
+    module, name = target.rsplit(".", 1)
+    module = __import__(module, fromlist=[name])
+    original, calls = getattr(module, name), []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, interrupted)
+    monkeypatch.setattr(imports, "BULK_BATCH", 1)  # one row a batch: the first is stored
+
+
+def test_ctrl_c_during_a_prompt_import_is_one_line_and_imports_nothing(
+    project, tmp_path, monkeypatch
+):
+    path = write_jsonl(tmp_path / "p.jsonl", [{"text": f"prompt {i}"} for i in range(3)])
+    _interrupt_on_second_call(monkeypatch, "annotation.services.imports._bulk_create")
+    with pytest.raises(CommandError) as info:
+        call_command("import_prompts", "demo", str(path), stdout=io.StringIO())
+    assert (str(info.value), info.value.returncode) == (INTERRUPTED, 130)
+    assert Prompt.objects.count() == 0
+
+
+def test_ctrl_c_during_a_candidate_import_rolls_back_the_batches_stored(
+    project, tmp_path, monkeypatch
+):
+    prompts_import_file(
+        project=project, path=write_jsonl(tmp_path / "p.jsonl", [{"external_id": "a", "text": "q"}])
+    )
+    rows = [{"prompt_external_id": "a", "text": f"answer {i}"} for i in range(3)]
+    path = write_jsonl(tmp_path / "c.jsonl", rows)
+    _interrupt_on_second_call(monkeypatch, "annotation.services.imports._candidates_store")
+    with pytest.raises(CommandError) as info:
+        call_command("import_candidates", "demo", str(path), stdout=io.StringIO())
+    assert (str(info.value), info.value.returncode) == (INTERRUPTED, 130)
+    assert Candidate.objects.count() == 0  # the first batch went with the transaction
+
+
+def test_ctrl_c_after_the_import_was_stored_says_so(project, tmp_path, monkeypatch):
+    path = write_jsonl(tmp_path / "p.jsonl", [{"text": "one"}])
+
+    class Stdout(io.StringIO):
+        def write(self, text):
+            if text.startswith("created"):
+                raise KeyboardInterrupt
+            return super().write(text)
+
+    with pytest.raises(CommandError, match="interrupted after the import was stored") as info:
+        call_command("import_prompts", "demo", str(path), stdout=Stdout())
+    assert info.value.returncode == 130 and Prompt.objects.count() == 1

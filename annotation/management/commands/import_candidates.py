@@ -1,12 +1,10 @@
 from pathlib import Path
 
-from django.core.management.base import BaseCommand
-
-from annotation.management.base import get_project, service_errors
+from annotation.management.base import ImportCommand, get_project, service_errors
 from annotation.services.imports import candidates_import_file
 
 
-class Command(BaseCommand):
+class Command(ImportCommand):
     help = 'Import candidates generated elsewhere: .jsonl {"prompt_external_id" | "prompt_id", "text", "model"}.'
 
     def add_arguments(self, parser):
@@ -17,6 +15,7 @@ class Command(BaseCommand):
         project = get_project(opts["slug"])
         with service_errors():
             result = candidates_import_file(project=project, path=opts["file"])
+        self.imported = True
         self.stdout.write(
             self.style.SUCCESS(f"created {result.created}, unchanged {result.unchanged}")
         )

@@ -1,12 +1,10 @@
 from pathlib import Path
 
-from django.core.management.base import BaseCommand
-
-from annotation.management.base import get_project, service_errors
+from annotation.management.base import ImportCommand, get_project, service_errors
 from annotation.services.gold import gold_import_file
 
 
-class Command(BaseCommand):
+class Command(ImportCommand):
     help = 'Mark comparisons gold: .jsonl rows {"comparison_id", "ranking"}, all or nothing.'
 
     def add_arguments(self, parser):
@@ -17,4 +15,5 @@ class Command(BaseCommand):
         project = get_project(opts["slug"])
         with service_errors():
             result = gold_import_file(project=project, path=opts["file"])
+        self.imported = True
         self.stdout.write(self.style.SUCCESS(f"marked {result.marked} comparisons gold"))

@@ -1,8 +1,8 @@
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
-from annotation.management.base import get_project, service_errors
+from annotation.management.base import ImportCommand, get_project, service_errors
 from annotation.rules.promptprep import DEDUP_MODES, PII_MODES, PrepOptions
 from annotation.services.imports import parse_prompt_file
 from annotation.services.promptprep import (
@@ -12,7 +12,7 @@ from annotation.services.promptprep import (
 )
 
 
-class Command(BaseCommand):
+class Command(ImportCommand):
     help = (
         "Import prompts from .jsonl ({text} or {messages}), .csv (text column) or a datasets "
         "folder, after the preparation filters (length, personal data, duplicates, a cap per "
@@ -91,6 +91,7 @@ class Command(BaseCommand):
             result = prompts_import_prepared(
                 project=project, path=path, prep=prep, removed_path=removed_path
             )
+        self.imported = True
         width = max(len(name) for name, _ in prep.table())
         for name, count in prep.table():
             self.stdout.write(f"  {name:<{width}}  {count:>8}")
