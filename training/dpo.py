@@ -240,6 +240,7 @@ def train_dpo(
     import trl
 
     from training.distributed import refuse_zero3
+    from training.modeling import model_reference
     from training.reward.data import PreferenceData, load_preferences
     from training.reward.train import MetricsCallback, prepare_out_dir_once
     from training.sft import clamp_max_length
@@ -254,6 +255,7 @@ def train_dpo(
     run = {
         "method": "dpo",
         "base_model": str(policy),
+        "base_model_path": model_reference(policy),  # what a resume compares
         "data": str(prefs.source),
         "data_sha256": prefs.sha256,
         "data_modified": prefs.modified,

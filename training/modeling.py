@@ -123,6 +123,14 @@ def _is_local_reference(path: str) -> bool:
     return os.path.isabs(path) or path.startswith((".", "~")) or path.count("/") > 1 or "\\" in path
 
 
+def model_reference(path: str | Path) -> str:
+    """How a run names a model: a local file or folder by its absolute path (`./m`, `m` and
+    `/abs/m` are one model), anything else (a hub id) as given; `lineage.services.model_path`
+    stores model versions the same way."""
+    local = Path(str(path)).expanduser()
+    return str(local.resolve()) if local.exists() else str(path)
+
+
 def _hub_error(path: str, exc: BaseException) -> ModelLoadError:
     """Turn a transformers/hub failure on a hub id into one readable sentence."""
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"} or os.environ.get(

@@ -378,6 +378,7 @@ def train_sft(
     import trl
 
     from training.distributed import refuse_zero3
+    from training.modeling import model_reference
     from training.reward.train import MetricsCallback, prepare_out_dir_once
 
     config = config or SFTTrainConfig()
@@ -387,6 +388,7 @@ def train_sft(
     run = {
         "method": "sft",
         "base_model": str(base_model),
+        "base_model_path": model_reference(base_model),  # what a resume compares
         "data": str(demos.source),
         "data_sha256": demos.sha256,
         "loss": "sft",

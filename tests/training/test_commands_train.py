@@ -372,11 +372,66 @@ def test_an_out_dir_of_another_run_is_refused_before_any_row(tmp_path):
     (out / "checkpoints" / "checkpoint-4").mkdir(parents=True)
     previous = {"base_model": "another-base", "data_sha256": "0" * 64, "loss": "pairwise"}
     (out / "training_config.json").write_text(json.dumps({**previous, "lora": False}))
-    with pytest.raises(CommandError, match=r"different run \(base_model, data_sha256 changed\)"):
+    with pytest.raises(
+        CommandError,
+        match=r"different run \(--base-model, the data of --export changed; it was trained "
+        r"from another-base\)",
+    ):
         reward_command(str(export), "any-base", out)
     assert not TrainingRun.objects.exists() and not ModelVersion.objects.exists()
     with pytest.raises(CommandError, match="does not exist"):  # starting over gets past it
         reward_command(str(export), tmp_path / "no-model", out, "--no-resume")
+
+
+def old_checkpoint(out: Path, base_model: str, **config) -> dict:
+    """An out_dir with a checkpoint and the training_config.json the code before
+    `base_model_path` wrote: the base model only as typed."""
+    (out / "checkpoints" / "checkpoint-4").mkdir(parents=True)
+    previous = {"base_model": base_model, "data_sha256": "0" * 64, "loss": "pairwise"}
+    previous |= {"lora": False, **config}
+    (out / "training_config.json").write_text(json.dumps(previous))
+    return previous
+
+
+def test_a_checkpoint_resumes_from_any_spelling_of_its_base_model_folder(tmp_path, monkeypatch):
+    # `./m`, `m` and `/abs/m` are one model (README); compared as typed, a rerun spelled
+    # otherwise was refused as "a different run (base_model changed)".
+    from training.reward.train import refuse_foreign_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m").mkdir()
+    (tmp_path / "other").mkdir()
+    out = tmp_path / "rm"
+    previous = old_checkpoint(out, "./m/")
+    for spelling in ("m", "./m", str(tmp_path / "m")):
+        refuse_foreign_checkpoint(out, {**previous, "base_model": spelling}, resume=True)
+    # Another folder, or a hub id of the same name, is another base model.
+    for other in ("other", "org/m"):
+        with pytest.raises(ValueError, match=r"\(base_model changed; it was trained from /"):
+            refuse_foreign_checkpoint(out, {**previous, "base_model": other}, resume=True)
+    # A config that records the resolved path is read by it, from any directory.
+    config = {**previous, "base_model": "m", "base_model_path": str(tmp_path / "m")}
+    (out / "training_config.json").write_text(json.dumps(config))
+    monkeypatch.chdir(tmp_path / "other")
+    refuse_foreign_checkpoint(out, {**previous, "base_model": "../m"}, resume=True)
+    with pytest.raises(ValueError, match="base_model changed"):
+        refuse_foreign_checkpoint(out, {**previous, "base_model": "m"}, resume=True)
+
+
+def test_train_dpo_names_its_own_flags_for_a_checkpoint_of_another_run(tmp_path):
+    export = write_export(tmp_path / "export")
+    out = tmp_path / "dpo"
+    old_checkpoint(out, "another-policy", loss="dpo-sigmoid")
+    with pytest.raises(
+        CommandError,
+        match=r"different run \(--policy, the data of --export, --loss-type changed; it was "
+        r"trained from another-policy\)",
+    ):
+        call_command(
+            "train_dpo", "--export", str(export), "--policy", "any-policy", "--out", str(out),
+            "--loss-type", "ipo",
+        )  # fmt: skip
+    assert not TrainingRun.objects.exists() and not ModelVersion.objects.exists()
 
 
 @pytest.mark.ml

@@ -190,7 +190,7 @@ def test_a_second_run_resumes_its_checkpoint_and_other_data_is_refused_first(tmp
     dpo(folder, chat_lm, out, *args)  # its own checkpoint: resumed, not refused
     assert TrainingRun.objects.filter(status="succeeded").count() == 2
     versions = ModelVersion.objects.count()
-    with pytest.raises(CommandError, match=r"different run \(loss changed\)"):
+    with pytest.raises(CommandError, match=r"different run \(--loss-type changed\)"):
         dpo(folder, chat_lm, out, *args, "--loss-type", "ipo")
     assert TrainingRun.objects.count() == 2 and ModelVersion.objects.count() == versions
 

@@ -299,6 +299,6 @@ def test_a_second_run_resumes_its_checkpoint_and_other_data_is_refused_first(tmp
     assert TrainingRun.objects.filter(status="succeeded").count() == 2
     versions = ModelVersion.objects.count()
     other = write_sft(tmp_path / "other", [{"messages": conversations()[0]}])
-    with pytest.raises(CommandError, match=r"different run \(data_sha256 changed\)"):
+    with pytest.raises(CommandError, match=r"different run \(the data of --data changed\)"):
         sft(other, chat_lm, out, *args)
     assert TrainingRun.objects.count() == 2 and ModelVersion.objects.count() == versions

@@ -24,6 +24,7 @@ from training.modeling import (
     config_max_positions,
     load_tokenizer,
     lora_fan_in_fan_out,
+    model_reference,
     resolve_device,
 )
 from training.reward.calibrate import evaluate_pairs, reward_bias
@@ -54,7 +55,8 @@ from training.reward.scoring import (
 
 logger = logging.getLogger(__name__)
 
-# Fields that define what a run trains; a checkpoint of another run must not be resumed.
+# Fields that define what a run trains; a checkpoint of another run must not be resumed. The
+# data compares by its sha256, the base model by `identity_value` (a local folder by its path).
 RUN_IDENTITY = ("base_model", "data_sha256", "loss", "lora")
 # Early stopping's state in a checkpoint: the epochs evaluated so far and the best one's
 # weights (unless the checkpoint was saved at the end of that very epoch).
@@ -251,14 +253,32 @@ def _training_arguments(
     )
 
 
-def refuse_foreign_checkpoint(out_dir: str | Path, identity: dict[str, Any], resume: bool) -> None:
+def identity_value(run: dict[str, Any], key: str) -> Any:
+    """What a RUN_IDENTITY field of a run compares by. The base model: its `model_reference`,
+    so `./m`, `m` and `/abs/m` are one base model; a training_config.json written before
+    `base_model_path` was recorded holds it only as typed, resolved here from this directory."""
+    if key != "base_model":
+        return run.get(key)
+    if run.get("base_model_path"):
+        return run["base_model_path"]
+    return model_reference(run["base_model"]) if run.get("base_model") else None
+
+
+def refuse_foreign_checkpoint(
+    out_dir: str | Path,
+    identity: dict[str, Any],
+    resume: bool,
+    *,
+    flags: dict[str, str] | None = None,
+) -> None:
     """Raise ValueError now for an out_dir training would refuse later: one that holds a
-    checkpoint of a different run (`identity` holds the RUN_IDENTITY fields). Writes nothing,
-    so a command can check before it records a run."""
+    checkpoint of a different run (`identity` holds the RUN_IDENTITY fields; `flags` names
+    them as the command's flags, for the message). Writes nothing, so a command can check
+    before it records a run."""
     missing = sorted(set(RUN_IDENTITY) - set(identity))
     if missing:
         raise TypeError(f"identity lacks {', '.join(missing)}")
-    _prepare_out_dir(Path(out_dir).expanduser(), identity, resume, write=False)
+    _prepare_out_dir(Path(out_dir).expanduser(), identity, resume, write=False, flags=flags)
 
 
 def prepare_out_dir_once(args, out_dir: Path, run: dict[str, Any], resume: bool) -> str | None:
@@ -277,7 +297,12 @@ def prepare_out_dir_once(args, out_dir: Path, run: dict[str, Any], resume: bool)
 
 
 def _prepare_out_dir(
-    out_dir: Path, run: dict[str, Any], resume: bool, *, write: bool = True
+    out_dir: Path,
+    run: dict[str, Any],
+    resume: bool,
+    *,
+    write: bool = True,
+    flags: dict[str, str] | None = None,
 ) -> str | None:
     """Create out_dir; return the checkpoint to resume from, refusing one from a different run.
 
@@ -289,11 +314,14 @@ def _prepare_out_dir(
     last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     if last is not None and resume:
         previous = json.loads((out_dir / CONFIG_FILE).read_text(encoding="utf-8"))
-        changed = [k for k in RUN_IDENTITY if previous.get(k) != run.get(k)]
+        changed = [k for k in RUN_IDENTITY if identity_value(previous, k) != identity_value(run, k)]
         if changed:
+            names = ", ".join((flags or {}).get(k, k) for k in changed) + " changed"
+            if "base_model" in changed:
+                names += f"; it was trained from {identity_value(previous, 'base_model')}"
             raise ValueError(
-                f"{out_dir} holds a checkpoint of a different run ({', '.join(changed)} changed): "
-                "choose another output directory or pass resume=False (--no-resume) to start over"
+                f"{out_dir} holds a checkpoint of a different run ({names}): choose another "
+                "output directory or pass resume=False (--no-resume) to start over"
             )
         step = int(Path(last).name.rsplit("-", 1)[1])
         if write:
@@ -428,7 +456,8 @@ def train_reward_model(
     import trl
 
     run = {
-        "base_model": str(base_model),
+        "base_model": str(base_model),  # as given; what a resume compares (identity_value):
+        "base_model_path": model_reference(base_model),
         "data": str(prefs.source),
         "data_sha256": prefs.sha256,
         "data_modified": prefs.modified,  # digests that disagreed, trained on by allow_modified

@@ -11,6 +11,14 @@ from training.management.commands.train_reward_model import check_export_row, re
 from training.management.interrupt import ResumableCommand
 from training.management.ranks import train_on_another_rank
 
+# The run's identity (training.reward.train.RUN_IDENTITY) as this command's flags name it.
+FLAGS = {
+    "base_model": "--policy",
+    "data_sha256": "the data of --export",
+    "loss": "--loss-type",
+    "lora": "--lora",
+}
+
 
 class Command(ResumableCommand):
     help = (
@@ -52,7 +60,7 @@ class Command(ResumableCommand):
                 check_export_row(export, prefs, allow_modified=allow_modified)
             identity = {"base_model": str(opts["policy"]), "data_sha256": prefs.sha256}
             identity |= {"loss": f"dpo-{config.loss_type}", "lora": config.lora}
-            refuse_foreign_checkpoint(opts["out"], identity, config.resume)
+            refuse_foreign_checkpoint(opts["out"], identity, config.resume, flags=FLAGS)
             check_model_reference(opts["policy"], causal_lm=True)
         except (RewardDataError, ModelLoadError, TypeError, ValueError) as exc:
             raise CommandError(str(exc).splitlines()[0]) from None

@@ -46,6 +46,15 @@ def check_export_row(export: Export, prefs, *, allow_modified: bool) -> None:
     )
 
 
+# The run's identity (training.reward.train.RUN_IDENTITY) as this command's flags name it.
+FLAGS = {
+    "base_model": "--base-model",
+    "data_sha256": "the data of --export",
+    "loss": "--loss",
+    "lora": "--lora",
+}
+
+
 class Command(ResumableCommand):
     help = "Fit a reward model on an export written by export_preferences; registers a reward ModelVersion."
 
@@ -90,7 +99,7 @@ class Command(ResumableCommand):
                 check_export_row(export, prefs, allow_modified=allow_modified)
             identity = {"base_model": str(opts["base_model"]), "data_sha256": prefs.sha256}
             identity |= {"loss": config.loss, "lora": config.lora}
-            refuse_foreign_checkpoint(opts["out"], identity, config.resume)
+            refuse_foreign_checkpoint(opts["out"], identity, config.resume, flags=FLAGS)
             check_model_reference(opts["base_model"])
             limit = model_max_positions(opts["base_model"])
         except (RewardDataError, ModelLoadError, ValueError) as exc:

@@ -28,6 +28,15 @@ def resolve_data(value: str) -> tuple[str, Export | None]:
     return str(path), Export.objects.filter(path=str(folder.resolve())).order_by("-id").first()
 
 
+# The run's identity (training.reward.train.RUN_IDENTITY) as this command's flags name it.
+FLAGS = {
+    "base_model": "--base-model",
+    "data_sha256": "the data of --data",
+    "loss": "the training method",
+    "lora": "--lora",
+}
+
+
 class Command(ResumableCommand):
     help = (
         "Supervised fine-tuning on demonstrations (sft.jsonl from export_demonstrations) with trl's "
@@ -59,7 +68,7 @@ class Command(ResumableCommand):
             demos = load_demonstrations(data)
             identity = {"base_model": str(opts["base_model"]), "data_sha256": demos.sha256}
             identity |= {"loss": "sft", "lora": config.lora}
-            refuse_foreign_checkpoint(opts["out"], identity, config.resume)
+            refuse_foreign_checkpoint(opts["out"], identity, config.resume, flags=FLAGS)
             check_model_reference(opts["base_model"], causal_lm=True)
         except (SFTDataError, ModelLoadError, TypeError, ValueError) as exc:
             raise CommandError(str(exc).splitlines()[0]) from None
