@@ -320,17 +320,35 @@ def _unchanged_since(path: str | Path, when) -> bool:
     return all(f.stat().st_mtime <= limit for f in files if f.exists())
 
 
+# Keys of a run's config that say where its inputs were read from, and how the user typed
+# them (`given`). What they held is in the config too, by content (`data_sha256`,
+# `prompts_sha256`), so one export given by id, by folder or by file is one run.
+RUN_SOURCES = ("export", "data", "prompts", "given")
+# Keys that name a model, compared as `model_path` stores it: `./m`, `m` and `/abs/m` are one
+# model (runs recorded before commands stored them resolved hold them as typed).
+RUN_MODELS = ("base_model", "policy", "reward", "judge")
+
+
+def run_identity(config: dict) -> dict:
+    """What a run's config says it trained, for `finished_run`: every setting, the data by its
+    sha256 and each model by its `model_path`; not `resume`, nor where the data was read."""
+    identity = {k: v for k, v in config.items() if k not in ("resume", *RUN_SOURCES)}
+    for key in RUN_MODELS:
+        if isinstance(identity.get(key), str):
+            identity[key] = model_path(identity[key])
+    return identity
+
+
 def finished_run(
     *, kind: str, output_dir: str | Path, config, inputs: list[str | Path] = ()
 ) -> TrainingRun | None:
-    """The run that already made `output_dir` from this very config, when nothing changed
-    since: its model is still in the folder as it left it, and no input folder or file (in
+    """The run that already made `output_dir` from these inputs and settings (its
+    `run_identity` is this config's), when nothing changed since: its model is still in the folder as it left it, and no input folder or file (in
     `inputs`) was modified after it finished. Running the same command again then has
     nothing to do; without this it retrained over its own output and registered a second
     version of it."""
-    # As it reads back from the database; `resume` itself says nothing about the model.
-    config = json.loads(json.dumps(jsonable(config)))
-    config.pop("resume", None)
+    # As it reads back from the database.
+    identity = run_identity(json.loads(json.dumps(jsonable(config))))
     folder = folder_path(output_dir)
     runs = TrainingRun.objects.filter(
         kind=kind,
@@ -341,7 +359,7 @@ def finished_run(
     run = runs.order_by("-id").first()
     if run is None or run.finished_at is None or model_path(run.output_model.path) != folder:
         return None  # (a folder stored as typed, from another directory, is another folder)
-    if {k: v for k, v in run.config.items() if k != "resume"} != config:
+    if run_identity(run.config) != identity:
         return None
     fingerprint = run.output_model.metadata.get("fingerprint")
     if fingerprint is None or fingerprint != folder_fingerprint(folder):

@@ -123,3 +123,26 @@ def test_one_local_folder_is_one_model_version_however_it_is_written(db, tmp_pat
     legacy = ModelVersion.objects.create(name="legacy", path="old", kind="policy")
     assert model_version_register(path="old") == legacy
     assert ModelVersion.objects.count() == 4
+
+
+def test_a_finished_run_is_found_however_its_models_and_data_were_given(db, tmp_path, monkeypatch):
+    # What identifies a run is each local model folder by its absolute path and the data by
+    # its sha256, not the string or id typed: one recorded with raw strings (before commands
+    # stored them resolved) is still this run, and another base model or other data is not.
+    from lineage.services import finished_run, model_version_register
+
+    monkeypatch.chdir(tmp_path)
+    for folder in ("m", "other", "out", "exports/e"):
+        (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / "out" / "model.safetensors").write_bytes(b"weights")
+    typed = {"lr": 1, "base_model": "m", "export": "exports/e", "data_sha256": "a" * 64}
+    with training_run(kind="reward", config=typed, output_dir="out") as run:
+        model_version_register(path="out", kind="reward", produced_by=run.run)
+
+    now = {"lr": 1, "base_model": str(tmp_path / "m"), "data_sha256": "a" * 64}
+    by_id = {**now, "export": str(tmp_path / "exports/e"), "given": {"--export": "3"}}
+    by_file = {**now, "export": "exports/e/pairs.jsonl", "given": {"--base-model": "./m"}}
+    for config in (typed, by_id, by_file, {**typed, "base_model": "./m/"}):
+        assert finished_run(kind="reward", output_dir="out", config=config) is not None
+    for config in ({**by_id, "base_model": "other"}, {**by_id, "data_sha256": "b" * 64}):
+        assert finished_run(kind="reward", output_dir="out", config=config) is None

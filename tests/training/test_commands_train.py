@@ -127,7 +127,9 @@ def test_reward_refuses_an_export_modified_after_the_fact(tmp_path, project):
 
 
 @pytest.mark.ml
-def test_reward_allow_modified_trains_and_records_the_new_hash(tmp_path, project, tiny_lm):
+def test_reward_allow_modified_trains_and_records_the_new_hash(
+    tmp_path, project, tiny_lm, monkeypatch
+):
     from annotation.models import Export
 
     folder = write_export(tmp_path / "export")
@@ -138,17 +140,8 @@ def test_reward_allow_modified_trains_and_records_the_new_hash(tmp_path, project
         f.write(json.dumps({"prompt": "p", "chosen": "planted", "rejected": "x"}) + "\n")
     new = sha256_file(folder / "pairs.jsonl")
     out = StringIO()
-    reward_command(
-        str(export.pk),
-        tiny_lm,
-        tmp_path / "o",
-        "--allow-modified",
-        "--max-steps",
-        "1",
-        "--max-length",
-        "100000",
-        stdout=out,
-    )
+    args = ("--allow-modified", "--max-steps", "1", "--max-length", "100000")
+    reward_command(str(export.pk), tiny_lm, tmp_path / "o", *args, stdout=out)
     assert "modified after export" in out.getvalue()
     assert "exceeds the 256 positions" in out.getvalue()
     run = TrainingRun.objects.get(kind="reward")
@@ -161,6 +154,12 @@ def test_reward_allow_modified_trains_and_records_the_new_hash(tmp_path, project
     }
     assert run.source.export == export
     assert ModelVersion.objects.get(kind="reward").produced_by == run
+    # The same export by its folder is the same run: the modified files it records are
+    # named by their absolute paths, not as the export was given.
+    monkeypatch.chdir(tmp_path)
+    again = StringIO()
+    reward_command("export", tiny_lm, tmp_path / "o", *args, stdout=again)
+    assert "nothing to do" in again.getvalue()
 
 
 @pytest.mark.ml

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from io import StringIO
 from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
 
+from annotation.models import Export
 from lineage.models import ModelVersion, TrainingRun
 
 pytestmark = [pytest.mark.django_db, pytest.mark.ml]
@@ -24,6 +26,16 @@ def chat_lm(tmp_path_factory) -> Path:
     texts = [f"say {i} ok {i}" for i in range(40)]
     return build_tiny_causal_lm(
         tmp_path_factory.mktemp("tiny") / "chat", texts, chat_template=True, vocab_size=200
+    )
+
+
+@pytest.fixture(scope="module")
+def other_lm(tmp_path_factory) -> Path:
+    from training.tiny import build_tiny_causal_lm
+
+    texts = [f"tell {i} fine {i}" for i in range(40)]
+    return build_tiny_causal_lm(
+        tmp_path_factory.mktemp("tiny") / "other", texts, chat_template=True, vocab_size=200
     )
 
 
@@ -61,6 +73,13 @@ def command_for(kind: str, tmp_path: Path, model: Path) -> list[str]:
             "--total-episodes", "4", "--batch-size", "2", "--mini-batches", "1",
             "--ppo-epochs", "1", "--response-length", "4", "--eval-every", "0",
             "--no-progress"]  # fmt: skip
+
+
+def given(args: list[str], flag: str, value: str) -> list[str]:
+    """`args` with `flag` given `value` instead."""
+    args = list(args)
+    args[args.index(flag) + 1] = value
+    return args
 
 
 def run(args: list[str]) -> str:
@@ -112,3 +131,61 @@ def test_a_changed_input_or_output_trains_again(tmp_path, chat_lm):
     os.utime(config, (later, later))
     assert "saved " in run(args)
     assert TrainingRun.objects.filter(status="succeeded").count() == 3
+
+
+def copy_model(model: Path, to: Path) -> Path:
+    """A copy of `model` dated now: test_a_changed_input_or_output_trains_again dates the
+    shared model's config.json in the future, which makes any run of it look out of date."""
+    return Path(shutil.copytree(model, to, copy_function=shutil.copy))
+
+
+MODEL_FLAG = {"reward": "--base-model", "sft": "--base-model", "dpo": "--policy", "ppo": "--policy"}
+DATA_FLAG = {"reward": "--export", "sft": "--data", "dpo": "--export", "ppo": "--prompts"}
+
+
+@pytest.mark.parametrize("kind", ["reward", "ppo", "sft", "dpo"])
+def test_another_spelling_of_the_same_inputs_has_nothing_to_do(
+    tmp_path, chat_lm, other_lm, kind, monkeypatch
+):
+    # README: `./var/models/p`, `var/models/p` and the absolute path name one model. Compared
+    # as typed, a rerun spelled otherwise was refused ("a different run (base_model
+    # changed)"), and train_ppo's --prompts spelled otherwise trained a second version.
+    monkeypatch.chdir(tmp_path)
+    copy_model(chat_lm, tmp_path / "m")
+    args = [a.removeprefix(f"{tmp_path}/") for a in command_for(kind, tmp_path, Path("m"))]
+    run(args)
+    versions = ModelVersion.objects.count()
+    flag, data = MODEL_FLAG[kind], DATA_FLAG[kind]
+    for spelling in ("./m", str(tmp_path / "m")):
+        assert "nothing to do" in run(given(args, flag, spelling))
+    assert "nothing to do" in run(given(args, data, "./" + args[args.index(data) + 1]))
+    assert TrainingRun.objects.count() == 1 and ModelVersion.objects.count() == versions
+    if kind != "ppo":  # another base model is another run, refused by the flag's name
+        with pytest.raises(CommandError, match=f"different run \\({flag} changed; it was"):
+            run(given(args, flag, str(other_lm)))
+
+
+@pytest.mark.parametrize("kind", ["reward", "sft", "dpo"])
+def test_the_same_export_by_id_folder_or_file_has_nothing_to_do(
+    tmp_path, chat_lm, kind, project, monkeypatch
+):
+    # By id, the export resumed from its final checkpoint, trained 0 steps and registered a
+    # second version of the same folder ("saved ... as rm-1-2, train loss 0.000").
+    from annotation.datafiles.digest import sha256_file
+
+    monkeypatch.chdir(tmp_path)
+    args = command_for(kind, tmp_path, copy_model(chat_lm, tmp_path / "m"))
+    flag = DATA_FLAG[kind]
+    file = Path(args[args.index(flag) + 1])
+    Path("export").mkdir()
+    file = file.rename(Path("export") / file.name)
+    export = Export.objects.create(
+        project=project,
+        path=str(tmp_path / "export"),
+        sha256="" if kind == "sft" else sha256_file(file),
+    )
+    run(given(args, flag, "export"))
+    versions = ModelVersion.objects.count()
+    for value in (str(export.pk), str(file), str(tmp_path / file)):
+        assert "nothing to do" in run(given(args, flag, value))
+    assert TrainingRun.objects.count() == 1 and ModelVersion.objects.count() == versions

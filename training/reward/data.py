@@ -94,7 +94,10 @@ class PreferenceData:
                 f"{file}: modified after export (sha256 {actual[:12]}..., {by} recorded "
                 f"{recorded[:12]}...); re-export it, or pass --allow-modified to train on it anyway"
             )
-        self.modified.append({"file": str(file), "sha256": actual, "recorded": recorded, "by": by})
+        # Resolved: one export given by id or by folder is one run (lineage's run_identity).
+        self.modified.append(
+            {"file": str(Path(file).resolve()), "sha256": actual, "recorded": recorded, "by": by}
+        )
 
     def split_pairs(self, split: str) -> list[PreferencePair]:
         """Pairs of one split, derived from the rankings when the data is K-wise."""

@@ -4,7 +4,7 @@ from django.core.management.base import CommandError
 
 from annotation.services.runs import run_source_record
 from lineage.models import ModelVersion, TrainingRun
-from lineage.services import model_version_register, training_run
+from lineage.services import folder_path, model_path, model_version_register, training_run
 from training.cli import add_config_arguments
 from training.dpo import DPOTrainConfig
 from training.management.commands.train_reward_model import check_export_row, resolve_export
@@ -66,8 +66,10 @@ class Command(ResumableCommand):
             raise CommandError(str(exc).splitlines()[0]) from None
         run_config = {
             **config.to_dict(),
-            "export": data,
-            "policy": opts["policy"],
+            # Resolved, as lineage compares them (run_identity); `given`: as typed.
+            "export": folder_path(data),
+            "policy": model_path(opts["policy"]),
+            "given": {"--export": opts["export"], "--policy": opts["policy"]},
             "data_sha256": prefs.sha256,
             "data_modified": prefs.modified,
             "num_processes": world_size(),

@@ -6,7 +6,7 @@ from django.core.management.base import CommandError
 from annotation.models import Export
 from annotation.services.runs import run_source_record
 from lineage.models import ModelVersion, TrainingRun
-from lineage.services import model_version_register, training_run
+from lineage.services import folder_path, model_path, model_version_register, training_run
 from training.cli import add_config_arguments
 from training.distributed import is_main_process, wait_for_everyone, world_size
 from training.management.interrupt import ResumableCommand
@@ -118,8 +118,10 @@ class Command(ResumableCommand):
             )
         run_config = {
             **config.to_dict(),
-            "export": data,
-            "base_model": opts["base_model"],
+            # Resolved, as lineage compares them (run_identity); `given`: as typed.
+            "export": folder_path(data),
+            "base_model": model_path(opts["base_model"]),
+            "given": {"--export": opts["export"], "--base-model": opts["base_model"]},
             "data_sha256": prefs.sha256,
             "data_modified": prefs.modified,
             "num_processes": world_size(),

@@ -5,7 +5,7 @@ from django.core.management.base import CommandError
 from annotation.models import Export
 from annotation.services.runs import run_source_record
 from lineage.models import ModelVersion, TrainingRun
-from lineage.services import model_version_register, training_run
+from lineage.services import folder_path, model_path, model_version_register, training_run
 from training.cli import add_config_arguments
 from training.management.interrupt import ResumableCommand
 from training.management.ranks import train_on_another_rank
@@ -74,8 +74,10 @@ class Command(ResumableCommand):
             raise CommandError(str(exc).splitlines()[0]) from None
         run_config = {
             **config.to_dict(),
-            "data": str(demos.source),
-            "base_model": opts["base_model"],
+            # Resolved, as lineage compares them (run_identity); `given`: as typed.
+            "data": folder_path(demos.source),
+            "base_model": model_path(opts["base_model"]),
+            "given": {"--data": opts["data"], "--base-model": opts["base_model"]},
             "data_sha256": demos.sha256,
             "num_processes": world_size(),
         }
