@@ -163,6 +163,21 @@ def test_reward_allow_modified_trains_and_records_the_new_hash(
 
 
 @pytest.mark.ml
+def test_the_reward_model_s_parent_is_its_base_model_however_it_is_spelled(
+    tmp_path, tiny_lm, monkeypatch
+):
+    # Looked up by the path as typed, `./lm` missed the version stored as /abs/lm: the
+    # reward model had no parent, its lineage cut.
+    from lineage.services import model_version_register
+
+    policy = model_version_register(path=str(tiny_lm))
+    monkeypatch.chdir(tiny_lm.parent)
+    export = write_export(tmp_path / "export")
+    reward_command(str(export), "./lm", tmp_path / "rm", "--max-steps", "1", stdout=StringIO())
+    assert ModelVersion.objects.get(kind="reward").parent == policy
+
+
+@pytest.mark.ml
 def test_reward_run_records_its_export_and_project_even_when_it_fails(
     tmp_path, project, tiny_lm, monkeypatch
 ):

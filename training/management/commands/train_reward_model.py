@@ -144,7 +144,9 @@ class Command(ResumableCommand):
                 (RewardDataError, ModelLoadError, ValueError),
             )
 
-        base = ModelVersion.objects.filter(path=opts["base_model"]).order_by("-id").first()
+        # A version stores a local folder resolved (model_path); one stored as typed still counts.
+        paths = {model_path(opts["base_model"]), opts["base_model"]}
+        base = ModelVersion.objects.filter(path__in=paths).order_by("-id").first()
         try:
             with training_run(
                 kind=TrainingRun.Kind.REWARD,
