@@ -189,3 +189,13 @@ def test_the_same_export_by_id_folder_or_file_has_nothing_to_do(
     for value in (str(export.pk), str(file), str(tmp_path / file)):
         assert "nothing to do" in run(given(args, flag, value))
     assert TrainingRun.objects.count() == 1 and ModelVersion.objects.count() == versions
+
+
+def test_train_ppo_from_another_policy_is_another_run(tmp_path, chat_lm, other_lm):
+    # Its config did not record the policy: another --policy into the same --out said
+    # "nothing to do" and kept the old model.
+    args = command_for("ppo", tmp_path, copy_model(chat_lm, tmp_path / "m"))
+    run(args)
+    assert "saved " in run(given(args, "--policy", str(other_lm)))
+    latest = ModelVersion.objects.filter(produced_by__isnull=False).latest("id")
+    assert latest.parent.path == str(other_lm) and TrainingRun.objects.count() == 2

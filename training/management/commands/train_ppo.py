@@ -8,7 +8,7 @@ from annotation.models import Project
 from annotation.prompts import prompt_model_input
 from annotation.services.runs import run_source_record
 from lineage.models import ModelVersion, TrainingRun
-from lineage.services import model_version_register, training_run
+from lineage.services import model_path, model_version_register, training_run
 from training.cli import add_config_arguments
 from training.distributed import is_main_process, wait_for_everyone, world_size
 from training.management.interrupt import ResumableCommand
@@ -105,8 +105,11 @@ class Command(ResumableCommand):
 
         run_config = {
             **json.loads(json.dumps(config.__dict__, default=str)),
-            "reward": reward_spec,
+            # Resolved, as lineage compares them (run_identity); `given`: as typed.
+            "policy": model_path(opts["policy"]),
+            "reward": model_path(reward_spec),
             "judge": opts["judge"],
+            "given": {"--policy": opts["policy"], "--reward-model": reward_spec},
             "prompts": opts["prompts"],
             "prompts_sha256": prompts_sha256(prompts),
             "num_processes": world_size(),
