@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from django.core.management import call_command
@@ -163,6 +164,115 @@ def _run(*args) -> str:
     return out.getvalue()
 
 
+# ---------------------------------------------------------------------- trainer settings
+# What the loop hands each trainer, by the trainer's config field, and the loop's name for
+# it: a setting that cannot train is named as the user gave it (`--ppo-batch-size`, not
+# train_ppo's `batch_size`).
+RM_FLAGS = {
+    "epochs": "--rm-epochs",
+    "lr": "--rm-lr",
+    "batch_size": "rm_batch_size",
+    "early_stopping_patience": "--rm-patience",
+    "seed": "--seed",
+}
+PPO_FLAGS = {
+    "total_episodes": "--ppo-episodes",
+    "batch_size": "--ppo-batch-size",
+    "lr": "--ppo-lr",
+    "response_length": "--max-new-tokens",
+    "kl_coef": "--kl-coef",
+    "seed": "--seed",
+    "ptx_data": "--ptx-data",
+    "ptx_coef": "--ptx-coef",
+}
+DPO_FLAGS = {
+    "beta": "--dpo-beta",
+    "epochs": "--dpo-epochs",
+    "lr": "--dpo-lr",
+    "batch_size": "rm_batch_size",
+    "seed": "--seed",
+}
+
+
+def rm_settings(config: LoopConfig, *, seed: int, epochs=None, lr=None) -> dict:
+    """train_reward_model's settings (RewardConfig fields); epochs and lr scale with the
+    export unless given, None: the trainer's default."""
+    return {
+        "epochs": epochs,
+        "lr": lr,
+        "batch_size": config.rm_batch_size,
+        "early_stopping_patience": config.rm_patience,
+        "seed": seed,
+    }
+
+
+def ppo_settings(config: LoopConfig, *, seed: int, ptx_data=None) -> dict:
+    """train_ppo's settings (PPOConfig fields); PPO-ptx only with `ptx_data`."""
+    settings = {
+        "total_episodes": config.ppo_episodes,
+        "batch_size": config.ppo_batch_size,
+        "lr": config.ppo_lr,
+        "response_length": config.max_new_tokens,
+        "kl_coef": config.kl_coef,
+        "seed": seed,
+    }
+    if ptx_data is not None:
+        settings |= {"ptx_data": str(ptx_data), "ptx_coef": config.ptx_coef}
+    return settings
+
+
+def dpo_settings(config: LoopConfig) -> dict:
+    """train_dpo's settings (DPOTrainConfig fields)."""
+    return {
+        "beta": config.dpo_beta,
+        "epochs": config.dpo_epochs,
+        "lr": config.dpo_lr,
+        "batch_size": config.rm_batch_size,
+        "seed": config.seed,
+    }
+
+
+def as_flags(settings: dict) -> list[str]:
+    """A trainer's settings as its command's flags (`batch_size` -> `--batch-size 16`)."""
+    return [a for k, v in settings.items() for a in ("--" + k.replace("_", "-"), str(v))]
+
+
+def check_trainer_settings(config: LoopConfig) -> None:
+    """Build the configs the loop's trainers get, and check what PPO can check without data,
+    before anything is written; ValueError naming the loop's flags. Bad PPO settings used to
+    stop the loop only after it had built the project, labeled, exported and trained the
+    reward model, leaving export/ and reward-model/ behind."""
+    from training.distributed import world_size
+
+    try:
+        if config.method == "dpo":
+            from training.dpo import DPOTrainConfig
+
+            flags = DPO_FLAGS
+            DPOTrainConfig.from_options(dpo_settings(config))
+            return
+        from training.ppo.config import PPOConfig
+        from training.ppo.train import check_setup
+        from training.reward.config import RewardConfig
+
+        flags = RM_FLAGS
+        RewardConfig.from_options(
+            rm_settings(config, seed=config.seed, epochs=config.rm_epochs, lr=config.rm_lr)
+        )
+        flags = PPO_FLAGS
+        ppo = PPOConfig.from_options(ppo_settings(config, seed=config.seed))
+        # PPO trains on the labeled prompts, holding some out for its evals.
+        check_setup(replace(ppo, eval_every=0), config.prompts, world_size())
+        if ppo.eval_every and ppo.num_eval_prompts >= config.prompts:
+            raise ValueError(
+                f"--num-prompts {config.prompts} is too few for PPO, which holds "
+                f"{ppo.num_eval_prompts} of them out for its evals: give more"
+            )
+    except ValueError as exc:
+        fields = re.compile(r"\b(" + "|".join(map(re.escape, flags)) + r")\b")
+        raise ValueError(fields.sub(lambda m: flags[m.group(1)], str(exc))) from None
+
+
 # What a loop run writes into its out folder (round-N/ folders too): an earlier run's are
 # replaced with `overwrite`, else the loop refuses to start (an export folder is never
 # written into twice).
@@ -239,6 +349,7 @@ def loop_run(
     """
     from training.modeling import torch_threads
 
+    check_trainer_settings(config)
     inputs = tuple(Path(p) for p in (prompts_file, policy, config.ptx_data) if p is not None)
     clear_previous_run(Path(out_dir), overwrite=overwrite, keep=inputs)
     with torch_threads(config.threads):
@@ -611,16 +722,7 @@ def _reward_and_ppo(
             base_model,
             "--out",
             str(rm_dir),
-            "--epochs",
-            str(epochs),
-            "--lr",
-            str(lr),
-            "--batch-size",
-            str(config.rm_batch_size),
-            "--early-stopping-patience",
-            str(config.rm_patience),
-            "--seed",
-            str(seed),
+            *as_flags(rm_settings(config, seed=seed, epochs=epochs, lr=lr)),
         ).strip()
     )
     rm_run = TrainingRun.objects.filter(kind=TrainingRun.Kind.REWARD, source__export=export).latest(
@@ -671,20 +773,7 @@ def _reward_and_ppo(
             str(ppo_dir),
             "--judge",
             judge_spec,
-            "--total-episodes",
-            str(config.ppo_episodes),
-            "--batch-size",
-            str(config.ppo_batch_size),
-            "--lr",
-            str(config.ppo_lr),
-            "--response-length",
-            str(config.max_new_tokens),
-            "--kl-coef",
-            str(config.kl_coef),
-            "--seed",
-            str(seed),
-            *([] if ptx_data is None else ["--ptx-data", str(ptx_data)]),
-            *([] if ptx_data is None else ["--ptx-coef", str(config.ptx_coef)]),
+            *as_flags(ppo_settings(config, seed=seed, ptx_data=ptx_data)),
         ).strip()
     )
     ppo_run = TrainingRun.objects.filter(kind=TrainingRun.Kind.PPO, source__project=project).latest(

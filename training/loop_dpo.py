@@ -48,7 +48,7 @@ def dpo_round(
         pairs_agreement_with_judge,
         sample_answer_sets,
     )
-    from training.loop import _labeler_round, _round_line
+    from training.loop import _labeler_round, _round_line, as_flags, dpo_settings
     from training.management.commands.train_reward_model import export_labeler_agreement
 
     dpo_dir = out / "policy"
@@ -61,18 +61,9 @@ def dpo_round(
             policy,
             "--out",
             str(dpo_dir),
-            "--beta",
-            str(config.dpo_beta),
-            "--epochs",
-            str(config.dpo_epochs),
-            "--lr",
-            str(config.dpo_lr),
-            "--batch-size",
-            str(config.rm_batch_size),
+            *as_flags(dpo_settings(config)),
             "--max-length",
             "none",
-            "--seed",
-            str(config.seed),
             "--no-resume",
         ).strip()
     )

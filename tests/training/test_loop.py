@@ -180,6 +180,52 @@ def test_loop_rejects_no_eval_samples(monkeypatch, tmp_path):
         call_command("loop", "--out", str(tmp_path), "--eval-samples", "0", stdout=io.StringIO())
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--num-prompts", "16", "--ppo-episodes", "16"],
+            r"--ppo-episodes \(16\) must be at least --ppo-batch-size \(32\)",
+        ),
+        (["--ppo-batch-size", "30"], r"--ppo-batch-size \(30\) must be divisible by"),
+        (["--num-prompts", "8"], r"--num-prompts 8 is too few for PPO, which holds 8 of them"),
+        (["--ppo-lr", "0"], r"--ppo-lr must be positive"),
+        (["--rm-epochs", "0"], r"--rm-epochs must be > 0"),
+        (["--method", "dpo", "--dpo-beta", "0"], r"--dpo-beta must be > 0"),
+    ],
+)
+def test_trainer_settings_that_cannot_train_are_refused_before_anything_is_written(
+    monkeypatch, tmp_path, args, message
+):
+    # They used to stop the loop after the project, labels, export and reward model, with
+    # train_ppo's names for them (batch_size), and export/ and reward-model/ left in --out.
+    monkeypatch.setattr("training.loop._loop_run", lambda **kw: pytest.fail("must not start"))
+    out = tmp_path / "loop"
+    with pytest.raises(CommandError, match=message):
+        call_command("loop", "--out", str(out), *args, stdout=io.StringIO())
+    assert not out.exists()
+    # An earlier run stays as it was, --overwrite or not.
+    _earlier_run(out)
+    with pytest.raises(CommandError, match=message):
+        call_command("loop", "--out", str(out), *args, "--overwrite", stdout=io.StringIO())
+    assert (out / "export" / "pairs.jsonl").is_file() and (out / "report.json").is_file()
+
+
+def test_the_loop_hands_its_trainers_the_settings_it_checked():
+    from training.loop import LoopConfig, as_flags, ppo_settings, rm_settings
+
+    config = LoopConfig(ppo_episodes=64, ppo_batch_size=16, ptx_coef=0.5)
+    assert as_flags(ppo_settings(config, seed=3, ptx_data="p.jsonl")) == [
+        "--total-episodes", "64", "--batch-size", "16", "--lr", "5e-05",
+        "--response-length", "40", "--kl-coef", "0.1", "--seed", "3",
+        "--ptx-data", "p.jsonl", "--ptx-coef", "0.5",
+    ]  # fmt: skip
+    assert as_flags(rm_settings(config, seed=3, epochs=2.0, lr=1e-4)) == [
+        "--epochs", "2.0", "--lr", "0.0001", "--batch-size", "16",
+        "--early-stopping-patience", "2", "--seed", "3",
+    ]  # fmt: skip
+
+
 def _earlier_run(out):
     (out / "export").mkdir(parents=True)
     (out / "export" / "pairs.jsonl").write_text("{}\n")
