@@ -343,8 +343,9 @@ def finished_run(
     *, kind: str, output_dir: str | Path, config, inputs: list[str | Path] = ()
 ) -> TrainingRun | None:
     """The run that already made `output_dir` from these inputs and settings (its
-    `run_identity` is this config's), when nothing changed since: its model is still in the folder as it left it, and no input folder or file (in
-    `inputs`) was modified after it finished. Running the same command again then has
+    `run_identity` is this config's), when nothing changed since: its model is still in the
+    folder as it left it, and no input folder or file (in `inputs`) was modified after it
+    finished. Running the same command again then has
     nothing to do; without this it retrained over its own output and registered a second
     version of it."""
     # As it reads back from the database.
