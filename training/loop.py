@@ -326,6 +326,24 @@ def clear_previous_run(out: Path, *, overwrite: bool, keep: tuple[Path, ...] = (
             path.unlink()
 
 
+def refuse_inputs_it_writes(out: Path, inputs: tuple[Path, ...], config: LoopConfig) -> None:
+    """ValueError, before anything is written, for an input inside a folder this run trains
+    into: `--policy OUT/policy` with one round is where the new policy goes, so PPO (or DPO)
+    would train over its own start policy and the report measure KL against the result."""
+    rounds = (
+        [out] if config.rounds == 1 else [out / f"round-{n}" for n in range(1, config.rounds + 1)]
+    )
+    written = [r / name for r in rounds for name in ("policy", "reward-model", "export")]
+    for given in inputs:
+        path = given.expanduser().resolve()
+        for folder in written:
+            if path == folder.resolve() or folder.resolve() in path.parents:
+                raise ValueError(
+                    f"{given} is where this run writes its {folder.name}: copy it elsewhere "
+                    f"first (cp -r {given} {out.parent / (out.name + '-start')}) and pass the copy"
+                )
+
+
 def loop_run(
     *,
     out_dir: str | Path,
@@ -351,6 +369,7 @@ def loop_run(
 
     check_trainer_settings(config)
     inputs = tuple(Path(p) for p in (prompts_file, policy, config.ptx_data) if p is not None)
+    refuse_inputs_it_writes(Path(out_dir), inputs, config)
     clear_previous_run(Path(out_dir), overwrite=overwrite, keep=inputs)
     with torch_threads(config.threads):
         return _loop_run(

@@ -262,13 +262,23 @@ def test_an_earlier_run_in_out_is_refused_untouched_or_replaced_with_overwrite(
     with pytest.raises(CommandError, match=r"earlier loop run \(prompts.jsonl\)"):
         call_command("loop", "--out", str(out), stdout=io.StringIO())
 
-    # The earlier run's policy as the next start policy stays; one inside it is refused.
+    # The earlier run's policy as the next start policy: one round writes its new policy
+    # there, so it is refused before anything is deleted (PPO trained over its own start
+    # policy); with two rounds (round-N/policy) it is kept. One inside it is refused.
     (out / "policy" / "best_gold").mkdir(parents=True)
     args = ["loop", "--out", str(out), "--prompts", str(prompts), "--overwrite"]
-    call_command(*args, "--policy", str(out / "policy"), stdout=io.StringIO())
+    with pytest.raises(CommandError, match=r"policy is where this run writes its policy: copy"):
+        call_command(*args, "--policy", str(out / "policy"), stdout=io.StringIO())
+    with pytest.raises(CommandError, match=r"best_gold is where this run writes its policy"):
+        call_command(*args, "--policy", str(out / "policy" / "best_gold"), stdout=io.StringIO())
+    assert (out / "policy" / "best_gold").is_dir() and (out / "prompts.jsonl").is_file()
+    call_command(*args, "--rounds", "2", "--policy", str(out / "policy"), stdout=io.StringIO())
     assert (out / "policy" / "best_gold").is_dir()
     with pytest.raises(CommandError, match=r"best_gold is inside .*policy, which replacing"):
-        call_command(*args, "--policy", str(out / "policy" / "best_gold"), stdout=io.StringIO())
+        call_command(
+            *args, "--rounds", "2", "--policy", str(out / "policy" / "best_gold"),
+            stdout=io.StringIO(),
+        )  # fmt: skip
     assert (out / "policy" / "best_gold").is_dir()
     call_command("loop", "--out", str(tmp_path / "new"), stdout=io.StringIO())
 

@@ -106,3 +106,20 @@ def test_another_kinds_output_is_refused(tmp_path, chat_lm):
         call_command(*sft, "--no-resume")
     assert _files(Path(out)) == before
     assert TrainingRun.objects.count() == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.ml
+def test_only_the_folders_latest_run_decides_its_kind(tmp_path, chat_lm):
+    # An SFT run's folder deleted and reused by a reward model: the reward model's own
+    # resume, or its next run there, is not "another kind's output".
+    import shutil
+
+    sft = command_for("sft", tmp_path, chat_lm)
+    out = Path(sft[sft.index("--out") + 1])
+    reward = _with_out(command_for("reward", tmp_path, chat_lm), out)
+    run(sft)
+    shutil.rmtree(out)
+    assert "saved " in run(reward)
+    assert "saved " in run([*reward, "--no-resume"])
+    assert TrainingRun.objects.filter(kind=TrainingRun.Kind.REWARD).count() == 2

@@ -72,15 +72,17 @@ class ResumableCommand(BaseCommand):
             refuse_unsafe_output(out, inputs)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
-        other = (
+        # The folder's latest run wrote what is there now (an earlier one of another kind
+        # may be long gone, deleted with the folder).
+        last = (
             TrainingRun.objects.filter(output_dir__in={str(out), folder_path(out)})
-            .exclude(kind=kind)
             .order_by("-id")
             .first()
         )
-        if other is not None and Path(out).expanduser().is_dir() and any(Path(out).iterdir()):
+        folder = Path(out).expanduser()
+        if last is not None and last.kind != kind and folder.is_dir() and any(folder.iterdir()):
             raise CommandError(
-                f"--out {out} holds the output of {other.kind} run {other.pk}: training would "
+                f"--out {out} holds the output of {last.kind} run {last.pk}: training would "
                 "overwrite it; choose another output folder"
             )
 
