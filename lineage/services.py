@@ -336,6 +336,11 @@ def run_identity(config: dict) -> dict:
     for key in RUN_MODELS:
         if isinstance(identity.get(key), str):
             identity[key] = model_path(identity[key])
+    if isinstance(identity.get("data_modified"), list):  # --allow-modified's files, likewise
+        identity["data_modified"] = [
+            {**m, "file": model_path(m["file"])} if isinstance(m, dict) and "file" in m else m
+            for m in identity["data_modified"]
+        ]
     return identity
 
 

@@ -146,3 +146,18 @@ def test_a_finished_run_is_found_however_its_models_and_data_were_given(db, tmp_
         assert finished_run(kind="reward", output_dir="out", config=config) is not None
     for config in ({**by_id, "base_model": "other"}, {**by_id, "data_sha256": "b" * 64}):
         assert finished_run(kind="reward", output_dir="out", config=config) is None
+
+
+def test_allow_modified_files_recorded_as_typed_still_identify_the_run(tmp_path, monkeypatch):
+    # Runs recorded before the files were stored resolved hold them as typed.
+    from lineage.services import run_identity
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "pairs.jsonl").write_text("{}\n")
+    modified = {"sha256": "a" * 64, "recorded": "b" * 64, "by": "manifest.json"}
+    old = {"lr": 1, "data_modified": [{**modified, "file": "e/pairs.jsonl"}]}
+    new = {"lr": 1, "data_modified": [{**modified, "file": str(tmp_path / "e" / "pairs.jsonl")}]}
+    assert run_identity(old) == run_identity(new)
+    other = {"lr": 1, "data_modified": [{**modified, "file": str(tmp_path / "f.jsonl")}]}
+    assert run_identity(other) != run_identity(new)
