@@ -123,3 +123,19 @@ def test_only_the_folders_latest_run_decides_its_kind(tmp_path, chat_lm):
     assert "saved " in run(reward)
     assert "saved " in run([*reward, "--no-resume"])
     assert TrainingRun.objects.filter(kind=TrainingRun.Kind.REWARD).count() == 2
+
+
+def test_a_folder_that_cannot_be_written_is_refused(tmp_path, monkeypatch):
+    # (CI runs as root, for whom chmod does not stop a write: ask os.access's answer.)
+    import os
+
+    real_access = os.access
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    monkeypatch.setattr(
+        "training.outputs.os.access",
+        lambda path, mode: Path(path) != locked and real_access(path, mode),
+    )
+    with pytest.raises(ValueError, match=r"cannot write to .*locked"):
+        refuse_unsafe_output(locked / "new" / "out")
+    refuse_unsafe_output(tmp_path / "elsewhere")
