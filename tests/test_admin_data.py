@@ -205,3 +205,62 @@ def test_uploads_over_import_max_bytes_are_refused(client, root, project, settin
     )
     assert "IMPORT_MAX_BYTES" in response.content.decode()
     assert Prompt.objects.count() == 0
+
+
+def test_a_prompt_upload_is_stored_a_batch_at_a_time_after_every_line_is_checked(
+    client, root, project, monkeypatch
+):
+    # The page holds one batch of records, not the file's: each batch is written before the
+    # next is read. A bad last line is still found before anything is written.
+    from annotation.services import imports
+
+    monkeypatch.setattr(imports, "BULK_BATCH", 2)
+    stored_when_read = []
+    real_record = imports.prompt_record
+
+    def counting(raw, *, line):
+        stored_when_read.append(Prompt.objects.filter(project=project).count())
+        return real_record(raw, line=line)
+
+    monkeypatch.setattr(imports, "prompt_record", counting)
+    lines = [{"external_id": f"p{i}", "text": f"q{i}"} for i in range(5)] + [{"text": ""}]
+    page = upload(client, project, "prompts", "p.jsonl", lines).content.decode()
+    assert "p.jsonl:6: &#x27;text&#x27; must be non-empty" in page
+    assert stored_when_read == [0] * 6 and Prompt.objects.count() == 0
+
+    stored_when_read.clear()
+    lines[-1] = {"text": "q0"}  # no external_id, same text as p0: a new prompt (ids differ)
+    lines.append({"text": "q0"})  # the same again, in the next batch: unchanged
+    page = upload(client, project, "prompts", "p.jsonl", lines).content.decode()
+    assert "p.jsonl: 6 created, 1 unchanged." in page
+    # First pass: 7 lines checked, none stored; second: batches of 2 stored as it goes.
+    assert stored_when_read == [0] * 7 + [0, 0, 2, 2, 4, 4, 6]
+
+
+def test_every_conflict_of_an_upload_is_named_across_batches_and_nothing_is_kept(
+    client, root, project, monkeypatch
+):
+    from annotation.services import imports
+
+    upload(client, project, "prompts", "a.jsonl", [{"external_id": "x", "text": "old x"}])
+    upload(client, project, "prompts", "a.jsonl", [{"external_id": "y", "text": "old y"}])
+    monkeypatch.setattr(imports, "BULK_BATCH", 2)
+    monkeypatch.setattr(imports, "MAX_NAMED_CONFLICTS", 1)
+    lines = [
+        {"external_id": "n1", "text": "new"},
+        {"external_id": "x", "text": "changed x"},  # line 2: batch 1
+        {"external_id": "n2", "text": "new 2"},
+        {"external_id": "n3", "text": "new 3"},
+        {"external_id": "y", "text": "changed y"},  # line 5: batch 3, after a clean batch
+    ]
+    page = upload(client, project, "prompts", "b.jsonl", lines).content.decode()
+    assert "b.jsonl:2: external_id &#x27;x&#x27; already exists with different content" in page
+    assert "(and 1 more)" in page and "Nothing was imported." in page
+    assert sorted(Prompt.objects.values_list("external_id", flat=True)) == ["x", "y"]
+    with pytest.raises(imports.ServiceValidationError) as info:
+        records = (imports.prompt_record(line, line=n) for n, line in enumerate(lines, 1))
+        imports.prompts_import(project=project, records=records)
+    assert info.value.errors["conflicts"] == {
+        2: "external_id 'x' already exists with different content"
+    }  # one named (MAX_NAMED_CONFLICTS), both counted
+    assert "(and 1 more)" in info.value.detail
