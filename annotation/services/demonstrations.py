@@ -9,7 +9,6 @@ stream from one query ordered by comparison and are written line by line by
 
 from __future__ import annotations
 
-import contextlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -21,7 +20,7 @@ from django.db.models import Q
 from annotation.datafiles.sft import SftResult, SftWriter
 from annotation.errors import ServiceValidationError, StorageError
 from annotation.models import Annotation, Export, Project, TaskType
-from annotation.services.exports import default_export_dir
+from annotation.services.exports import default_export_dir, removed_if_it_fails
 
 CHUNK_SIZE = 2000
 PROGRESS_EVERY = 10_000
@@ -83,6 +82,11 @@ def demonstrations_export(
         )
         raise ServiceValidationError(message, {"include_edited": [message]})
     folder = Path(out_dir) if out_dir is not None else default_export_dir(project)
+    with removed_if_it_fails(folder):
+        return _export_into(project, options, folder, created_by, chunk_size, progress)
+
+
+def _export_into(project, options, folder: Path, created_by, chunk_size, progress) -> Export:
     try:
         writer = SftWriter(folder)
     except FileExistsError as exc:
@@ -92,32 +96,26 @@ def demonstrations_export(
             f"Cannot write to {folder}: {exc.strerror or exc}", {"out": [str(exc)]}
         ) from None
     try:
-        try:
-            with writer:
-                result = _write(project, options, writer, created_by, chunk_size, progress)
-        except OSError as exc:  # a full disk: the writer removed its temporary files
-            message = f"cannot write the export to {folder}: {exc.strerror or exc}"
-            raise StorageError(message, {"out": [str(folder)]}) from None
-        try:
-            return Export.objects.create(
-                project=project,
-                kind=Export.Kind.SFT,
-                options=options.as_dict(),
-                format=Export.Format.JSONL,
-                path=str(folder.resolve()),
-                rows=result.rows,
-                counts=result.manifest["counts"],
-                sha256=result.sha256,
-                created_by=created_by,
-            )
-        except BaseException:
-            result.path.unlink(missing_ok=True)
-            result.manifest_path.unlink(missing_ok=True)
-            raise
+        with writer:
+            result = _write(project, options, writer, created_by, chunk_size, progress)
+    except OSError as exc:  # a full disk: the writer removed its temporary files
+        message = f"cannot write the export to {folder}: {exc.strerror or exc}"
+        raise StorageError(message, {"out": [str(folder)]}) from None
+    try:
+        return Export.objects.create(
+            project=project,
+            kind=Export.Kind.SFT,
+            options=options.as_dict(),
+            format=Export.Format.JSONL,
+            path=str(folder.resolve()),
+            rows=result.rows,
+            counts=result.manifest["counts"],
+            sha256=result.sha256,
+            created_by=created_by,
+        )
     except BaseException:
-        if out_dir is None:
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        result.path.unlink(missing_ok=True)
+        result.manifest_path.unlink(missing_ok=True)
         raise
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import itertools
 import json
 import shutil
 import uuid
@@ -424,7 +425,7 @@ def export_create(
         )
         raise ServiceValidationError(message, {"project": [message]})
     folder = Path(out_dir) if out_dir is not None else default_export_dir(project)
-    try:
+    with removed_if_it_fails(folder):
         return _export_into(
             project=project,
             options=options,
@@ -433,11 +434,20 @@ def export_create(
             chunk_size=chunk_size,
             progress=progress,
         )
+
+
+@contextlib.contextmanager
+def removed_if_it_fails(folder: Path) -> Iterator[None]:
+    """On any failure inside, remove the folders on the way to `folder` that did not exist
+    before (empty ones only: rmdir spares a folder with files), so a failed export leaves
+    no empty `--out` behind."""
+    missing = list(itertools.takewhile(lambda p: not p.exists(), (folder, *folder.parents)))
+    try:
+        yield
     except BaseException:
-        if out_dir is None:
-            # Our own fresh folder: leave no empty directory behind (rmdir spares a full one).
+        for path in missing:  # deepest first
             with contextlib.suppress(OSError):
-                folder.rmdir()
+                path.rmdir()
         raise
 
 

@@ -357,11 +357,16 @@ def test_export_demonstrations_on_a_full_disk_is_one_line_and_leaves_nothing(
     for i in range(3):
         write(demo_project, alice, f"Answer {i}. " + "x" * 2000)  # past the 4 KiB buffer
     monkeypatch.setattr("annotation.datafiles.sft.open", _full_open, raising=False)
-    out = tmp_path / "sft"
+    out = tmp_path / "exports" / "sft"
     with pytest.raises(CommandError) as info:
         call_command("export_demonstrations", "demos", "--out", str(out), stdout=StringIO())
     assert str(info.value) == f"cannot write the export to {out}: No space left on device"
-    assert list(out.iterdir()) == [] and not Export.objects.exists()
+    # The folders the export made for itself are gone again; one that was there stays.
+    assert not (tmp_path / "exports").exists() and not Export.objects.exists()
+    out.mkdir(parents=True)
+    with pytest.raises(CommandError):
+        call_command("export_demonstrations", "demos", "--out", str(out), stdout=StringIO())
+    assert list(out.iterdir()) == []
     monkeypatch.undo()  # the leftovers of a failed abort blocked this as "not empty"
     call_command("export_demonstrations", "demos", "--out", str(out), stdout=StringIO())
     assert Export.objects.get().rows == 3

@@ -414,7 +414,7 @@ def test_files_are_removed_when_the_record_cannot_be_stored(project, ranked, tmp
     monkeypatch.setattr(Export.objects, "create", refuse)
     with pytest.raises(RuntimeError, match="read-only"):
         export(project, tmp_path)
-    assert list((tmp_path / "out").iterdir()) == []
+    assert not (tmp_path / "out").exists()  # its files, and the folder the export made
 
 
 def test_default_folder_is_under_data_dir(project, ranked, settings, tmp_path):
@@ -563,7 +563,7 @@ def test_missing_optional_dependency_is_a_clear_error(project, ranked, tmp_path,
     monkeypatch.setattr(builtins, "__import__", no_pyarrow)
     with pytest.raises(ServiceValidationError, match=r"parquet needs pyarrow"):
         export(project, tmp_path, format="parquet")
-    assert not any((tmp_path / "out").iterdir())
+    assert not (tmp_path / "out").exists()
 
 
 def test_failed_export_into_the_default_folder_leaves_no_folder(
@@ -577,7 +577,7 @@ def test_failed_export_into_the_default_folder_leaves_no_folder(
     monkeypatch.setattr(Export.objects, "create", refuse)
     with pytest.raises(RuntimeError):
         export_create(project=project, options=ExportOptions())
-    assert list((tmp_path / "exports").iterdir()) == []
+    assert not (tmp_path / "exports").exists()
 
 
 # --- a full disk -----------------------------------------------------------------------------
@@ -610,7 +610,7 @@ def _full(*args, **kwargs):
 def test_a_full_disk_is_a_clear_error_and_leaves_no_export(
     project, ranked, tmp_path, monkeypatch, where
 ):
-    out = tmp_path / "out"
+    out = tmp_path / "exports" / "out"
     if where == "writing":
         monkeypatch.setattr("annotation.datafiles.export.open", _full_open, raising=False)
     else:  # the manifest, the last file written
@@ -618,7 +618,12 @@ def test_a_full_disk_is_a_clear_error_and_leaves_no_export(
     with pytest.raises(CommandError) as info:
         call_command("export_preferences", "demo", "--out", str(out), stdout=StringIO())
     assert str(info.value) == f"cannot write the export to {out}: No space left on device"
-    # Nothing under a final name, no temporary table, no lock: the folder holds no export.
+    # The folders the export made for itself are removed again (nothing under a final name,
+    # no temporary table, no lock was left in them); a folder that was there stays, empty.
+    assert not (tmp_path / "exports").exists() and Export.objects.count() == 0
+    out.mkdir(parents=True)
+    with pytest.raises(CommandError):
+        call_command("export_preferences", "demo", "--out", str(out), stdout=StringIO())
     assert list(out.iterdir()) == [] and Export.objects.count() == 0
     monkeypatch.undo()
     call_command("export_preferences", "demo", "--out", str(out), stdout=StringIO())
@@ -644,4 +649,4 @@ def test_a_full_disk_answers_the_api_with_json_507(
     body = response.json()
     folder = body["errors"]["out"][0]
     assert body["detail"] == f"cannot write the export to {folder}: No space left on device"
-    assert list((tmp_path / "exports").iterdir()) == [] and Export.objects.count() == 0
+    assert not (tmp_path / "exports").exists() and Export.objects.count() == 0
