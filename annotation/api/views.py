@@ -228,8 +228,11 @@ class AssignmentSkipApi(APIView):
         responses={
             200: s.SkipOutput,
             **ERRORS_AUTH,
+            403: OpenApiResponse(s.ErrorSerializer, description="No longer a project member."),
             **NOT_FOUND,
-            409: OpenApiResponse(s.ErrorSerializer, description="Already submitted."),
+            409: OpenApiResponse(
+                s.ErrorSerializer, description="Already submitted, rejected or deleted."
+            ),
         },
     )
     def post(self, request: Request, assignment_id: int) -> Response:

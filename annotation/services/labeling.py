@@ -272,7 +272,6 @@ def ranking_submit(
     nothing is ranked, the candidates were references); on a ranking project with
     `allow_edit`, `edited_text` optionally rewrites the best answer.
     """
-    now = now or timezone.now()
     token = _as_uuid(client_token)
     if assignment.labeler_id != labeler.pk:
         raise NotAllowedError("This assignment belongs to another labeler.")
@@ -314,10 +313,13 @@ def ranking_submit(
 
 @transaction.atomic
 def _ranking_submit(
-    *, assignment: Assignment, labeler, token: uuid.UUID, now: datetime, values: dict
+    *, assignment: Assignment, labeler, token: uuid.UUID, now: datetime | None, values: dict
 ) -> tuple[Annotation, bool]:
     # Lock order everywhere: comparison, then assignment.
     target = comparison_locked_for(assignment.comparison_id, labeler)
+    # The clock is read once the lock is held: read before, a submit that waited on another
+    # labeler's transaction would judge its lease (and stamp submitted_at) by a stale time.
+    now = now or timezone.now()
     current = assignment_of_labeler(assignment.pk, labeler, lock=True) if target else None
     if current is None:  # deleted meanwhile (an admin removed the project, say)
         raise ConflictError("This assignment no longer exists.", {"assignment": [assignment.pk]})
@@ -444,13 +446,23 @@ def comparison_count_submission(*, comparison: Comparison, now) -> None:
 def assignment_skip(*, assignment: Assignment, labeler, now: datetime | None = None) -> Assignment:
     """Give the comparison back; this labeler is never served it again.
 
-    Skipping twice is a no-op; skipping a submitted assignment is a ConflictError. `now` is
-    accepted for symmetry with the other services (a skip frees the slot at once).
+    Skipping twice is a no-op; skipping a submitted or rejected assignment is a
+    ConflictError, as is one deleted meanwhile; a labeler removed from the project gets
+    NotAllowedError. `now` is accepted for symmetry with the other services (a skip frees
+    the slot at once).
     """
     if assignment.labeler_id != labeler.pk:
         raise NotAllowedError("This assignment belongs to another labeler.")
     with transaction.atomic():
-        current = Assignment.objects.select_for_update().get(pk=assignment.pk)
+        # Lock order everywhere: comparison, then assignment.
+        target = comparison_locked_for(assignment.comparison_id, labeler)
+        current = assignment_of_labeler(assignment.pk, labeler, lock=True) if target else None
+        if current is None:
+            raise ConflictError(
+                "This assignment no longer exists.", {"assignment": [assignment.pk]}
+            )
+        if not (labeler.is_staff or target.labeler_is_member):
+            raise NotAllowedError("You are not a member of this project.")
         if current.status == Assignment.Status.SUBMITTED:
             raise ConflictError("This assignment was already submitted; it cannot be skipped.")
         if current.status == Assignment.Status.REJECTED:

@@ -388,6 +388,51 @@ def test_a_labeler_removed_from_the_project_cannot_submit(project, labeler, make
         submit(assignment, labeler)
 
 
+def test_submit_reads_the_clock_once_it_holds_the_comparison_lock(
+    project, labeler, make_comparisons, monkeypatch
+):
+    # A submit that waited on another labeler's transaction judges its lease and stamps
+    # submitted_at by the time it got the lock, not the time it started waiting.
+    import annotation.services.labeling as labeling
+
+    make_comparisons(project, 1)
+    assignment = assignment_next(project=project, labeler=labeler)
+    locked_at = []
+
+    def lock_then_note_the_time(*args):
+        target = real_lock(*args)
+        locked_at.append(timezone.now())
+        return target
+
+    real_lock = labeling.comparison_locked_for
+    monkeypatch.setattr(labeling, "comparison_locked_for", lock_then_note_the_time)
+    ranking_submit(
+        assignment=assignment,
+        labeler=labeler,
+        ranking=strict(assignment),
+        client_token=uuid.uuid4(),
+    )
+    assert refresh(assignment).submitted_at >= locked_at[0]
+
+
+def test_a_labeler_removed_from_the_project_cannot_skip(project, labeler, make_comparisons):
+    make_comparisons(project, 1)
+    assignment = assignment_next(project=project, labeler=labeler, now=at(0))
+    project.members.remove(labeler)
+    with pytest.raises(NotAllowedError):
+        assignment_skip(assignment=assignment, labeler=labeler)
+    assert refresh(assignment).status == Assignment.Status.LEASED
+
+
+def test_skipping_an_assignment_deleted_meanwhile_is_a_conflict(project, labeler, make_comparisons):
+    make_comparisons(project, 1)
+    assignment = assignment_next(project=project, labeler=labeler, now=at(0))
+    Assignment.objects.filter(pk=assignment.pk).delete()
+    with pytest.raises(ConflictError, match="no longer exists"):
+        assignment_skip(assignment=assignment, labeler=labeler)
+    assert not Assignment.objects.exists()
+
+
 def test_an_invalid_submission_stores_nothing(project, labeler, make_comparisons):
     (comparison,) = make_comparisons(project, 1)
     a, b, c, d = comparison.candidate_ids

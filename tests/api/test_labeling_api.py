@@ -478,6 +478,17 @@ def test_skip_of_someone_elses_assignment_is_404(alice, bob, outsider, staff, co
     assert Assignment.objects.get().status == Assignment.Status.LEASED
 
 
+def test_skip_by_a_labeler_removed_from_the_project_is_403(alice, project, labeler, comparisons):
+    payload = lease(alice)
+    project.members.remove(labeler)
+
+    response = alice.post(skip_url(payload["assignment"]["id"]))
+
+    assert response.status_code == 403
+    assert "not a member" in response.json()["detail"]
+    assert Assignment.objects.get().status == Assignment.Status.LEASED
+
+
 def test_skip_needs_credentials(anon, alice, comparisons):
     assert anon.post(skip_url(lease(alice)["assignment"]["id"])).status_code == 401
 
