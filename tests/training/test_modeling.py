@@ -274,3 +274,32 @@ def test_lora_transposes_only_for_conv1d_models(plain_dir, chat_dir):
     llama, _ = load_causal_lm(chat_dir, device="cpu")
     assert lora_fan_in_fan_out(gpt2) is True  # GPT-2 projections are Conv1D
     assert lora_fan_in_fan_out(llama) is False  # nn.Linear
+
+
+def _hub_kernels_setting(**env: str) -> str:
+    import os
+    import subprocess
+    import sys
+
+    clean = {k: v for k, v in os.environ.items() if k != "USE_HUB_KERNELS"} | env
+    code = "import os, training; print(os.environ['USE_HUB_KERNELS'])"
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=clean, cwd=root, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_hub_kernels_are_off_unless_the_environment_asks_for_them():
+    # On a GPU, transformers would fetch kernels from the Hub at `model.train()`: offline
+    # that raised mid-run (seen on an H200 with bench/gpu_ppo.py --lora).
+    assert _hub_kernels_setting() == "NO"
+    assert _hub_kernels_setting(USE_HUB_KERNELS="YES") == "YES"
+
+
+def test_loaded_models_do_not_use_hub_kernels(plain_dir):
+    model, _ = load_causal_lm(plain_dir, device="cpu")
+    assert model.use_kernels is False
+    model.train()  # what switched kernels on and fetched them from the Hub
+    assert model.use_kernels is False
