@@ -160,13 +160,13 @@ def _exported_between(project: Project, low: int, high: int):
     """Ids (a subquery) of the comparisons low..high that `_annotation_stream` yields rows of.
 
     Not every comparison in the range: with priorities and later rounds the labeled ones lie
-    scattered among thousands unlabeled, whose texts an export has no use for.
+    scattered among thousands unlabeled, whose texts an export has no use for. Through every
+    annotation, not only the counted ones: a reject or a correction that commits after the
+    stream read a row must not hide that row's comparison from the lookup.
     """
-    return (
-        _counted(project)
-        .filter(comparison_id__gte=low, comparison_id__lte=high)
-        .values("comparison_id")
-    )
+    return Annotation.objects.filter(
+        comparison__project=project, comparison_id__gte=low, comparison_id__lte=high
+    ).values("comparison_id")
 
 
 def _candidate_texts(project: Project, low: int, high: int) -> dict[int, CandidateText]:

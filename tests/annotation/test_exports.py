@@ -395,6 +395,37 @@ def test_chunks_never_split_a_comparison(project, disputed, ranked, tmp_path):
     assert small.counts["rankings"] == large.counts["rankings"] == 4
 
 
+def test_a_reject_committed_while_the_export_streams_does_not_break_it(
+    project, ranked, tmp_path, monkeypatch
+):
+    # Staff reject (or a labeler corrects) an answer after the export read its row but before
+    # it looked up that comparison's prompt and texts: the export keeps what it read.
+    import annotation.services.exports as exports
+
+    real_stream = exports._annotation_stream
+    first = ranked[0]
+
+    def stream_then_reject(project, chunk_size):
+        for n, row in enumerate(real_stream(project, chunk_size)):
+            yield row
+            if n == 0:
+                Annotation.objects.filter(comparison=first).update(
+                    rejected_at=timezone.now(), rejection_reason="off-topic"
+                )
+
+    monkeypatch.setattr(exports, "_annotation_stream", stream_then_reject)
+    for chunk_size in (1, 1000):
+        result = export_create(
+            project=project,
+            options=ExportOptions(),
+            out_dir=tmp_path / f"c{chunk_size}",
+            chunk_size=chunk_size,
+        )
+        rows = read_jsonl(export_pairs_path(result))
+        assert {r["comparison_id"] for r in rows} == {c.pk for c in ranked}
+        Annotation.objects.update(rejected_at=None, rejection_reason="")
+
+
 def test_bad_options_and_folders_are_refused(project, ranked, tmp_path):
     with pytest.raises(ServiceValidationError, match="pairing"):
         export(project, tmp_path, pairing="all")
