@@ -332,7 +332,10 @@ class ComparisonCandidate(models.Model):
     """
 
     comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE)
-    candidate = models.ForeignKey(Candidate, on_delete=models.CASCADE)
+    # RESTRICT: a compared candidate cannot be deleted on its own (its comparison's
+    # candidate_ids and annotations would name a text that is gone); deleting its prompt or
+    # project, which deletes the comparison too, still can.
+    candidate = models.ForeignKey(Candidate, on_delete=models.RESTRICT)
     position = models.PositiveSmallIntegerField(
         help_text="Index of the candidate in the comparison's candidate_ids."
     )

@@ -6,10 +6,11 @@ and back, and checks every row survived with its position.
 """
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.db.migrations.executor import MigrationExecutor
+from django.db.models import RestrictedError
 
-from annotation.models import Comparison, ComparisonCandidate
+from annotation.models import Candidate, Comparison, ComparisonCandidate
 from annotation.services.comparisons import comparisons_insert
 
 BEFORE = [("annotation", "0012_comparison_priority")]
@@ -23,6 +24,28 @@ def test_built_comparisons_derive_key_and_rows_from_candidate_ids(project, make_
         rows = ComparisonCandidate.objects.filter(comparison=comparison).order_by("position")
         assert [row.candidate_id for row in rows] == ids
         assert sorted(c.pk for c in comparison.candidates.all()) == sorted(ids)
+
+
+@pytest.mark.django_db
+def test_a_compared_candidate_cannot_be_deleted_alone_but_goes_with_its_prompt(
+    project, make_comparisons
+):
+    comparison = make_comparisons(project, n=1)[0]
+    prompt = comparison.prompt
+    compared = Candidate.objects.get(pk=comparison.candidate_ids[0])
+    loose = Candidate.objects.create(prompt=prompt, text="never compared", text_hash="x" * 64)
+
+    with pytest.raises(RestrictedError), transaction.atomic():
+        compared.delete()
+    assert ComparisonCandidate.objects.filter(comparison=comparison).count() == len(
+        comparison.candidate_ids
+    )
+    loose.delete()  # nothing names it
+
+    prompt.delete()
+    assert not Comparison.objects.filter(pk=comparison.pk).exists()
+    assert not Candidate.objects.filter(pk__in=comparison.candidate_ids).exists()
+    assert not ComparisonCandidate.objects.exists()
 
 
 def test_insert_ignores_a_stale_key_and_refuses_a_repeated_candidate(project, make_comparisons):
