@@ -525,3 +525,19 @@ def leases_expire(*, now: datetime | None = None) -> int:
     """Mark leases past their time as expired; returns how many. Housekeeping only."""
     now = now or timezone.now()
     return Assignment.objects.filter(lapsed_lease_q(now)).update(status=Assignment.Status.EXPIRED)
+
+
+def leases_release(*, project_ids, labeler_ids) -> int:
+    """Expire the leases these labelers hold in these projects; returns how many.
+
+    Called when labelers leave a project (annotation/signals.py): they can no longer submit,
+    so their open leases would only hold slots others could fill until they ran out. Staff
+    keep theirs: they may label any project. Status LEASED is re-checked on each row, so a
+    submit that commits first keeps its answer.
+    """
+    return Assignment.objects.filter(
+        status=Assignment.Status.LEASED,
+        comparison__project_id__in=list(project_ids),
+        labeler_id__in=list(labeler_ids),
+        labeler__is_staff=False,
+    ).update(status=Assignment.Status.EXPIRED)

@@ -388,6 +388,50 @@ def test_a_labeler_removed_from_the_project_cannot_submit(project, labeler, make
         submit(assignment, labeler)
 
 
+@pytest.mark.parametrize(
+    "leave",
+    [
+        lambda project, user, others: project.members.remove(user),
+        lambda project, user, others: user.labeling_projects.remove(project),
+        lambda project, user, others: project.members.set(others),  # the admin form's way
+        lambda project, user, others: (project.members.clear(), project.members.add(*others)),
+        lambda project, user, others: user.labeling_projects.clear(),
+    ],
+    ids=["remove", "remove-reverse", "set", "clear", "clear-reverse"],
+)
+def test_leaving_the_project_gives_the_leased_slot_back(
+    project, labeler, bob, carol, make_comparisons, leave
+):
+    (comparison,) = make_comparisons(project, 1)  # overlap 2
+    mine = assignment_next(project=project, labeler=labeler)
+    assignment_next(project=project, labeler=bob)
+    assert assignment_next(project=project, labeler=carol) is None  # both slots leased
+
+    leave(project, labeler, [bob, carol])
+
+    assert refresh(mine).status == Assignment.Status.EXPIRED
+    assert assignment_next(project=project, labeler=carol).comparison_id == comparison.pk
+
+
+def test_leaving_a_project_keeps_leases_elsewhere_and_staff_leases(
+    project, make_project, labeler, staff_user, make_comparisons
+):
+    other = make_project("other", num_candidates=4, overlap=2)
+    other.members.add(labeler)
+    make_comparisons(project, 1)
+    make_comparisons(other, 1)
+    here = assignment_next(project=project, labeler=labeler)
+    elsewhere = assignment_next(project=other, labeler=labeler)
+    project.members.add(staff_user)
+    staff_lease = assignment_next(project=project, labeler=staff_user)
+
+    project.members.remove(labeler, staff_user)
+
+    assert refresh(here).status == Assignment.Status.EXPIRED
+    assert refresh(elsewhere).status == Assignment.Status.LEASED
+    assert refresh(staff_lease).status == Assignment.Status.LEASED  # staff may label anywhere
+
+
 def test_submit_reads_the_clock_once_it_holds_the_comparison_lock(
     project, labeler, make_comparisons, monkeypatch
 ):
@@ -421,7 +465,9 @@ def test_a_labeler_removed_from_the_project_cannot_skip(project, labeler, make_c
     project.members.remove(labeler)
     with pytest.raises(NotAllowedError):
         assignment_skip(assignment=assignment, labeler=labeler)
-    assert refresh(assignment).status == Assignment.Status.LEASED
+    assert (
+        refresh(assignment).status == Assignment.Status.EXPIRED
+    )  # released on leaving, not skipped
 
 
 def test_skipping_an_assignment_deleted_meanwhile_is_a_conflict(project, labeler, make_comparisons):

@@ -486,7 +486,9 @@ def test_skip_by_a_labeler_removed_from_the_project_is_403(alice, project, label
 
     assert response.status_code == 403
     assert "not a member" in response.json()["detail"]
-    assert Assignment.objects.get().status == Assignment.Status.LEASED
+    assert (
+        Assignment.objects.get().status == Assignment.Status.EXPIRED
+    )  # released on leaving, not skipped
 
 
 def test_skip_needs_credentials(anon, alice, comparisons):
