@@ -477,6 +477,13 @@ class Annotation(models.Model):
             models.UniqueConstraint(
                 fields=["labeler", "client_token"], name="annotation_unique_client_token"
             ),
+            # One first answer per assignment; each later one is a correction that
+            # supersedes the one before (a chain: `supersedes` is one-to-one).
+            models.UniqueConstraint(
+                fields=["assignment"],
+                condition=Q(supersedes__isnull=True),
+                name="annotation_one_original_per_assignment",
+            ),
             models.CheckConstraint(
                 condition=Q(rejected_at__isnull=True) | ~Q(rejection_reason=""),
                 name="annotation_rejection_has_reason",

@@ -118,3 +118,35 @@ def test_one_assignment_per_comparison_and_labeler_and_unique_client_token(
 
     annotate()
     violates(annotate)
+
+
+def test_an_assignment_has_one_first_answer_and_a_chain_of_corrections(
+    project, labeler, make_comparisons
+):
+    comparison = make_comparisons(project, n=1)[0]
+    now = timezone.now()
+    assignment = Assignment.objects.create(
+        comparison=comparison,
+        labeler=labeler,
+        display_order=comparison.candidate_ids,
+        leased_at=now,
+        expires_at=now,
+    )
+    ranking = [[cid] for cid in comparison.candidate_ids]
+
+    def answer(supersedes=None):
+        return Annotation.objects.create(
+            assignment=assignment,
+            comparison=comparison,
+            labeler=labeler,
+            ranking=ranking,
+            client_token=uuid.uuid4(),
+            supersedes=supersedes,
+        )
+
+    first = answer()
+    violates(answer)  # a second first answer would count the labeler twice
+    correction = answer(supersedes=first)
+    answer(supersedes=correction)
+    violates(lambda: answer(supersedes=first))  # a fork of the chain
+    assert Annotation.objects.filter(assignment=assignment).count() == 3
