@@ -232,6 +232,10 @@ def test_config_validation_and_from_options():
         PPOConfig(batch_size=10, mini_batches=4)
     with pytest.raises(ValueError, match="total_episodes"):
         PPOConfig(total_episodes=8, batch_size=16)
+    # checkpoints(out)[:-0] is empty: 0 used to keep every checkpoint instead of none.
+    for keep in (0, -1):
+        with pytest.raises(ValueError, match="keep_checkpoints must be at least 1"):
+            PPOConfig(keep_checkpoints=keep)
     config = PPOConfig.from_options(
         {
             "total_episodes": "128",

@@ -90,7 +90,7 @@ class PPOConfig:
     save_every: int = option(
         50, "write a resumable checkpoint every N steps (0: only the final policy)"
     )
-    keep_checkpoints: int = option(2, "most recent checkpoints kept on disk")
+    keep_checkpoints: int = option(2, "most recent checkpoints kept on disk (at least 1)")
     resume: bool = option(
         True, "continue from out_dir's latest checkpoint (False: delete them, start over)"
     )
@@ -127,6 +127,10 @@ class PPOConfig:
                 f"batch_size ({self.batch_size}) must be divisible by mini_batches x "
                 f"gradient_accumulation_steps ({micro})"
             )
+        if self.keep_checkpoints < 1:
+            # Pruning slices checkpoints[:-keep]: 0 would keep them all, a negative count
+            # would delete the oldest ones and keep the rest.
+            problems.append("keep_checkpoints must be at least 1")
         if self.ptx_coef < 0:
             problems.append("ptx_coef must be 0 or more")
         if self.temperature <= 0:
