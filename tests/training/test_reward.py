@@ -447,6 +447,35 @@ def test_config_from_command_options():
         RewardConfig(batch_size=0)
 
 
+def test_accuracy_by_margin_is_ordered_by_the_gap_and_counts_ties_half(monkeypatch):
+    import training.reward.calibrate as calibrate
+    from training.reward.data import PreferencePair
+
+    scores = {"good": 1.0, "bad": 0.0, "same": 0.5}
+    texts = list(scores)
+
+    class Render:
+        tokenizer = type("T", (), {"pad_token_id": 0})()
+
+        def __call__(self, prompt, response):
+            return [texts.index(response) + 1]
+
+    monkeypatch.setattr(
+        calibrate,
+        "score_token_ids",
+        lambda model, ids, pad, batch_size: [scores[texts[i[0] - 1]] for i in ids],
+    )
+    pairs = [
+        PreferencePair("p", "good", "bad", margin=10),
+        PreferencePair("p", "bad", "good", margin=2),
+        PreferencePair("p", "same", "same", margin=2),
+        PreferencePair("p", "good", "bad", margin=1),
+    ]
+    figures = calibrate.evaluate_pairs(None, pairs, Render(), margin_scale=0.0, batch_size=8)
+    assert list(figures["accuracy_by_margin"].items()) == [("1", 1.0), ("2", 0.25), ("10", 1.0)]
+    assert figures["accuracy"] == pytest.approx((1 + 0 + 0.5 + 1) / 4)
+
+
 # --------------------------------------------------------------------------- end to end
 
 

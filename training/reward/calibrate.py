@@ -43,13 +43,14 @@ def evaluate_pairs(
     margin = torch.tensor([p.margin * margin_scale for p in pairs])
     weight = torch.tensor([p.weight for p in pairs])
     correct = (chosen > rejected).float() + 0.5 * (chosen == rejected).float()
-    groups: dict[str, list[float]] = defaultdict(list)
+    groups: dict[float, list[float]] = defaultdict(list)
     for p, c in zip(pairs, correct.tolist()):
-        groups[f"{p.margin:g}"].append(c)
+        groups[float(p.margin)].append(c)
     return {
         "accuracy": correct.mean().item(),
         "eval_loss": pairwise_loss(chosen, rejected, margin=margin, weight=weight).item(),
-        "accuracy_by_margin": {m: sum(v) / len(v) for m, v in sorted(groups.items())},
+        # Keys are text (JSON), ordered by the gap's value: "2" before "10".
+        "accuracy_by_margin": {f"{m:g}": sum(v) / len(v) for m, v in sorted(groups.items())},
     }
 
 
