@@ -119,6 +119,43 @@ def test_a_refused_late_answer_stays_on_screen(
     expect(page.get_by_role("heading", name="Nothing left to label")).to_be_visible()
 
 
+def test_a_refused_late_answer_keeps_its_alert_when_the_lease_is_refused_too(
+    page: Page, live_server, login, make_project, make_labeler, make_comparisons
+):
+    # The labeler ranks (the lease is renewed: they are active), steps away, the lease runs
+    # out and another labeler takes the slot. Back, they submit: refused, "Next comparison".
+    # Their keypress counts as activity, so the next tick asked to renew the lost lease; its
+    # refusal replaced the alert, the "Next comparison" button with it.
+    project = make_project("lost-renew", num_candidates=3, overlap=1, lease_seconds=30)
+    make_labeler("lorna", projects=[project], password=PASSWORD)
+    bob = make_labeler("lbert", projects=[project])
+    make_comparisons(project, n=1)
+    login(page, "lorna")
+    page.goto(f"{live_server.url}/projects/lost-renew/label/")
+    mine = leased("lorna")
+    original = mine.expires_at
+    for key in ("1", "2", "3"):
+        page.keyboard.press(key)
+    for _ in range(40):  # the last minute of a lease and an active labeler: renewed
+        page.wait_for_timeout(100)
+        if leased("lorna").expires_at > original:
+            break
+    assert leased("lorna").expires_at > original
+    page.wait_for_timeout(300)  # the renewal's answer is read
+    Assignment.objects.filter(pk=mine.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert assignment_next(project=project, labeler=bob).comparison_id == mine.comparison_id
+    page.keyboard.press("Control+Enter")
+    alert = page.get_by_role("alert")
+    expect(alert).to_contain_text("taken by others")
+    page.wait_for_timeout(2500)  # ticks pass
+    expect(alert).to_contain_text("your answer is still on screen")
+    next_button = page.get_by_role("button", name="Next comparison")
+    expect(next_button).to_be_visible()
+    assert not Annotation.objects.exists()
+    next_button.click()
+    expect(page.get_by_role("heading", name="Nothing left to label")).to_be_visible()
+
+
 def test_ranks_come_from_the_comparison_and_scrolling_renews_the_lease(
     page: Page, live_server, login, make_project, make_labeler, make_comparisons
 ):

@@ -675,8 +675,10 @@
 
   function showSlotLost(detail) {
     // Nothing was stored. Keep the labeler's ranking and rationale on screen (they may want
-    // to copy the rationale) and let them move on when they are ready.
+    // to copy the rationale) and let them move on when they are ready. The lease is gone:
+    // stop its clock, whose refused renewal would otherwise replace this alert and its button.
     state.slotLost = true;
+    leaseClock.stop();
     showError(detail + " Nothing was stored; your answer is still on screen.");
     var next = document.createElement("button");
     next.type = "button";
