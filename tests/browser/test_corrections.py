@@ -89,6 +89,41 @@ def test_history_edit_corrects_a_pairwise_answer(
     assert latest.ranking == [[b], [a]] and latest.supersedes_id is not None
 
 
+def test_a_refused_correction_leaves_correction_mode_for_the_next_comparison(
+    page: Page, live_server, login, make_project, make_labeler, make_comparisons
+):
+    # Staff reject the answer while its labeler corrects it: the correction is refused (409).
+    # "Next comparison" then leased a new comparison but stayed in correction mode: no lease
+    # countdown or renewal for it, and its submit went back to History.
+    project = make_project("editlost", num_candidates=3, overlap=1)
+    make_labeler("eddy", projects=[project], password=PASSWORD)
+    make_comparisons(project, n=2)
+    login(page, "eddy")
+    page.goto(f"{live_server.url}/projects/editlost/label/")
+    first = leased("eddy")
+    for key in ("1", "2", "3"):
+        page.keyboard.press(key)
+    page.keyboard.press("Control+Enter")
+    wait_for_next(page, first.pk)
+    page.get_by_role("button", name="Undo last").click()
+    expect(page.get_by_text("Correcting your answer")).to_be_visible()
+    Assignment.objects.filter(pk=first.pk).update(status=Assignment.Status.REJECTED)
+    page.get_by_role("button", name="Submit correction").click()
+    expect(page.get_by_role("alert")).to_contain_text("Staff rejected this answer")
+    page.get_by_role("button", name="Next comparison").click()
+    expect(page.get_by_role("heading", name="Prompt")).to_be_visible()
+    second = leased("eddy")
+    page.wait_for_timeout(300)
+    assert page.locator("#task-form").get_attribute("data-assignment") == str(second.pk)
+    expect(page.get_by_text("Correcting your answer")).to_be_hidden()
+    expect(page.locator("#lease-left")).to_have_text(re.compile(r"^\d+:\d\d$"))
+    for key in ("1", "2", "3"):
+        page.keyboard.press(key)
+    page.keyboard.press("Control+Enter")
+    expect(page.get_by_role("heading", name="Nothing left to label")).to_be_visible()
+    assert Annotation.objects.filter(assignment=second).count() == 1
+
+
 def test_a_refused_late_answer_stays_on_screen(
     page: Page, live_server, login, make_project, make_labeler, make_comparisons
 ):

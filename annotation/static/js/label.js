@@ -686,6 +686,12 @@
     next.id = "next-button";
     next.textContent = "Next comparison";
     next.addEventListener("click", function () {
+      // A refused correction: the labeling page itself, out of correction mode (which holds
+      // no lease and returns to History), as the plain form's "Next comparison" link does.
+      if (editing) {
+        window.location.href = config.urls.label;
+        return;
+      }
       clearError();
       state.slotLost = false;
       loadNext();
