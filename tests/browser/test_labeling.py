@@ -442,6 +442,34 @@ def test_a_reload_mid_task_gives_the_draft_back(
     assert page.locator('.card [data-slot="badge"]:visible').count() == 0
 
 
+def test_a_reload_mid_task_gives_the_ratings_back(
+    page: Page, live_server, login, make_project, make_labeler, make_comparisons
+):
+    # The draft keyed a rating by its field's current value ("rating_5=3"): a reloaded page,
+    # whose selects start empty, looked up "rating_5=" and dropped every rating given.
+    project = make_project("draftrate", num_candidates=3, overlap=1, rating_scale=5)
+    make_labeler("rhea", projects=[project], password=PASSWORD)
+    make_comparisons(project, n=1)
+    login(page, "rhea")
+    page.goto(f"{live_server.url}/projects/draftrate/label/")
+    wait_for_scripts(page)
+    first = leased("rhea")
+    x, y, z = first.display_order
+    card(page, x).locator('select[name^="rating_"]').select_option("4")
+    card(page, z).locator('select[name^="rating_"]').select_option("2")
+    page.reload()
+    wait_for_scripts(page)
+    expect(card(page, x).locator('select[name^="rating_"]')).to_have_value("4")
+    expect(card(page, y).locator('select[name^="rating_"]')).to_have_value("")
+    expect(card(page, z).locator('select[name^="rating_"]')).to_have_value("2")
+    page.locator("#task-heading").focus()
+    for key in ("1", "2", "3"):
+        page.keyboard.press(key)
+    page.keyboard.press("Control+Enter")
+    expect(page.get_by_role("heading", name="Nothing left to label")).to_be_visible()
+    assert Annotation.objects.get(assignment=first).ratings == {str(x): 4, str(z): 2}
+
+
 def test_a_refused_renewal_says_why_and_is_not_retried(
     page: Page, live_server, login, make_project, make_labeler, make_comparisons
 ):

@@ -158,6 +158,12 @@
   var DRAFT_PREFIX = "rlhf.draft.";
   var DRAFT_FIELDS = 'input[name^="flag_"], select[name^="rating_"], #rationale, #edited-text, #all-bad';
 
+  // A field's name in the draft: a flag checkbox by its name and value (one per code), any
+  // other field by its id or name (a rating's value changes, and an empty one must find it).
+  function draftName(field) {
+    return field.id || (field.type === "checkbox" ? field.name + "=" + field.value : field.name);
+  }
+
   function draftKey(id) {
     return editing ? null : DRAFT_PREFIX + id;
   }
@@ -166,7 +172,7 @@
     if (!state.assignment || !draftKey(state.assignment.id)) return;
     var fields = {};
     form.querySelectorAll(DRAFT_FIELDS).forEach(function (field) {
-      var name = field.id || field.name + "=" + field.value;
+      var name = draftName(field);
       fields[name] = field.type === "checkbox" ? field.checked : field.value;
     });
     var draft = { ranks: state.ranks, choice: state.choice, fields: fields };
@@ -190,7 +196,7 @@
 
   function restoreDraft(draft) {
     form.querySelectorAll(DRAFT_FIELDS).forEach(function (field) {
-      var name = field.id || field.name + "=" + field.value;
+      var name = draftName(field);
       if (!(name in draft.fields)) return;
       if (field.type === "checkbox") field.checked = Boolean(draft.fields[name]);
       else field.value = String(draft.fields[name]);
