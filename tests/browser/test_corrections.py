@@ -62,6 +62,35 @@ def test_undo_last_reopens_the_answer_and_stores_a_correction(
     expect(page.get_by_role("button", name="Undo last")).to_be_hidden()
 
 
+def test_an_all_bad_answer_without_ranks_can_be_corrected_where_ties_are_off(
+    page: Page, live_server, login, make_project, make_labeler, make_comparisons
+):
+    # "All bad" with no ranks is stored as one tier holding every response, which the edit
+    # page fills in as all "1st". The script refused to send that back ("does not allow
+    # ties") though the server accepts it, as it accepted the answer in the first place.
+    project = make_project("badfix", num_candidates=3, overlap=1, allow_ties=False)
+    make_labeler("bado", projects=[project], password=PASSWORD)
+    make_comparisons(project, n=2)
+    login(page, "bado")
+    page.goto(f"{live_server.url}/projects/badfix/label/")
+    first = leased("bado")
+    page.get_by_label("All responses are bad").check()
+    page.keyboard.press("Control+Enter")
+    wait_for_next(page, first.pk)
+    page.get_by_role("button", name="Undo last").click()
+    expect(page.get_by_text("Correcting your answer")).to_be_visible()
+    expect(page.get_by_label("All responses are bad")).to_be_checked()
+    page.get_by_label("Rationale").fill("none of them answers the question")
+    page.get_by_role("button", name="Submit correction").click()
+    page.wait_for_timeout(300)
+    expect(page.get_by_role("alert")).to_be_hidden()
+    page.wait_for_url(re.compile(r"/projects/badfix/label/$"))
+    original = Annotation.objects.get(assignment=first, supersedes__isnull=True)
+    correction = Annotation.objects.get(supersedes=original)
+    assert correction.all_bad and correction.ranking == original.ranking
+    assert correction.rationale == "none of them answers the question"
+
+
 def test_history_edit_corrects_a_pairwise_answer(
     page: Page, live_server, login, make_project, make_labeler, make_comparisons
 ):

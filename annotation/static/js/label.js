@@ -788,7 +788,10 @@
       var tiers = {};
       ids.forEach(function (cid) { (tiers[state.ranks[cid]] = tiers[state.ranks[cid]] || []).push(cid); });
       ranking = Object.keys(tiers).map(Number).sort(function (a, b) { return a - b; }).map(function (r) { return tiers[r]; });
-      if (!allowTies && ranking.some(function (tier) { return tier.length > 1; })) {
+      // As the server rules: every response in one tier with "all bad" states no preference,
+      // allowed where ties are off (a stored all-bad answer is prefilled so when corrected).
+      var noPreference = all && ranking.length === 1;
+      if (!allowTies && !noPreference && ranking.some(function (tier) { return tier.length > 1; })) {
         showError("This project does not allow ties: give each response its own rank.");
         return;
       }
