@@ -311,21 +311,29 @@ def ranking_submit(
         ) from None
 
 
+def _locked_own_assignment(assignment: Assignment, labeler):
+    """(comparison target, assignment), both row-locked in the one order: comparison, then
+    assignment. ConflictError when the assignment was deleted meanwhile (an admin removed the
+    project, say); NotAllowedError when the labeler is no longer a member of the project.
+    """
+    target = comparison_locked_for(assignment.comparison_id, labeler)
+    current = assignment_of_labeler(assignment.pk, labeler, lock=True) if target else None
+    if current is None:
+        raise ConflictError("This assignment no longer exists.", {"assignment": [assignment.pk]})
+    if not (labeler.is_staff or target.labeler_is_member):
+        raise NotAllowedError("You are not a member of this project.")
+    return target, current
+
+
 @transaction.atomic
 def _ranking_submit(
     *, assignment: Assignment, labeler, token: uuid.UUID, now: datetime | None, values: dict
 ) -> tuple[Annotation, bool]:
-    # Lock order everywhere: comparison, then assignment.
-    target = comparison_locked_for(assignment.comparison_id, labeler)
-    # The clock is read once the lock is held: read before, a submit that waited on another
+    target, current = _locked_own_assignment(assignment, labeler)
+    # The clock is read once the locks are held: read before, a submit that waited on another
     # labeler's transaction would judge its lease (and stamp submitted_at) by a stale time.
     now = now or timezone.now()
-    current = assignment_of_labeler(assignment.pk, labeler, lock=True) if target else None
-    if current is None:  # deleted meanwhile (an admin removed the project, say)
-        raise ConflictError("This assignment no longer exists.", {"assignment": [assignment.pk]})
     comparison, project = target.comparison, target.project
-    if not (labeler.is_staff or target.labeler_is_member):
-        raise NotAllowedError("You are not a member of this project.")
     if current.status in (Assignment.Status.SUBMITTED, Assignment.Status.REJECTED):
         # Only an assignment with an annotation can hold this token already: then it is a
         # replay (a client retrying after a lost response), answered with what was stored,
@@ -454,15 +462,7 @@ def assignment_skip(*, assignment: Assignment, labeler, now: datetime | None = N
     if assignment.labeler_id != labeler.pk:
         raise NotAllowedError("This assignment belongs to another labeler.")
     with transaction.atomic():
-        # Lock order everywhere: comparison, then assignment.
-        target = comparison_locked_for(assignment.comparison_id, labeler)
-        current = assignment_of_labeler(assignment.pk, labeler, lock=True) if target else None
-        if current is None:
-            raise ConflictError(
-                "This assignment no longer exists.", {"assignment": [assignment.pk]}
-            )
-        if not (labeler.is_staff or target.labeler_is_member):
-            raise NotAllowedError("You are not a member of this project.")
+        _, current = _locked_own_assignment(assignment, labeler)
         if current.status == Assignment.Status.SUBMITTED:
             raise ConflictError("This assignment was already submitted; it cannot be skipped.")
         if current.status == Assignment.Status.REJECTED:
@@ -488,16 +488,8 @@ def assignment_renew(*, assignment: Assignment, labeler, now: datetime | None = 
     if assignment.labeler_id != labeler.pk:
         raise NotAllowedError("This assignment belongs to another labeler.")
     with transaction.atomic():
-        # Lock order everywhere: comparison, then assignment.
-        target = comparison_locked_for(assignment.comparison_id, labeler)
-        current = assignment_of_labeler(assignment.pk, labeler, lock=True) if target else None
-        if current is None:
-            raise ConflictError(
-                "This assignment no longer exists.", {"assignment": [assignment.pk]}
-            )
+        target, current = _locked_own_assignment(assignment, labeler)
         project = target.project
-        if not (labeler.is_staff or target.labeler_is_member):
-            raise NotAllowedError("You are not a member of this project.")
         if current.status not in (Assignment.Status.LEASED, Assignment.Status.EXPIRED):
             raise ConflictError(
                 f"This assignment was {current.get_status_display().lower()}: there is no "
