@@ -279,6 +279,20 @@ def _check_causal_config(ref: str, config: Any) -> None:
         )
 
 
+def set_pad_token_id(model: Any, pad_token_id: int) -> None:
+    """Tell `model` which id pads, on its config and on its text config.
+
+    Multimodal configs (Gemma 3, Qwen2.5-VL, ...) keep the language model's settings in a
+    sub-config, and that is where the sequence-classification head looks for padding
+    (`config.get_text_config().pad_token_id`): setting only the top level would leave the
+    head reading the reward off a pad token.
+    """
+    model.config.pad_token_id = pad_token_id
+    text_config = model.config.get_text_config()
+    if text_config is not model.config:
+        text_config.pad_token_id = pad_token_id
+
+
 def load_causal_lm(
     path: str | Path,
     *,
@@ -310,7 +324,7 @@ def load_causal_lm(
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         # load_tokenizer added a pad token: give it an embedding row (never attended to).
         model.resize_token_embeddings(len(tokenizer))
-    model.config.pad_token_id = tokenizer.pad_token_id
+    set_pad_token_id(model, tokenizer.pad_token_id)
     if model.generation_config is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.to(torch_device)

@@ -816,3 +816,50 @@ def test_mixed_precision_option_and_its_old_name():
     assert RewardConfig.from_options({"precision": "fp32"}).mixed_precision == "no"
     with pytest.raises(ValueError, match="mixed_precision must be auto, no, bf16 or fp16"):
         RewardConfig(mixed_precision="int8")
+
+
+def test_a_multimodal_reward_model_reads_the_reward_off_the_last_real_token(tmp_path):
+    """Gemma 3's head looks for padding in the text config: the loader sets it there too."""
+    from transformers import (
+        Gemma3Config,
+        Gemma3ForSequenceClassification,
+        Gemma3TextConfig,
+        SiglipVisionConfig,
+    )
+
+    from training.reward.scoring import load_sequence_classifier, score_token_ids
+    from training.tiny import build_tokenizer
+
+    tokenizer = build_tokenizer(["a reward model for images and text"] * 4, vocab_size=300)
+    text = Gemma3TextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        pad_token_id=0,  # the checkpoint's own pad id, not this tokenizer's
+    )
+    vision = SiglipVisionConfig(
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=28,
+        patch_size=14,
+    )
+    config = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4)
+    config.num_labels = 1
+    torch.manual_seed(0)
+    Gemma3ForSequenceClassification(config).save_pretrained(tmp_path / "rm")
+    tokenizer.save_pretrained(tmp_path / "rm")
+    assert tokenizer.pad_token_id != 0
+
+    model = load_sequence_classifier(tmp_path / "rm", tokenizer)
+
+    assert model.config.get_text_config().pad_token_id == tokenizer.pad_token_id
+    short, long = [5, 6, 7], [5, 6, 7, 8, 9, 10, 11]
+    alone = score_token_ids(model, [short], tokenizer.pad_token_id)
+    padded = score_token_ids(model, [short, long], tokenizer.pad_token_id)  # short padded to 7
+    assert padded[0] == pytest.approx(alone[0], abs=1e-5)

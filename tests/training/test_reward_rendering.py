@@ -73,3 +73,24 @@ def test_rm_training_and_ppo_scoring_render_the_same_token_ids(tokenizer, monkey
 def test_normalize_response():
     assert normalize_response("  hello world \n") == "hello world"
     assert normalize_response("a\n\nb") == "a\n\nb"  # inner whitespace is content
+
+
+def test_answers_that_differ_only_in_surrounding_whitespace_are_one_input(tokenizer, monkeypatch):
+    """The reward's bias is the mean over distinct inputs: an answer stored twice, once with a
+    trailing newline (an outside export), counts once and is rendered once."""
+    from training.reward import calibrate
+
+    render = Renderer(tokenizer, max_length=64)
+    first = render("what is 3 plus 9?", "it is 12.")
+    again = render("what is 3 plus 9?", " it is 12.\n")
+    render("what is 3 plus 9?", "it is 11.")
+    assert first is again
+    assert len(render.cache) == 2
+
+    monkeypatch.setattr(
+        calibrate,
+        "score_token_ids",
+        lambda model, seqs, pad, *, batch_size: [1.0, 3.0][: len(seqs)],
+    )
+    bias, _, count = calibrate.reward_bias(None, render, batch_size=4)
+    assert (bias, count) == (2.0, 2)

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from training.modeling import Prompt, load_causal_lm, lora_fan_in_fan_out
+from training.modeling import Prompt, load_causal_lm, lora_fan_in_fan_out, set_pad_token_id
 from training.ppo.config import PPOConfig
 
 logger = logging.getLogger(__name__)
@@ -258,7 +258,7 @@ def build_value_model(
         # A fresh scalar head on the policy's transformer (the warning about it is silenced).
         value_model = load_sequence_classifier(str(policy_path), policy_tokenizer, dtype=dtype)
         source = "policy"
-    value_model.config.pad_token_id = policy_tokenizer.pad_token_id
+    set_pad_token_id(value_model, policy_tokenizer.pad_token_id)
     return value_model.to(dtype), source
 
 

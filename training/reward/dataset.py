@@ -8,7 +8,7 @@ from typing import Any
 from annotation.rules.splits import prompt_digest, split_for_prompt
 from training.reward.config import RewardConfig
 from training.reward.data import PreferenceData, RewardDataError
-from training.reward.scoring import render_reward_input
+from training.reward.scoring import normalize_response, render_reward_input
 
 
 def prompt_key(prompt: Any) -> str:
@@ -56,7 +56,12 @@ def hold_out_validation(data: PreferenceData, fraction: float) -> bool:
 
 
 class Renderer:
-    """Renders each distinct (prompt, response) once and counts truncations."""
+    """Renders each distinct (prompt, response) once and counts truncations.
+
+    Responses are told apart as the reward model reads them (`normalize_response`), so two
+    that differ only in surrounding whitespace are one input: scored, counted towards the
+    reward's bias and counted as truncated once.
+    """
 
     def __init__(self, tokenizer, max_length: int) -> None:  # noqa: ANN001
         self.tokenizer = tokenizer
@@ -65,7 +70,7 @@ class Renderer:
         self.truncated = 0
 
     def __call__(self, prompt: Any, response: str) -> list[int]:
-        key = (prompt_key(prompt), response)
+        key = (prompt_key(prompt), normalize_response(response))
         if key not in self.cache:
             ids, truncated = render_reward_input(
                 self.tokenizer, prompt, response, max_length=self.max_length

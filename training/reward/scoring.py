@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from training.modeling import Prompt, encode_prompt, load_tokenizer, resolve_device, resolve_dtype
+from training.modeling import (
+    Prompt,
+    encode_prompt,
+    load_tokenizer,
+    resolve_device,
+    resolve_dtype,
+    set_pad_token_id,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -236,7 +243,7 @@ def load_sequence_classifier(
         # load_tokenizer added a pad token distinct from EOS: give it an embedding row.
         model.resize_token_embeddings(len(tokenizer))
     # The head reads the last non-pad token, so the model must know which id is padding.
-    model.config.pad_token_id = tokenizer.pad_token_id
+    set_pad_token_id(model, tokenizer.pad_token_id)
     return model
 
 
