@@ -162,3 +162,23 @@ def test_the_writing_page_counts_the_lease_down_and_keeps_it_while_the_labeler_t
     expect(page.locator("#lease-left")).to_have_text(re.compile(r"^(9|10):\d\d$"))
     renewed = Assignment.objects.get(pk=mine.pk)
     assert renewed.status == Assignment.Status.LEASED and renewed.expires_at > timezone.now()
+
+
+def test_a_refused_renewal_keeps_the_reason_an_answer_was_refused(
+    page: Page, live_server, login, make_project, make_labeler
+):
+    # The refusal used to replace the alert, and with it the server's "must not be empty".
+    project = make_project("refusedwrite", task_type=TaskType.DEMONSTRATION, lease_seconds=30)
+    prompts_import(project=project, records=[prompt_record({"text": "Say hello."}, line=1)])
+    comparisons_build(project=project)
+    make_labeler("wren", projects=[project], password=PASSWORD)
+    login(page, "wren")
+    page.goto(live_server.url + reverse("label", kwargs={"slug": "refusedwrite"}))
+    page.get_by_label("Your answer").fill("   ")
+    page.get_by_role("button", name="Submit").click()
+    expect(page.get_by_role("alert")).to_contain_text("must not be empty")
+    project.active = False  # an admin pauses the project
+    project.save(update_fields=["active"])
+    page.get_by_label("Your answer").fill("Hello")  # activity in the lease's last minute
+    expect(page.get_by_role("alert")).to_contain_text("Your lease could not be renewed")
+    expect(page.get_by_role("alert")).to_contain_text("must not be empty")

@@ -492,6 +492,63 @@ def test_a_refused_renewal_says_why_and_is_not_retried(
     assert len(renewals) == 1
 
 
+def test_a_refused_renewal_is_said_beside_a_refused_answer(
+    page: Page, live_server, login, make_project, make_labeler, make_comparisons
+):
+    # The refusal used to replace the alert: the reason the answer was not accepted vanished.
+    project = make_project("refused-beside", num_candidates=3, overlap=1, lease_seconds=30)
+    make_labeler("iona", projects=[project], password=PASSWORD)
+    make_comparisons(project, n=1)
+    login(page, "iona")
+    page.goto(f"{live_server.url}/projects/refused-beside/label/")
+    wait_for_scripts(page)
+    page.keyboard.press("1")
+    page.keyboard.press("Control+Enter")  # two of three left unranked
+    expect(page.locator("#alert")).to_contain_text("Rank every response")
+    project.active = False
+    project.save(update_fields=["active"])
+    page.keyboard.press("2")  # activity: the clock, in its last minute, asks for a renewal
+    expect(page.locator("#alert")).to_contain_text("Your lease could not be renewed")
+    expect(page.locator("#alert")).to_contain_text("Rank every response")
+
+
+def test_a_retried_answer_is_counted_once_when_only_the_next_comparison_failed(
+    page: Page, live_server, login, make_project, make_labeler, make_comparisons
+):
+    # Stored (201), then loading the next comparison failed; the retry is a replay (200) of
+    # the same answer and must not add to today's count a second time.
+    project = make_project("count-once", num_candidates=3, overlap=1)
+    make_labeler("otto", projects=[project], password=PASSWORD)
+    make_comparisons(project, n=2)
+    login(page, "otto")
+    page.goto(f"{live_server.url}/projects/count-once/label/")
+    wait_for_scripts(page)
+    first = leased("otto")
+    failed = []
+
+    def fail_once(route):
+        if failed:
+            route.continue_()
+        else:
+            failed.append(route.request.url)
+            route.abort()
+
+    page.route("**/assignments/next/", fail_once)
+    for key in ("1", "2", "3"):
+        page.keyboard.press(key)
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("#alert")).to_contain_text("Network error")
+    assert failed and Annotation.objects.filter(assignment=first).count() == 1
+    expect(page.locator("#today-count")).to_have_text("1")
+    page.keyboard.press("Control+Enter")  # try again: the same client_token, a 200
+    wait_for_next(page, first.pk)
+    assert Annotation.objects.filter(assignment=first).count() == 1
+    expect(page.locator("#today-count")).to_have_text("1")
+    page.reload()
+    wait_for_scripts(page)
+    expect(page.locator("#today-count")).to_have_text("1")  # the server's count agrees
+
+
 def test_the_next_comparison_gets_its_own_lease_clock(
     page: Page, live_server, login, make_project, make_labeler, make_comparisons
 ):

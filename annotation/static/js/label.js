@@ -51,6 +51,7 @@
     token: null,
     busy: false,
     today: config.today,
+    counted: {}, // assignment ids this page added to `today`
     choice: null, // pairwise: the selected verdict ("a", "b", "tie", "bad"), sent on Enter
     slotLost: Boolean(config.slot_lost), // a late answer was refused: keep it on screen, unsent
     undoTimer: null,
@@ -608,8 +609,15 @@
     onExpired: function () {
       announce("Your lease ran out. Submitting still works if nobody took this comparison meanwhile.");
     },
-    // The answer tells why; submitting says so again.
-    onRefused: function (detail) { showError("Your lease could not be renewed: " + detail); },
+    // The answer tells why; submitting says so again. Said beside what the alert already
+    // shows (why an answer was not accepted, say), not in its place.
+    onRefused: function (detail) {
+      var line = "Your lease could not be renewed: " + detail;
+      if (alertNode.hidden) { showError(line); return; }
+      var p = document.createElement("p");
+      p.textContent = line;
+      alertNode.appendChild(p);
+    },
   });
 
   function startLease(id, expiresAt, serverNow) {
@@ -728,8 +736,11 @@
               window.location.href = editing;
               return;
             }
-            // 200: a retry whose first answer was stored but its reply lost; count it once.
-            if (response.status === 201 || response.status === 200) {
+            // Once per assignment. A 200 is a retry of an answer already stored: its first
+            // reply was lost (not counted yet), or it came and loading the next comparison
+            // failed (counted then).
+            if (!state.counted[sentId]) {
+              state.counted[sentId] = true;
               state.today += 1;
               todayNode.textContent = String(state.today);
             }

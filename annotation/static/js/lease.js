@@ -134,9 +134,11 @@
     onRefused: function (detail) {
       var alert = document.getElementById("alert");
       if (!alert) return;
+      // Beside what the alert already says (a rejected answer's errors stay readable).
+      if (alert.hidden) alert.replaceChildren();
       var p = document.createElement("p");
       p.textContent = "Your lease could not be renewed: " + detail;
-      alert.replaceChildren(p);
+      alert.appendChild(p);
       alert.hidden = false;
     },
   });
