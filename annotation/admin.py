@@ -942,11 +942,14 @@ class ApiTokenAdmin(admin.ModelAdmin):
         return False
 
     def get_queryset(self, request):
-        # Project admins manage labelers' tokens; a superuser's are its own business.
+        # Project admins manage labelers' tokens and their own; another admin's, like a
+        # superuser's, are that account's business (revoking them would lock a peer out).
         queryset = super().get_queryset(request)
         if request.user.is_superuser:
             return queryset
-        return queryset.filter(user__is_superuser=False)
+        return queryset.filter(user__is_superuser=False).filter(
+            Q(user__is_staff=False) | Q(user=request.user)
+        )
 
 
 # DRF's own token admin shows keys in clear; its table is emptied by migration 0010.

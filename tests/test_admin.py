@@ -280,6 +280,28 @@ def test_project_admins_can_revoke_api_tokens_but_delete_nothing_else(client, la
     assert ApiToken.objects.filter(pk=root_token.pk).exists()
 
 
+def test_a_project_admin_revokes_their_own_tokens_but_not_another_admins(client):
+    from annotation.models import ApiToken
+    from annotation.services.projects import labeler_create
+    from annotation.services.tokens import api_token_issue
+
+    pat, _ = labeler_create(username="pat", staff=True, password="pw-Pat-12345!")
+    sam, _ = labeler_create(username="sam", staff=True, password="pw-Sam-12345!")
+    own = ApiToken.objects.get(digest=ApiToken.digest_of(api_token_issue(pat)))
+    peer = ApiToken.objects.get(digest=ApiToken.digest_of(api_token_issue(sam)))
+    client.force_login(pat)
+    listing = client.get(reverse("admin:annotation_apitoken_changelist")).content.decode()
+    assert own.prefix in listing and peer.prefix not in listing
+    assert client.get(reverse("admin:annotation_apitoken_delete", args=[peer.pk])).status_code == 302
+    for token in (peer, own):
+        client.post(
+            reverse("admin:annotation_apitoken_changelist"),
+            {"action": "delete_selected", "_selected_action": [token.pk], "post": "yes"},
+        )
+    assert ApiToken.objects.filter(pk=peer.pk).exists()
+    assert not ApiToken.objects.filter(pk=own.pk).exists()
+
+
 def test_a_project_admins_group_made_before_gets_the_token_permission_on_migrate(db):
     from importlib import import_module
 
