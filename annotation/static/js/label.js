@@ -328,6 +328,27 @@
     pool.classList.add("slot-pool");
     board.appendChild(pool);
     board.hidden = false;
+    keepFocusClearOfBoard();
+  }
+
+  /*
+   * The board sticks to the top of the viewport while the labeler reads. Scrolling a focused
+   * control into view (Tab, Shift+Tab) must leave it below the board, not under it: the page's
+   * scroll padding follows the board's height while it sticks.
+   */
+  var boardWatch = null;
+  function keepFocusClearOfBoard() {
+    var root = document.documentElement;
+    function fit() {
+      var sticks = !board.hidden && window.getComputedStyle(board).position === "sticky";
+      root.style.scrollPaddingTop = sticks ? board.offsetHeight + 8 + "px" : "";
+    }
+    fit();
+    if (!boardWatch && window.ResizeObserver) {
+      boardWatch = new ResizeObserver(fit);
+      boardWatch.observe(board);
+      window.addEventListener("resize", fit);
+    }
   }
 
   function makeSlot(rank, label) {
@@ -411,13 +432,31 @@
   function selectChoice(choice) {
     if (choice === "tie" && !allowTies) return;
     state.choice = choice;
-    renderChoice();
-    announce("Selected: " + CHOICE_NAMES[choice] + ". Press Enter to submit.");
+    renderChoice(); // #pair-selection, a live region, says the choice
+    if (!pairSelection) announce("Selected: " + CHOICE_NAMES[choice] + ". Press Enter to submit.");
+  }
+
+  /*
+   * A focused button that is about to be disabled drops focus to <body>, and a screen reader
+   * loses its place. Focus moves on first: to the next response's "Rank next", or to Submit
+   * once every response is ranked.
+   */
+  function focusPastRanked(cid) {
+    var ids = state.assignment.ids;
+    var start = ids.indexOf(cid);
+    for (var step = 1; step < ids.length; step += 1) {
+      var other = ids[(start + step) % ids.length];
+      var button = !state.ranks[other] && cardOf(other) && cardOf(other).querySelector('[data-action="rank-next"]');
+      if (button && !button.hidden) { button.focus(); return; }
+    }
+    var submit = document.getElementById("submit-button");
+    if (submit) submit.focus();
   }
 
   function render() {
     if (pairwise) { renderChoice(); return; }
     if (!state.assignment) return;
+    var focused = document.activeElement;
     state.assignment.ids.forEach(function (cid) {
       var card = cardOf(cid);
       if (!card) return;
@@ -435,7 +474,11 @@
       }
       card.classList.toggle("is-ranked", Boolean(rank));
       var rankNext = card.querySelector('[data-action="rank-next"]');
-      if (rankNext) rankNext.disabled = Boolean(rank) || state.busy;
+      if (rankNext) {
+        var off = Boolean(rank) || state.busy;
+        if (off && rankNext === focused && !state.busy) focusPastRanked(cid);
+        rankNext.disabled = off;
+      }
     });
     if (board) {
       board.querySelectorAll(".slot-items").forEach(function (items) { items.textContent = ""; });
@@ -455,7 +498,9 @@
       board.classList.toggle("is-tie-armed", state.tieArmed);
     }
     var undoButton = document.getElementById("undo-button");
-    if (undoButton) undoButton.disabled = !state.history.length && !state.tieArmed;
+    // aria-disabled, not disabled: the button keeps focus after its last undo (pressing it
+    // then says "Nothing to undo.").
+    if (undoButton) undoButton.setAttribute("aria-disabled", !state.history.length && !state.tieArmed ? "true" : "false");
     saveDraft();
   }
 
@@ -606,6 +651,7 @@
     suffix: leaseSuffix,
     busy: function () { return state.busy; },
     onAuth: handleAuth,
+    onLow: function () { announce("About one minute left on this comparison. Press any key to keep it."); },
     onExpired: function () {
       announce("Your lease ran out. Submitting still works if nobody took this comparison meanwhile.");
     },
@@ -656,11 +702,26 @@
     return false;
   }
 
+  /*
+   * While a request is on its way the form's buttons are disabled, which drops the focused one's
+   * focus to <body>. When the request ends with the page unchanged (an error, a refusal), focus
+   * goes back where it was; a new comparison or the "Next comparison" button takes it instead.
+   */
   function setBusy(busy) {
+    if (busy) state.focusBeforeBusy = document.activeElement;
     state.busy = busy;
-    form.querySelectorAll("button").forEach(function (b) { b.disabled = busy; });
+    form.querySelectorAll("button").forEach(function (b) {
+      b.disabled = busy;
+    });
     form.setAttribute("aria-busy", busy ? "true" : "false");
-    if (!busy) render();
+    if (busy) return;
+    render();
+    var back = state.focusBeforeBusy;
+    state.focusBeforeBusy = null;
+    var lost = !document.activeElement || document.activeElement === document.body;
+    if (lost && back && back !== document.body && document.contains(back) && !back.disabled) {
+      back.focus({ preventScroll: true });
+    }
   }
 
   function loadNext() {
@@ -684,7 +745,17 @@
       // Reopen the answer just stored, prefilled; submitting it stores a correction.
       window.location.href = url(config.urls.edit, assignmentId) + "?next=" + encodeURIComponent(config.urls.label);
     };
-    state.undoTimer = window.setTimeout(function () { undoLast.hidden = true; }, UNDO_SECONDS * 1000);
+    state.undoTimer = window.setTimeout(hideUndoLast, UNDO_SECONDS * 1000);
+  }
+
+  // "Undo last" goes after UNDO_SECONDS, but not from under the labeler: while it has focus
+  // or the pointer it stays, and goes a moment after they leave it.
+  function hideUndoLast() {
+    if (undoLast.contains(document.activeElement) || undoLast.matches(":hover")) {
+      state.undoTimer = window.setTimeout(hideUndoLast, 1000);
+      return;
+    }
+    undoLast.hidden = true;
   }
 
   function showSlotLost(detail) {
@@ -712,6 +783,7 @@
     });
     alertNode.appendChild(next);
     render();
+    next.focus();
   }
 
   function send(payload) {
@@ -793,7 +865,6 @@
     } else if (ranked.length < ids.length) {
       var missing = ids.filter(function (cid) { return !state.ranks[cid]; }).map(nameOf);
       showError("Rank every response (missing: " + missing.join(", ").toLowerCase() + ").");
-      announce("Rank every response first.");
       return;
     } else {
       var tiers = {};

@@ -29,6 +29,8 @@
   /*
    * options: node, left, suffix (the #lease elements); and, all optional:
    *   busy()            true while a submit or skip is on its way: no renewal then
+   *   onLow()           when a minute is left (once each time the lease gets there), so a
+   *                     labeler who is reading, not typing, hears that a key keeps it
    *   onExpired()       once per lease, when it runs out
    *   onRefused(detail) the lease was refused renewal for good, and why
    *   onAuth(response)  true when it handled a 401 or 403 (signed out)
@@ -60,6 +62,7 @@
     this.lease = lease;
     this.refused = false;
     this.expiredSaid = false;
+    this.previousLeft = null;
     this.options.node.hidden = false;
     this.tick();
   };
@@ -81,6 +84,8 @@
     o.left.textContent = left > 0 ? Math.floor(left / 60) + ":" + (rest < 10 ? "0" : "") + rest : "expired";
     if (o.suffix) o.suffix.hidden = left === 0;
     o.node.classList.toggle("is-low", left < 60);
+    if (left <= 60 && this.previousLeft !== null && this.previousLeft > 60 && o.onLow) o.onLow();
+    this.previousLeft = left;
     if (left <= 60) this.renew();
     if (left === 0 && !this.expiredSaid) {
       this.expiredSaid = true;
@@ -127,10 +132,20 @@
   // The writing page: one lease, from #lease's data attributes.
   var node = document.getElementById("lease");
   if (!node || !node.getAttribute("data-renew-url")) return;
+  var announcer = document.getElementById("announcer");
+  function announce(text) {
+    if (!announcer) return;
+    announcer.textContent = "";
+    window.setTimeout(function () { announcer.textContent = text; }, 30);
+  }
   var clock = new LeaseClock({
     node: node,
     left: document.getElementById("lease-left"),
     suffix: document.getElementById("lease-suffix"),
+    onLow: function () { announce("About one minute left on this task. Press any key to keep it."); },
+    onExpired: function () {
+      announce("Your lease ran out. Submitting still works if nobody took this task meanwhile.");
+    },
     onRefused: function (detail) {
       var alert = document.getElementById("alert");
       if (!alert) return;
