@@ -42,6 +42,22 @@ def refuse_zero3(accelerator) -> None:  # noqa: ANN001
         )
 
 
+def deepspeed_settings(accelerator, micro_batch: int, config) -> None:  # noqa: ANN001
+    """Tell DeepSpeed, before `prepare`, what PPO's own loop decides.
+
+    accelerate takes DeepSpeed's micro-batch size from a prepared dataloader, and PPO
+    prepares none (it samples its batches): without the size, `prepare` refuses to start.
+    DeepSpeed clips gradients inside its engine, where accelerate's `clip_grad_norm_` does
+    not reach: the run's `max_grad_norm` goes into the engine's config, so the clipping done
+    is the one recorded. Nothing happens without DeepSpeed.
+    """
+    plugin = getattr(getattr(accelerator, "state", None), "deepspeed_plugin", None)
+    if plugin is None:
+        return
+    plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = micro_batch
+    plugin.deepspeed_config["gradient_clipping"] = config.max_grad_norm
+
+
 def wait_for_everyone() -> None:
     """A barrier across the job's processes; nothing to wait for in a single process.
 

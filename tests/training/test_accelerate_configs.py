@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -119,3 +120,53 @@ def test_train_ppo_refuses_a_real_zero3_accelerator(tmp_path):
     )  # fmt: skip
     assert "refused: DeepSpeed ZeRO stage 3 is not supported" in done.stdout, done.stderr[-3000:]
     assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+ZERO2_PPO = """
+import json, sys, torch
+sys.path.insert(0, sys.argv[1])
+from accelerate.commands.config.config_args import load_config_from_file
+from accelerate.utils import DeepSpeedPlugin
+from training.ppo import PPOConfig, train_ppo
+from training.tiny import build_tiny_causal_lm
+import accelerate
+ds = load_config_from_file(sys.argv[3]).deepspeed_config
+real = accelerate.Accelerator
+plugins = []
+def zero2(**kwargs):  # what `accelerate launch` with the shipped ZeRO-2 config gives train_ppo
+    plugin = DeepSpeedPlugin(
+        zero_stage=ds["zero_stage"], gradient_clipping=ds["gradient_clipping"],
+        offload_optimizer_device="none", offload_param_device="none", zero3_init_flag=False)
+    plugins.append(plugin)
+    kwargs = {k: v for k, v in kwargs.items() if k != "cpu"}
+    return real(deepspeed_plugin=plugin, **{**kwargs, "mixed_precision": "bf16"})
+accelerate.Accelerator = zero2  # train_ppo imports it when it runs
+texts = [f"the cat number {i} sat on the mat and said hello {i % 7}" for i in range(60)]
+lm = build_tiny_causal_lm(sys.argv[2] + "/lm", texts, vocab_size=200)
+train_ppo(str(lm), lambda p, r: [float(len(x)) for x in r], [f"the cat {i}" for i in range(8)],
+          sys.argv[2] + "/out", PPOConfig(total_episodes=8, batch_size=8, mini_batches=1,
+          response_length=6, eval_every=0, max_grad_norm=0.5, device="cpu"))
+first = json.loads(open(sys.argv[2] + "/out/metrics.jsonl").readline())
+print(json.dumps({"kl": first["kl"], "clip": plugins[0].deepspeed_config["gradient_clipping"]}))
+"""
+
+
+def test_train_ppo_runs_under_the_shipped_zero2_config(tmp_path):
+    # accelerate refused to prepare without a dataloader; the reference stayed in fp32 while
+    # DeepSpeed ran the policy in bf16 (a KL above zero before any update); DeepSpeed clipped
+    # at the yaml's 1.0 whatever --max-grad-norm said.
+    if importlib.util.find_spec("deepspeed") is None:
+        pytest.skip("needs the deepspeed package (pip install -e '.[deepspeed]')")
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(29700 + os.getpid() % 90),
+           "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "ACCELERATE_USE_DEEPSPEED": "true",
+           "OMP_NUM_THREADS": "1"}  # fmt: skip
+    root = str(CONFIGS.parents[1])
+    done = subprocess.run(
+        [sys.executable, "-c", ZERO2_PPO, root, str(tmp_path), str(CONFIGS / "deepspeed_zero2.yaml")],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["kl"] == 0.0  # policy and reference are one model, in one precision
+    assert figures["clip"] == 0.5
+    assert (tmp_path / "out" / "model.safetensors").exists()

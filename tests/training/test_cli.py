@@ -50,7 +50,6 @@ PPO_CASES = {
     "lora": (["--lora"], True),
     "lora_r": (["--lora-r", "8"], 8),
     "lora_alpha": (["--lora-alpha", "16"], 16),
-    "lora_dropout": (["--lora-dropout", "0.05"], 0.05),
     "lora_target_modules": (["--lora-target-modules", "q_proj, v_proj"], ("q_proj", "v_proj")),
     "gradient_checkpointing": (["--gradient-checkpointing"], True),
     "rollout_batch_size": (["--rollout-batch-size", "8"], 8),

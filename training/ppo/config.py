@@ -69,7 +69,6 @@ class PPOConfig:
     lora: bool = option(False, "train a LoRA adapter; the reference is the adapter disabled")
     lora_r: int = option(16, "LoRA rank")
     lora_alpha: int = option(32, "LoRA alpha (scaling = alpha / r)")
-    lora_dropout: float = option(0.0, "LoRA dropout (0: dropout stays off in all models)")
     lora_target_modules: tuple[str, ...] | None = option(
         None, "modules to adapt, comma-separated (None: peft's default for the architecture)"
     )

@@ -224,7 +224,7 @@ def apply_lora(model: nn.Module, config: PPOConfig, task_type: str) -> nn.Module
         task_type=task_type,
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
+        lora_dropout=0.0,  # PPO turns every dropout off (disable_dropout), the adapter's too
         target_modules=target,
         fan_in_fan_out=lora_fan_in_fan_out(model),
     )

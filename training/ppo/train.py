@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from training.callables import load_callable
-from training.distributed import refuse_zero3
+from training.distributed import deepspeed_settings, refuse_zero3
 from training.modeling import Prompt, config_max_positions, encode_prompt
 from training.ppo.best_gold import best_gold_start, save_best_gold
 from training.ppo.checkpoint import (
@@ -174,8 +174,14 @@ def train_ppo(
     scheduler = linear_schedule(optimizer, config)
     # The scheduler is not prepared: accelerate would step it once per process per call. Nor
     # registered for checkpointing: accelerate pickles such objects (see checkpoint.py).
+    deepspeed_settings(accelerator, micro_batch, config)
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped: PolicyAndValue = accelerator.unwrap_model(model)
+    if models.ref_policy is not None:
+        # DeepSpeed casts what it prepares to its own precision (and turns accelerate's
+        # autocast off): the reference must compute in that precision too, or the KL to it
+        # starts above zero and the penalty fights rounding. Elsewhere this changes nothing.
+        models.ref_policy.to(next(unwrapped.policy.parameters()).dtype)
     kl_ctl = AdaptiveKLController(config.kl_coef, config.target_kl or 1.0, config.horizon)
 
     def autocast() -> contextlib.AbstractContextManager:
