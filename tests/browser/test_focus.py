@@ -273,3 +273,30 @@ def test_the_writing_page_warns_and_says_when_the_lease_ran_out(
     expect(announcer).to_have_text(re.compile("About one minute left"))
     page.clock.run_for(60_000)
     expect(announcer).to_have_text(re.compile("Your lease ran out"))
+
+
+def test_tabbing_into_a_folded_answer_unfolds_it(
+    page: Page, live_server, login, make_project, make_labeler, make_comparisons
+):
+    long_text = "\n\n".join(
+        f"Paragraph {i} with a [link {i}](https://example.com/{i}) inside." for i in range(40)
+    )
+    open_label_page(
+        page,
+        live_server,
+        login,
+        make_project,
+        make_labeler,
+        make_comparisons,
+        num_candidates=2,
+        texts=[long_text, "Short."],
+    )
+    x = leased("fay").display_order[0]
+    block = card(page, x).locator("[data-text-block]")
+    expect(block).to_have_class(re.compile("is-foldable"))
+    expect(block).not_to_have_class(re.compile("is-open"))
+    card(page, x).get_by_role("link", name="link 0", exact=True).focus()
+    expect(block).to_have_class(re.compile("is-open"))
+    expect(card(page, x).get_by_role("button", name="Show less")).to_have_attribute(
+        "aria-expanded", "true"
+    )

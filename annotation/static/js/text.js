@@ -26,12 +26,22 @@
         });
       }
       if (fold) {
-        fold.addEventListener("click", function () {
-          var open = !block.classList.contains("is-open");
+        var setOpen = function (open) {
           block.classList.toggle("is-open", open);
           fold.setAttribute("aria-expanded", open ? "true" : "false");
           fold.textContent = open ? "Show less" : "Show all (" + (words ? words.textContent : "") + ")";
+        };
+        fold.addEventListener("click", function () {
+          var open = !block.classList.contains("is-open");
+          setOpen(open);
           if (!open) block.scrollIntoView({ block: "nearest" });
+        });
+        // Tab into a folded text (a link in it) unfolds it: focus must not land in the part
+        // that is cut off or faded out.
+        text.addEventListener("focusin", function (event) {
+          if (event.target !== text && block.classList.contains("is-foldable") && !block.classList.contains("is-open")) {
+            setOpen(true);
+          }
         });
       }
       measureFold(block);
