@@ -300,3 +300,26 @@ def test_tabbing_into_a_folded_answer_unfolds_it(
     expect(card(page, x).get_by_role("button", name="Show less")).to_have_attribute(
         "aria-expanded", "true"
     )
+
+
+def test_an_incomplete_ranking_marks_the_fields_left_empty(
+    page: Page, live_server, login, make_project, make_labeler, make_comparisons
+):
+    open_label_page(
+        page, live_server, login, make_project, make_labeler, make_comparisons, num_candidates=3
+    )
+    x, y, z = leased("fay").display_order
+    page.keyboard.press("2")  # y ranked, x and z not
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("#alert")).to_contain_text("Rank every response")
+    for cid, invalid in ((x, True), (y, False), (z, True)):
+        select = card(page, cid).locator('select[data-field="rank"]')
+        if invalid:
+            expect(select).to_have_attribute("aria-invalid", "true")
+            expect(select).to_have_attribute("aria-describedby", "alert")
+        else:
+            expect(select).not_to_have_attribute("aria-invalid", "true")
+    page.keyboard.press("1")  # x ranked now: no longer marked
+    expect(card(page, x).locator('select[data-field="rank"]')).not_to_have_attribute(
+        "aria-invalid", "true"
+    )

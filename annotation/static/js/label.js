@@ -466,6 +466,10 @@
         // A template option list from another K is rebuilt for this comparison.
         if (select.options.length !== state.assignment.ids.length + 1) fillRankOptions(select);
         select.value = rank ? String(rank) : "";
+        if (rank) {
+          select.removeAttribute("aria-invalid");
+          select.removeAttribute("aria-describedby");
+        }
       }
       var badge = card.querySelector('[data-slot="badge"]');
       if (badge) {
@@ -863,8 +867,16 @@
     if (!ranked.length && all) {
       ranking = [ids.slice()];
     } else if (ranked.length < ids.length) {
-      var missing = ids.filter(function (cid) { return !state.ranks[cid]; }).map(nameOf);
-      showError("Rank every response (missing: " + missing.join(", ").toLowerCase() + ").");
+      var unranked = ids.filter(function (cid) { return !state.ranks[cid]; });
+      showError("Rank every response (missing: " + unranked.map(nameOf).join(", ").toLowerCase() + ").");
+      // The fields left empty say so too, and point at the alert that says why.
+      unranked.forEach(function (cid) {
+        var select = cardOf(cid) && cardOf(cid).querySelector('select[data-field="rank"]');
+        if (select) {
+          select.setAttribute("aria-invalid", "true");
+          select.setAttribute("aria-describedby", "alert");
+        }
+      });
       return;
     } else {
       var tiers = {};
