@@ -55,6 +55,7 @@
     choice: null, // pairwise: the selected verdict ("a", "b", "tie", "bad"), sent on Enter
     slotLost: Boolean(config.slot_lost), // a late answer was refused: keep it on screen, unsent
     undoTimer: null,
+    focusBeforeBusy: null, // what had focus when a request disabled the form's buttons
   };
   var editing = config.editing; // correcting a submitted answer: where to go once stored
   var UNDO_SECONDS = 8;
@@ -714,9 +715,7 @@
   function setBusy(busy) {
     if (busy) state.focusBeforeBusy = document.activeElement;
     state.busy = busy;
-    form.querySelectorAll("button").forEach(function (b) {
-      b.disabled = busy;
-    });
+    form.querySelectorAll("button").forEach(function (b) { b.disabled = busy; });
     form.setAttribute("aria-busy", busy ? "true" : "false");
     if (busy) return;
     render();
