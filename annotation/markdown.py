@@ -13,8 +13,16 @@ Two inputs, two rules:
   nofollow" and only http(s)/mailto URLs. nh3 sanitizes the result as a second line of
   defence, so a parser bug cannot become script.
 
-Rendering is cached per text (the same candidate is shown to several labelers, and a K=9
-comparison of 2,000-word answers renders in a few milliseconds once cached).
+Headings in a text nest under the page's own: both renderers take `top`, the level a
+Markdown `#` heading becomes (`##` one deeper, and so on, capped at h6). A candidate card's
+title is an h3 ("Response 2"), so its text starts at h4; the prompt sits under the h2
+"Prompt" (h3); History has only its h1 (h2); guidelines start at h3, a level below the
+"Guidelines" disclosure, which stands where the page's h2 sections do. `top=1` keeps a
+text's own levels. The shift renames heading tags in nh3's output, so it never lets
+through anything the sanitizer did not.
+
+Rendering is cached per text and level (the same candidate is shown to several labelers, and
+a K=9 comparison of 2,000-word answers renders in a few milliseconds once cached).
 """
 
 from __future__ import annotations
@@ -82,8 +90,35 @@ PYGMENTS_CSS_HEADER = (
 )
 
 
-def render_markdown(text: str) -> SafeString:
-    """Guidelines Markdown as HTML that is safe to insert into a page."""
+# One tag of sanitized HTML. nh3 escapes "<" in text and in attribute values and quotes every
+# value; a quoted value is still read as a unit, so a heading's name is only ever matched as
+# a tag's own name.
+_TAG = re.compile(r'<(/?)([a-zA-Z][a-zA-Z0-9]*)((?:[^">]|"[^"]*")*)>')
+_HEADING = re.compile(r"h[1-6]")
+
+
+def shift_headings(html: str, top: int) -> str:
+    """Sanitized HTML with h1 made h`top`, h2 h`top + 1` and so on, none deeper than h6."""
+    if not 1 <= top <= 6:
+        raise ValueError(f"top must be a heading level from 1 to 6, not {top!r}")
+    if top == 1:
+        return html
+
+    def shifted(match: re.Match) -> str:
+        slash, name, rest = match.groups()
+        if not _HEADING.fullmatch(name.lower()):
+            return match.group(0)
+        level = min(6, int(name[1]) + top - 1)
+        return f"<{slash}h{level}{rest}>"
+
+    return _TAG.sub(shifted, html)
+
+
+def render_markdown(text: str, *, top: int = 1) -> SafeString:
+    """Guidelines Markdown as HTML that is safe to insert into a page.
+
+    `top` is the heading level a `#` heading gets (see the module's docstring).
+    """
     html = md.markdown(text or "", extensions=MARKDOWN_EXTENSIONS, output_format="html")
     clean = nh3.clean(
         html,
@@ -94,7 +129,7 @@ def render_markdown(text: str) -> SafeString:
         url_schemes=URL_SCHEMES,
         link_rel=LINK_REL,
     )
-    return mark_safe(clean)  # noqa: S308 - sanitized by nh3 just above
+    return mark_safe(shift_headings(clean, top))  # noqa: S308 - sanitized by nh3 just above
 
 
 class _LabelingTree(Treeprocessor):
@@ -195,22 +230,27 @@ _TEXT_CLEANER = nh3.Cleaner(
 
 
 @functools.lru_cache(maxsize=TEXT_CACHE_SIZE)
-def _render_text_cached(digest: str, text: str) -> str:
-    del digest  # the key: equal texts share one entry
+def _render_text_cached(digest: str, text: str, top: int) -> str:
+    del digest  # the key: equal texts (at one level) share one entry
     try:
         html = _text_parser().convert(text)
     except Exception:  # a parser or Pygments bug on some text: show it, never fail the page
         logger.exception("Markdown rendering failed; showing the text unrendered")
         _local.parser = None  # its state after an exception is unknown
         return f'<pre dir="auto">{escape(text)}</pre>'
-    return _TEXT_CLEANER.clean(html)
+    return shift_headings(_TEXT_CLEANER.clean(html), top)
 
 
-def render_text(text: str) -> SafeString:
-    """Model output or a prompt turn as sanitized HTML (Markdown rendered, raw HTML escaped)."""
+def render_text(text: str, *, top: int = 1) -> SafeString:
+    """Model output or a prompt turn as sanitized HTML (Markdown rendered, raw HTML escaped).
+
+    `top` is the heading level a `#` heading gets (see the module's docstring).
+    """
     text = text or ""
+    if not 1 <= top <= 6:
+        raise ValueError(f"top must be a heading level from 1 to 6, not {top!r}")
     digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
-    return mark_safe(_render_text_cached(digest, text))  # noqa: S308 - sanitized by nh3
+    return mark_safe(_render_text_cached(digest, text, top))  # noqa: S308 - sanitized by nh3
 
 
 # A "word" for the count under a folded answer: a run of letters/digits, or one CJK character

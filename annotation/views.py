@@ -72,6 +72,15 @@ def home(request: HttpRequest) -> HttpResponse:
 # ---------------------------------------------------------------------------------------
 
 
+# The level a text's `#` heading takes, below the page's own headings (annotation.markdown):
+# cards under their h3 "Response N", the prompt under the h2 "Prompt", History under its h1,
+# guidelines under the "Guidelines" disclosure that stands at the h2 sections' level.
+CARD_TOP = 4
+PROMPT_TOP = 3
+HISTORY_TOP = 2
+GUIDELINES_TOP = 3
+
+
 def _prompt_turns(messages_: list[dict]) -> list[dict]:
     """The prompt as turns; a plain-text prompt (one user message) shows without a role."""
     plain = len(messages_) == 1 and messages_[0].get("role") == "user"
@@ -79,15 +88,18 @@ def _prompt_turns(messages_: list[dict]) -> list[dict]:
         {
             "role": m.get("role", ""),
             "label": "" if plain else ROLE_LABELS.get(m.get("role"), m.get("role", "")),
-            **_text(m.get("content", "")),
+            **_text(m.get("content", ""), top=PROMPT_TOP),
         }
         for m in messages_
     ]
 
 
-def _text(text: str) -> dict:
-    """A text block as the `_text.html` include shows it: rendered, raw, and its length."""
-    return {"html": render_text(text), "text": text, "words": word_count(text)}
+def _text(text: str, *, top: int) -> dict:
+    """A text block as the `_text.html` include shows it: rendered, raw, and its length.
+
+    `top` is the level its `#` headings take, below the headings around it.
+    """
+    return {"html": render_text(text, top=top), "text": text, "words": word_count(text)}
 
 
 def _card(project: Project, *, cid: int, n: int, text: str, values, k: int) -> dict:
@@ -105,7 +117,7 @@ def _card(project: Project, *, cid: int, n: int, text: str, values, k: int) -> d
         "n": n,
         "letter": letter,
         "label": f"Text of response {letter or n}",
-        **_text(text),
+        **_text(text, top=CARD_TOP),
         "ranks": [(str(i), ordinal(i), str(i) == rank) for i in range(1, k + 1)],
         "flags": [(code, code in chosen_flags) for code in project.flags or []],
         "ratings": [(value, text, value == rating) for value, text in project.rating_choices()],
@@ -203,7 +215,7 @@ def _label_page(
     context = {
         "project": project,
         "pairwise": project.task_type == TaskType.PAIRWISE,
-        "guidelines_html": render_markdown(project.guidelines),
+        "guidelines_html": render_markdown(project.guidelines, top=GUIDELINES_TOP),
         # Open the guidelines for someone who has not labeled in this project yet.
         "guidelines_open": not has_labeled(user=request.user, project=project),
         "assignment": assignment,
@@ -400,7 +412,7 @@ def history(request: HttpRequest) -> HttpResponse:
                     "label": ordinal(position),
                     "candidates": [
                         {
-                            **_text(texts.get(cid, "")),
+                            **_text(texts.get(cid, ""), top=HISTORY_TOP),
                             "flags": annotation.flags.get(str(cid), []),
                             "rating": annotation.ratings.get(str(cid)),
                         }
@@ -412,7 +424,7 @@ def history(request: HttpRequest) -> HttpResponse:
         rows.append(
             {
                 "annotation": annotation,
-                "prompt": _text(annotation.comparison.prompt.text),
+                "prompt": _text(annotation.comparison.prompt.text, top=HISTORY_TOP),
                 "tiers": tiers,
                 "superseded": superseded is not None,
                 "edit_url": (

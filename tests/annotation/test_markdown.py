@@ -165,3 +165,47 @@ def test_render_is_cached_and_fast_for_k9_long_answers():
 
 def test_pygments_stylesheet_in_static_is_current():
     assert STATIC_CSS.read_text() == pygments_css(), "regenerate: make pygments-css"
+
+
+def _heading_levels(html: str) -> list[str]:
+    return [tag for tag, _ in _Elements(html).elements if re.fullmatch(r"h[1-6]", tag)]
+
+
+HEADINGS = "# Title\n\n## Part\n\n### Detail\n\n#### Deeper\n\n###### Deepest\n\nText."
+
+
+def test_markdown_headings_in_model_output_nest_below_the_card_title():
+    # A card's title is an h3 ("Response 2"): the answer's own outline starts at h4.
+    assert _heading_levels(render_text(HEADINGS, top=4)) == ["h4", "h5", "h6", "h6", "h6"]
+    assert _heading_levels(render_text(HEADINGS, top=2)) == ["h2", "h3", "h4", "h5", "h6"]
+    # Level 1 keeps the text's own levels; a level is cached apart from the others.
+    assert _heading_levels(render_text(HEADINGS)) == ["h1", "h2", "h3", "h4", "h6"]
+    assert '<h4 dir="auto">Title</h4>' in render_text(HEADINGS, top=4)
+    # Heading-like text in code is text, not a heading to shift.
+    code = render_text("```\n<h1>x</h1>\n```\n\n`<h2>`", top=4)
+    assert "&lt;h1&gt;x&lt;/h1&gt;" in code and "&lt;h2&gt;" in code
+    with pytest.raises(ValueError):
+        render_text("# x", top=7)
+
+
+def test_markdown_headings_in_guidelines_nest_below_the_guidelines_raw_html_too():
+    from annotation.markdown import render_markdown
+
+    html = render_markdown(
+        '# Rules\n\n## Ties\n\n<h1 onclick="x()">Raw</h1>\n\n<abbr title="<h2>">t</abbr>', top=3
+    )
+    assert _heading_levels(html) == ["h3", "h4", "h3"]
+    assert "onclick" not in html and 'title="&lt;h2&gt;"' in html
+    assert "<h1>Rules</h1>" in render_markdown("# Rules")  # the default keeps the levels
+
+
+@pytest.mark.parametrize("payload", [*PAYLOADS, HEADINGS, "<h1 onclick=x>raw</h1>"])
+def test_markdown_heading_shift_keeps_the_sanitizing_as_strict(payload):
+    from annotation.markdown import render_markdown
+
+    def unlevelled(html: str) -> str:
+        return re.sub(r"<(/?)h[1-6]\b", r"<\1h", html)
+
+    text = f"# Heading\n\n{payload}\n\n## After"
+    assert unlevelled(render_text(text, top=4)) == unlevelled(render_text(text))
+    assert unlevelled(render_markdown(text, top=3)) == unlevelled(render_markdown(text))

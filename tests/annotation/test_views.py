@@ -156,7 +156,8 @@ def test_label_page_shows_cards_in_display_order_escaped(
     assert "<img src=x" not in html and "<script>window" not in html
     assert "  two\n   spaces" in html
     # Guidelines rendered and sanitized; open for a labeler who has not labeled yet.
-    assert "<h1>Be kind</h1>" in html and "__pwned = 1</script>" not in html.split("<details")[1]
+    # ("# Be kind" is an h3: the guidelines nest below the page's h2 sections.)
+    assert "<h3>Be kind</h3>" in html and "__pwned = 1</script>" not in html.split("<details")[1]
     assert '<details class="guidelines" open>' in html
     assert 'name="rank_' in html and 'name="flag_' in html and 'name="rating_' in html
     assert response.context["config"]["assignment"]["candidate_ids"] == assignment.display_order
@@ -501,7 +502,7 @@ def test_assignment_fragment_renders_the_cards_for_their_labeler_only(
     html = response.content.decode()
     positions = [html.index(f'data-candidate="{cid}"') for cid in assignment.display_order]
     assert positions == sorted(positions)
-    assert '<h1 dir="auto">Title</h1>' in html and "<strong>b</strong>" in html
+    assert '<h4 dir="auto">Title</h4>' in html and "<strong>b</strong>" in html  # below h3
     assert "<script>window" not in html and "<img" not in html
     assert 'id="fragment-prompt"' in html and "Question" in html
     # Someone else's assignment is not found; signed out goes to the login page.
