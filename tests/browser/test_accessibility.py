@@ -72,3 +72,56 @@ def test_history_and_the_correction_page_reflow_at_320_and_640_px(
         wait_for_scripts(page)
         overflow = page.evaluate(OVERFLOW)
         assert overflow["scrollWidth"] <= width, ("correction", width, overflow)
+
+
+def _luminance(rgb) -> float:
+    def channel(value: float) -> float:
+        value /= 255
+        return value / 12.92 if value <= 0.04045 else ((value + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (channel(v) for v in rgb[:3])
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def contrast(a, b) -> float:
+    """WCAG 2 contrast ratio of two opaque sRGB colours."""
+    high, low = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def _rgb(css: str) -> list[float]:
+    return [float(v) for v in re.findall(r"[\d.]+", css)[:3]]
+
+
+def assert_field_edges_contrast(page: Page, selector: str) -> None:
+    field = page.locator(selector).first
+    edge, own, behind = field.evaluate(
+        """el => {
+          let n = el.parentElement, bg = 'rgb(255, 255, 255)';
+          for (; n; n = n.parentElement) {
+            const b = getComputedStyle(n).backgroundColor;
+            if (b !== 'rgba(0, 0, 0, 0)' && b !== 'transparent') { bg = b; break; }
+          }
+          const s = getComputedStyle(el);
+          return [s.borderTopColor, s.backgroundColor, bg];
+        }"""
+    )
+    page_bg = page.evaluate("getComputedStyle(document.documentElement).backgroundColor")
+    for against in (own, behind, page_bg):
+        ratio = contrast(_rgb(edge), _rgb(against))
+        assert ratio >= 3, f"{selector}: border {edge} on {against} is {ratio:.2f}:1"
+
+
+def test_form_field_edges_reach_3_to_1(
+    page: Page, live_server, login, make_project, make_labeler, make_comparisons
+):
+    project = make_project("edge", num_candidates=2, overlap=1, rating_scale=5)
+    make_labeler("eve", projects=[project], password=PASSWORD)
+    make_comparisons(project, n=1)
+    page.goto(f"{live_server.url}/accounts/login/")
+    for selector in ("#id_username", "#id_password"):
+        assert_field_edges_contrast(page, selector)
+    login(page, "eve")
+    page.goto(f"{live_server.url}/projects/edge/label/")
+    for selector in ("#rationale", "select[data-field=rank]", "select[data-field=rating]"):
+        assert_field_edges_contrast(page, selector)
