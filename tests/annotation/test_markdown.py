@@ -167,6 +167,53 @@ def test_pygments_stylesheet_in_static_is_current():
     assert STATIC_CSS.read_text() == pygments_css(), "regenerate: make pygments-css"
 
 
+APP_CSS = STATIC_CSS.with_name("app.css")
+
+
+def _contrast(a: str, b: str) -> float:
+    def luminance(colour: str) -> float:
+        colour = colour.lstrip("#")
+        if len(colour) == 3:
+            colour = "".join(c * 2 for c in colour)
+        channels = [int(colour[i : i + 2], 16) / 255 for i in (0, 2, 4)]
+        r, g, b = (c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+    high, low = sorted((luminance(a), luminance(b)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def _code_block_background() -> str:
+    """The background app.css gives `.md pre` (custom properties resolved from :root)."""
+    css = re.sub(r"/\*.*?\*/", "", APP_CSS.read_text(), flags=re.S)
+    rules = re.findall(r"([^{}]+)\{([^{}]*)\}", css)
+    by_selector = {selectors.strip(): body for selectors, body in rules}
+    root = dict(re.findall(r"(--[\w-]+)\s*:\s*([^;]+);", by_selector[":root"]))
+    values = [
+        re.search(r"(?:^|;)\s*background(?:-color)?\s*:\s*([^;]+)", body)
+        for selectors, body in rules
+        if ".md pre" in [s.strip() for s in selectors.split(",")]
+    ]
+    [value] = [m.group(1).strip() for m in values if m]
+    value = re.sub(r"var\((--[\w-]+)\)", lambda m: root[m.group(1)].strip(), value)
+    assert re.fullmatch(r"#[0-9a-fA-F]{3}(?:[0-9a-fA-F]{3})?", value), value
+    return value
+
+
+def test_markdown_code_colours_reach_4_5_to_1_on_the_code_block_background():
+    background = _code_block_background()
+    checked = 0
+    for line in STATIC_CSS.read_text().splitlines():
+        match = re.match(r"\.hl \.(\w+) \{([^}]*)\}", line)
+        colour = match and re.search(r"(?<![-\w])color:\s*(#[0-9a-fA-F]+)", match.group(2))
+        if not colour or match.group(1) == "w":  # Text.Whitespace: spaces, no glyph to read
+            continue
+        ratio = _contrast(colour.group(1), background)
+        assert ratio >= 4.5, f".hl .{match.group(1)} {colour.group(1)} on {background}: {ratio:.2f}"
+        checked += 1
+    assert checked > 40  # the stylesheet was read, not skipped
+
+
 def _heading_levels(html: str) -> list[str]:
     return [tag for tag, _ in _Elements(html).elements if re.fullmatch(r"h[1-6]", tag)]
 

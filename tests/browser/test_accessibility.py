@@ -9,10 +9,10 @@ import uuid
 import pytest
 from playwright.sync_api import Page, expect
 
-from annotation.models import Prompt
+from annotation.models import Prompt, TaskType
 from annotation.services.labeling import assignment_next, ranking_submit
 
-from .conftest import PASSWORD, wait_for_scripts
+from .conftest import PASSWORD, wait_for_scripts, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -125,3 +125,87 @@ def test_form_field_edges_reach_3_to_1(
     page.goto(f"{live_server.url}/projects/edge/label/")
     for selector in ("#rationale", "select[data-field=rank]", "select[data-field=rating]"):
         assert_field_edges_contrast(page, selector)
+
+
+# Text nodes of a container: colour, the first opaque background behind them, and the
+# opacity of the element and its ancestors (which fades text and background alike).
+TEXT_COLOURS = """root => {
+  const rgba = c => { const p = c.match(/[\\d.]+/g).map(Number); return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1]; };
+  const out = [], seen = new Set();
+  const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+  while (walker.nextNode()) {
+    const el = walker.currentNode.parentElement;
+    if (!walker.currentNode.textContent.trim() || seen.has(el)) continue;
+    seen.add(el);
+    if (!el.getClientRects().length || getComputedStyle(el).visibility !== 'visible') continue;
+    let opacity = 1, bg = null;
+    for (let n = el; n; n = n.parentElement) {
+      const style = getComputedStyle(n);
+      opacity *= parseFloat(style.opacity);
+      const b = rgba(style.backgroundColor);
+      if (!bg && b[3] > 0) bg = b;
+    }
+    out.push({text: el.textContent.trim().slice(0, 40), fg: rgba(getComputedStyle(el).color), bg, opacity,
+              page: rgba(getComputedStyle(document.documentElement).backgroundColor)});
+  }
+  return out;
+}"""
+
+
+def _over(top, below, alpha: float):
+    return [alpha * t + (1 - alpha) * b for t, b in zip(top[:3], below[:3], strict=True)]
+
+
+def text_contrasts(page: Page, selector: str) -> list[tuple[float, str]]:
+    """(ratio, text) for every visible text under `selector`, opacity included."""
+    found = []
+    for root in page.locator(selector).all():
+        for item in root.evaluate(TEXT_COLOURS):
+            bg = item["bg"] or item["page"]
+            fg = _over(item["fg"], bg, item["fg"][3])
+            # The faded element is painted over the page: text and background both blend.
+            fg, bg = (
+                _over(fg, item["page"], item["opacity"]),
+                _over(bg, item["page"], item["opacity"]),
+            )
+            found.append((round(contrast(fg, bg), 2), item["text"]))
+    assert found, f"no text under {selector}"
+    return found
+
+
+def test_superseded_history_entries_keep_text_at_4_5_to_1(
+    page: Page, live_server, login, make_project, make_labeler, make_comparisons
+):
+    project = make_project("old", num_candidates=2, overlap=1, flags=["unsafe"])
+    user = make_labeler("otto", projects=[project], password=PASSWORD)
+    make_comparisons(project, n=1, texts=[LONG_CODE, "Plain [link](https://example.org)."])
+    _answered_and_corrected(project, user)
+    login(page, "otto")
+    page.goto(f"{live_server.url}/history/")
+    old = page.locator(".history-item.is-superseded")
+    expect(old).to_have_count(1)
+    expect(old.locator(".tag", has_text="corrected later")).to_be_visible()
+    low = [(ratio, text) for ratio, text in text_contrasts(page, ".history-item") if ratio < 4.5]
+    assert low == []
+    # Still told apart from the current answer without fading it.
+    current = page.locator(".history-item:not(.is-superseded)")
+    style = "el => [getComputedStyle(el).backgroundColor, getComputedStyle(el).borderTopStyle]"
+    assert old.evaluate(style) != current.evaluate(style)
+
+
+def test_the_response_not_chosen_keeps_its_text_at_4_5_to_1(
+    page: Page, live_server, login, make_project, make_labeler, make_comparisons
+):
+    project = make_project("pick", task_type=TaskType.PAIRWISE, overlap=1)
+    make_labeler("pia", projects=[project], password=PASSWORD)
+    make_comparisons(project, n=1, texts=[LONG_CODE, "Another [answer](https://example.org)."])
+    login(page, "pia")
+    page.goto(f"{live_server.url}/projects/pick/label/")
+    wait_for_scripts(page)
+    page.keyboard.press("a")
+    wait_until(page, "() => !!document.querySelector('.card.is-rejected')")
+    low = [(ratio, text) for ratio, text in text_contrasts(page, ".card") if ratio < 4.5]
+    assert low == []
+    chosen, rejected = page.locator(".card.is-chosen"), page.locator(".card.is-rejected")
+    style = "el => [getComputedStyle(el).backgroundColor, getComputedStyle(el).borderTopStyle]"
+    assert rejected.evaluate(style) != chosen.evaluate(style)
