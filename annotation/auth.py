@@ -63,6 +63,11 @@ class ThrottledLoginView(auth_views.LoginView):
     def form_invalid(self, form):
         if decision := signin_refused(self.request):
             return throttled_page(self.request, decision)
+        # The page's one message (#alert) is about both fields: mark them and point at it.
+        for name in ("username", "password"):
+            form.fields[name].widget.attrs.update(
+                {"aria-invalid": "true", "aria-describedby": "alert"}
+            )
         return super().form_invalid(form)
 
 

@@ -7,8 +7,11 @@ candidate once, ties, flag codes, rating range), so both paths refuse the same t
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django import forms
 from django.conf import settings
+from django.core.exceptions import NON_FIELD_ERRORS
 
 from annotation.models import Project, TaskType
 from annotation.rules.ranking import TIME_SPENT_MAX_MS
@@ -53,6 +56,8 @@ class SubmissionForm(forms.Form):
         self.project = project
         self.display_order = list(display_order)
         self.now_ms = now_ms
+        # Inputs an error names beyond the fields' own errors (see `invalid_fields`).
+        self.invalid_names: set[str] = set()
         # Built here, not at class level, so the limit is read per request (tests change it).
         self.fields["rationale"] = forms.CharField(
             required=False,
@@ -121,9 +126,26 @@ class SubmissionForm(forms.Form):
             return
         missing = [n for n, cid in enumerate(self.display_order, start=1) if cid not in ranks]
         if missing:
+            self.invalid_names.update(
+                f"rank_{cid}" for cid in self.display_order if cid not in ranks
+            )
             names = ", ".join(f"response {n}" for n in missing)
             raise forms.ValidationError(f"Rank every response (missing: {names}).")
         data["ranking"] = tiers_from_ranks(ranks)
+
+    def mark_invalid(self, service_fields: Iterable[str]) -> None:
+        """Mark the inputs behind the fields a service error names (`ServiceError.errors`)."""
+        for name in service_fields:
+            if name == "ranking":  # a ranking the service refused: every rank select
+                self.invalid_names.update(n for n in self.fields if n.startswith("rank_"))
+            elif name in self.fields:
+                self.invalid_names.add(name)
+
+    def invalid_fields(self) -> set[str]:
+        """Names of the inputs the page's errors are about, to mark aria-invalid and point at
+        the alert: fields with errors of their own, the responses a "Rank every response"
+        error names, and the fields a service error named."""
+        return {name for name in self.errors if name != NON_FIELD_ERRORS} | self.invalid_names
 
     def submission(self) -> dict:
         """Keyword arguments for `ranking_submit` (call after `is_valid()`)."""

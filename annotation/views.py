@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Set
 from urllib.parse import quote
 
 from django.conf import settings
@@ -102,11 +103,14 @@ def _text(text: str, *, top: int) -> dict:
     return {"html": render_text(text, top=top), "text": text, "words": word_count(text)}
 
 
-def _card(project: Project, *, cid: int, n: int, text: str, values, k: int) -> dict:
+def _card(
+    project: Project, *, cid: int, n: int, text: str, values, k: int, invalid: Set[str]
+) -> dict:
     """What the card template shows for one candidate, with posted values put back.
 
     `k` is the number of candidates of the comparison shown, not the project's setting:
-    the rank choices come from what is on the page.
+    the rank choices come from what is on the page. `invalid` names the inputs a refused
+    post's errors are about (SubmissionForm.invalid_fields).
     """
     chosen_flags = values.getlist(f"flag_{cid}") if values is not None else []
     rank = values.get(f"rank_{cid}", "") if values is not None else ""
@@ -121,11 +125,16 @@ def _card(project: Project, *, cid: int, n: int, text: str, values, k: int) -> d
         "ranks": [(str(i), ordinal(i), str(i) == rank) for i in range(1, k + 1)],
         "flags": [(code, code in chosen_flags) for code in project.flags or []],
         "ratings": [(value, text, value == rating) for value, text in project.rating_choices()],
+        "rank_invalid": f"rank_{cid}" in invalid,
+        "rating_invalid": f"rating_{cid}" in invalid,
     }
 
 
 def _task_parts(
-    project: Project, assignment: Assignment, values: QueryDict | None
+    project: Project,
+    assignment: Assignment,
+    values: QueryDict | None,
+    invalid: Set[str] = frozenset(),
 ) -> tuple[list[dict], list[dict]]:
     """The cards (in the labeler's display order) and prompt turns of an assignment."""
     comparison = assignment.comparison
@@ -138,6 +147,7 @@ def _task_parts(
             text=texts.get(cid, ""),
             values=values,
             k=len(assignment.display_order),
+            invalid=invalid,
         )
         for n, cid in enumerate(assignment.display_order, start=1)
     ]
@@ -173,7 +183,8 @@ def _label_page(
     if values is None:
         values = form.data if form is not None else None
     now = timezone.now()
-    cards, turns = _task_parts(project, assignment, values) if assignment else ([], [])
+    invalid = form.invalid_fields() if form is not None else set()
+    cards, turns = _task_parts(project, assignment, values, invalid) if assignment else ([], [])
     today = annotations_today(user=request.user, project=project, now=now)
     api_zero = {"assignment_id": 0}
     config = {
@@ -228,6 +239,8 @@ def _label_page(
         "turns": turns,
         "today": today,
         "form": form,
+        # Inputs the errors in #alert are about: aria-invalid, and described by the alert.
+        "invalid_fields": invalid,
         "client_token": uuid.uuid4(),
         # A refused post keeps its start time, so time spent covers the whole answer.
         "started_ms": (values.get("started_ms") if values is not None else None) or _now_ms(),
@@ -306,6 +319,7 @@ def assignment_submit(request: HttpRequest, assignment_id: int) -> HttpResponse:
         ranking_submit(assignment=assignment, labeler=request.user, **form.submission())
     except ServiceValidationError as exc:
         form.add_error(None, exc.detail)
+        form.mark_invalid(exc.errors)
         return _label_page(request, project, assignment, form=form, status=400, editing=editing)
     except ConflictError as exc:
         # Nothing was stored: keep the answer on screen so it is not lost from sight.
