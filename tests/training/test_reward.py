@@ -195,6 +195,27 @@ def test_kwise_loss_matches_hand_computation():
     assert loss.item() == pytest.approx((first + 3 * second) / 4)
 
 
+def test_kwise_batches_of_one_ranking_keep_their_weights_across_a_step():
+    # The trainer averages micro-batches equally: divided by its own weight, a batch of one
+    # ranking lost it. Divided by the data's mean weight, two batches of one average to the
+    # weighted mean over both rankings.
+    collate = RankingCollator(pad_token_id=0, margin_scale=0.0)
+    rows = [
+        {"completion_ids": [[1], [2]], "tier_of": [0, 1], "weight": 1.0},
+        {"completion_ids": [[3], [4]], "tier_of": [0, 1], "weight": 3.0},
+    ]
+    rewards = [torch.tensor([2.0, 0.0]), torch.tensor([0.0, 1.0])]
+    mean_weight = 2.0
+    step = 0.0
+    for row, r in zip(rows, rewards):
+        batch = collate([row])
+        step += kwise_loss(
+            r, batch["better"], batch["worse"], batch["group"], weight=batch["weight"],
+            scale=mean_weight,
+        ).item() / 2  # fmt: skip
+    assert step == pytest.approx((1 * nll(2) + 3 * nll(-1)) / 4)
+
+
 def test_kwise_margins_are_scaled_tier_gaps():
     collate = RankingCollator(pad_token_id=0, margin_scale=0.5)
     batch = collate([{"completion_ids": [[1], [2], [3]], "tier_of": [0, 1, 2], "weight": 1.0}])
@@ -542,7 +563,16 @@ def test_loaded_model_reproduces_training_scores_and_bias(pairwise_run, export_d
 
 
 @pytest.mark.ml
-def test_weights_are_honoured(tmp_path, base_model):
+@pytest.mark.parametrize(
+    "batching",
+    [
+        pytest.param({"batch_size": 8}, id="one-batch"),
+        # Eight micro-batches of one: each used to be divided by its own weight, which
+        # cancelled the weights (the two sides tied at 0 instead of ln 3).
+        pytest.param({"batch_size": 1, "gradient_accumulation": 8}, id="micro-batches-of-one"),
+    ],
+)
+def test_weights_are_honoured(tmp_path, base_model, batching):
     """Contradicting pairs: the side with 3x the weight wins, at the Bradley-Terry optimum ln 3."""
     rows = [
         {
@@ -559,7 +589,7 @@ def test_weights_are_honoured(tmp_path, base_model):
         },
     ]
     write_jsonl(tmp_path / "pairs.jsonl", rows * 4)
-    config = fast(epochs=40, lr=3e-3, batch_size=8, margin_scale=0.0, eval_each_epoch=False)
+    config = fast(epochs=40, lr=3e-3, margin_scale=0.0, eval_each_epoch=False, **batching)
     result = train_reward_model(tmp_path / "pairs.jsonl", base_model, tmp_path / "out", config)
     scores = load_reward_model(result.output_dir).score(
         ["question 1:"] * 2, ["apple river", "stone cloud"]

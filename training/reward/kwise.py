@@ -21,8 +21,10 @@ def kwise_loss(
     *,
     margin: torch.Tensor | None = None,
     weight: torch.Tensor | None = None,
+    scale: float | None = None,
 ) -> torch.Tensor:
-    """InstructGPT K-wise loss: mean over each ranking's pairs, then weighted mean over rankings.
+    """InstructGPT K-wise loss: mean over each ranking's pairs, then weighted mean over rankings
+    (with `scale`, the data's mean weight, see `training.reward.pairwise.weighted_mean`).
 
     rewards (N,) one per completion of the batch; better, worse (P,) index rewards, group (P,)
     is the ranking of each pair, margin (P,); weight (G,) per ranking.
@@ -36,7 +38,7 @@ def kwise_loss(
     counts = torch.bincount(group, minlength=num_groups)  # (G,)
     has_pairs = counts > 0  # a ranking that is one tie has no pair and no say
     per_group = sums[has_pairs] / counts[has_pairs].to(sums.dtype)
-    return weighted_mean(per_group, None if weight is None else weight[has_pairs])
+    return weighted_mean(per_group, None if weight is None else weight[has_pairs], scale=scale)
 
 
 class KwiseRewardTrainer(PretokenizedRewardTrainer):
@@ -56,6 +58,7 @@ class KwiseRewardTrainer(PretokenizedRewardTrainer):
             inputs["group"],
             margin=inputs.get("margin"),
             weight=inputs["weight"],
+            scale=self.mean_weight,
         )
         # The same figures trl logs for pairwise runs, so both losses read alike in metrics.jsonl.
         if mode == "train":
