@@ -22,9 +22,11 @@ EVAL_TEMPERATURE = 0.7
 class AnswerSets(list):
     """Answer sets (`sets[s][p]`, a list of lists of text) and, beside them, `finished[s][p]`:
     whether that answer ended on its end-of-sequence token (False where `max_new_tokens`
-    cut it, or nothing was sampled)."""
+    cut it, or nothing was sampled), and `token_ids[s][p]`: the tokens sampled (its
+    end-of-sequence token included where it ended on one; empty where nothing was)."""
 
     finished: list[list[bool]]
+    token_ids: list[list[tuple[int, ...]]]
 
 
 def sample_answer_sets(
@@ -52,7 +54,7 @@ def sample_answer_sets(
     if not isinstance(policy, tuple):
         policy = load_causal_lm(policy, device=device, dtype=GenerationConfig().dtype)
     sets = AnswerSets()
-    sets.finished = []
+    sets.finished, sets.token_ids = [], []
     for s in range(samples):
         config = GenerationConfig(
             num_candidates=1,
@@ -70,6 +72,7 @@ def sample_answer_sets(
                 for row in result.candidates
             ]
         )
+        sets.token_ids.append([row[0].token_ids if row else () for row in result.candidates])
     return sets
 
 
@@ -442,17 +445,20 @@ def heldout_kl(
     responses: Sequence[str],
     *,
     finished: Sequence[bool] | None = None,
+    answer_ids: Sequence[Sequence[int]] | None = None,
     temperature: float = EVAL_TEMPERATURE,
     device: str = "auto",
 ) -> float:
     """Mean over prompts of sum_t log pi(y_t | x, y_<t) - log pi_ref(y_t | x, y_<t).
 
     The k1 estimate of KL(pi || pi_ref) in nats per answer, on answers sampled from the new
-    policy (`responses`, re-tokenised after the rendered prompt) at `temperature`: both
-    models' logits are divided by it, as PPO's are, so this is the KL between the
-    distributions the answers came from. An answer's end-of-sequence token counts where it
-    ended on one (`finished`; None: every answer did), not where the token limit cut it.
-    nan without prompts.
+    policy at `temperature`: both models' logits are divided by it, as PPO's are, so this is
+    the KL between the distributions the answers came from. The estimate holds for the
+    tokens the policy sampled: `answer_ids` (AnswerSets.token_ids, the end-of-sequence token
+    included where an answer ended on one). Without them each text in `responses` is
+    tokenised again after the rendered prompt, its end-of-sequence token counted where it
+    ended on one (`finished`; None: every answer did); a decoded, stripped text can tokenise
+    otherwise than it was sampled. nan without prompts.
     """
     import torch
 
@@ -465,17 +471,21 @@ def heldout_kl(
     ref_model, _ = load_causal_lm(reference, device=device)
     if finished is None:
         finished = [True] * len(responses)
+    if answer_ids is None:
+        answer_ids = []
+        for response, ended in zip(responses, finished):
+            ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+            if ended and tokenizer.eos_token_id is not None:
+                ids = [*ids, tokenizer.eos_token_id]
+            answer_ids.append(ids)
     totals = []
     with torch.no_grad():
-        for prompt, response, ended in zip(prompts, responses, finished):
+        for prompt, answer in zip(prompts, answer_ids):
             prompt_ids = encode_prompt(tokenizer, prompt)
-            answer_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
-            if ended and tokenizer.eos_token_id is not None:
-                answer_ids = [*answer_ids, tokenizer.eos_token_id]
-            if not answer_ids:
+            if not answer:
                 totals.append(0.0)
                 continue
-            ids = torch.tensor([prompt_ids + answer_ids], device=model.device)
+            ids = torch.tensor([prompt_ids + list(answer)], device=model.device)
             start = len(prompt_ids)
             diffs = []
             for m in (model, ref_model):

@@ -73,10 +73,17 @@ class GenerationConfig:
 
 @dataclass(frozen=True)
 class Candidate:
-    """One sampled completion and how it was made."""
+    """One sampled completion and how it was made.
+
+    `token_ids` are the tokens sampled, the end-of-sequence token included where the answer
+    ended on one: `text` is decoded and stripped, and tokenising it again can give other
+    tokens (a leading space after a plain-text prompt), so figures about what the model
+    sampled (the held-out KL) read these. They are not stored with the candidate.
+    """
 
     text: str
     metadata: dict[str, Any]
+    token_ids: tuple[int, ...] = ()
 
 
 @dataclass
@@ -231,8 +238,9 @@ class _Sampler:
             "banned_token_ids": [] if self.pad_id in self.eos_ids else [self.pad_id],
         }
 
-    def run(self, rows: list[_Sample]) -> list[tuple[str, int, str]]:
-        """Generate one batch; return (text, num_tokens, finish_reason) per row, in order."""
+    def run(self, rows: list[_Sample]) -> list[tuple[str, int, str, tuple[int, ...]]]:
+        """Generate one batch; return (text, num_tokens, finish_reason, token ids sampled, EOS
+        included where it ended on one) per row, in order."""
         width = max(len(r.input_ids) for r in rows)
         input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)  # (B, T)
         attention = torch.zeros((len(rows), width), dtype=torch.long)  # (B, T)
@@ -254,13 +262,13 @@ class _Sampler:
         completions = output[:, width:].tolist()  # (B, new tokens)
         results = []
         for tokens in completions:
-            finish = FINISH_LENGTH
+            finish, sampled = FINISH_LENGTH, tokens
             for pos, token in enumerate(tokens):
                 if token in self.eos_ids:
-                    tokens, finish = tokens[:pos], FINISH_EOS
+                    tokens, sampled, finish = tokens[:pos], tokens[: pos + 1], FINISH_EOS
                     break
             text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
-            results.append((text, len(tokens), finish))
+            results.append((text, len(tokens), finish, tuple(sampled)))
         return results
 
     def metadata(self, row: _Sample, num_tokens: int, finish: str) -> dict[str, Any]:
@@ -386,20 +394,20 @@ def _generate_chunk(
             break
         # Rows are independent of their neighbours, so group similar lengths to pad less.
         rows.sort(key=lambda r: (len(r.input_ids), r.prompt_index, r.sample_index))
-        outputs: dict[tuple[int, int], tuple[str, int, str]] = {}
+        outputs: dict[tuple[int, int], tuple[str, int, str, tuple[int, ...]]] = {}
         for batch in iter_batches(rows, config.batch_size):
             for row, out in zip(batch, sampler.run(batch)):
                 outputs[(row.prompt_index, row.sample_index)] = out
         result.num_sampled += len(rows)
         # Accept in sample order, never in batch order, so the outcome is batch-independent.
         for row in sorted(rows, key=lambda r: (r.prompt_index, r.sample_index)):
-            text, num_tokens, finish = outputs[(row.prompt_index, row.sample_index)]
+            text, num_tokens, finish, sampled = outputs[(row.prompt_index, row.sample_index)]
             bucket = result.candidates[row.prompt_index]
             if not text or text in seen[row.prompt_index] or len(bucket) >= k:
                 result.num_rejected += 1
                 continue
             seen[row.prompt_index].add(text)
-            bucket.append(Candidate(text, sampler.metadata(row, num_tokens, finish)))
+            bucket.append(Candidate(text, sampler.metadata(row, num_tokens, finish), sampled))
     for i in chunk:
         if len(result.candidates[i]) < k:
             result.short[i] = len(result.candidates[i])

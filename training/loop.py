@@ -835,6 +835,7 @@ def _policy_figures(step, prompts, after, start_policy, config, round_dir) -> di
             every_prompt,
             every_answer,
             finished=every_finished,
+            answer_ids=[ids for answers in after.token_ids for ids in answers],
             temperature=EVAL_TEMPERATURE,
         ),
         "rm_score_first": history[0].get("score") if history else None,

@@ -119,6 +119,7 @@ def dpo_round(
             every_prompt,
             every_answer,
             finished=[f for flags in after.finished for f in flags],
+            answer_ids=[ids for answers in after.token_ids for ids in answers],
             temperature=EVAL_TEMPERATURE,
         ),
         "near_duplicate_share": mean([near_duplicate_share(answers) for answers in after]),

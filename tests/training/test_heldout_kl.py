@@ -21,16 +21,24 @@ def two_policies(tmp_path_factory):
 
 def by_hand(policy, reference, prompt, answer, *, temperature, eos):
     """sum_t log softmax(logits / T) of each model at the answer's tokens, the difference."""
+    from training.modeling import load_tokenizer
+
+    tok = load_tokenizer(policy)
+    answer_ids = tok(answer, add_special_tokens=False)["input_ids"]
+    answer_ids += [tok.eos_token_id] if eos else []
+    return by_hand_ids(policy, reference, prompt, answer_ids, temperature=temperature)
+
+
+def by_hand_ids(policy, reference, prompt, answer_ids, *, temperature):
     import torch
 
     from training.modeling import encode_prompt, load_causal_lm
 
+    answer_ids = list(answer_ids)
     totals = []
     for path in (policy, reference):
         model, tok = load_causal_lm(path, device="cpu")
         prompt_ids = encode_prompt(tok, prompt)
-        answer_ids = tok(answer, add_special_tokens=False)["input_ids"]
-        answer_ids += [tok.eos_token_id] if eos else []
         ids = torch.tensor([prompt_ids + answer_ids])
         with torch.no_grad():
             logits = model(input_ids=ids).logits[0].double() / temperature
@@ -84,3 +92,39 @@ def test_answer_sets_say_which_answers_ended_on_eos(two_policies, monkeypatch):
     sets = sample_answer_sets(policy, ["a", "b", "c"], samples=2, seed=5)
     assert sets == [["answer 5", "answer 5", ""], ["answer 6", "answer 6", "answer 6"]]
     assert sets.finished == [[True, False, False], [False, True, True]]
+
+
+def test_the_kl_is_measured_on_the_tokens_the_policy_sampled(two_policies):
+    # The answers are stored decoded and stripped: tokenised again, a plain-text prompt's
+    # answer loses the leading space token the policy sampled, and the k1 estimate was taken
+    # over sequences nobody sampled.
+    from training.evaluation import heldout_kl, sample_answer_sets
+    from training.modeling import load_tokenizer
+
+    policy, reference = two_policies
+    prompts = ["the cat", "a dog", "the sun", "a cat"]
+    sets = sample_answer_sets(policy, prompts, max_new_tokens=8, seed=3, device="cpu")
+    sampled = sets.token_ids[0]
+    tok = load_tokenizer(policy)
+    again = [
+        tuple(tok(text, add_special_tokens=False)["input_ids"])
+        + ((tok.eos_token_id,) if ended else ())
+        for text, ended in zip(sets[0], sets.finished[0])
+    ]
+    assert again != sampled  # the case this guards: other tokens than were sampled
+    for ids, ended in zip(sampled, sets.finished[0]):
+        assert (ids[-1] == tok.eos_token_id) == ended  # EOS kept where the answer ended on it
+    got = heldout_kl(
+        policy,
+        reference,
+        prompts,
+        sets[0],
+        finished=sets.finished[0],
+        answer_ids=sampled,
+        temperature=0.7,
+        device="cpu",
+    )
+    want = [
+        by_hand_ids(policy, reference, p, ids, temperature=0.7) for p, ids in zip(prompts, sampled)
+    ]
+    assert got == pytest.approx(sum(want) / len(want), abs=1e-4)
