@@ -197,20 +197,22 @@ def annotations_per_day(
 
 def model_outcomes(
     project: Project, *, since: date | None = None, until: date | None = None
-) -> Iterator[tuple[str, str, str]]:
-    """(model_a, model_b, "a" | "b" | "tie") for every pair of candidates of different models
-    each counted annotation ranks, as the export expands tiers into pairs (a shared tier is a
-    tie). Gold comparisons stay out, as they do of exports: they are served over and over."""
+) -> Iterator[tuple[str, str, str, int]]:
+    """(model_a, model_b, "a" | "b" | "tie", prompt id) for every pair of candidates of
+    different models each counted annotation ranks, as the export expands tiers into pairs (a
+    shared tier is a tie). The prompt is the outcome's cluster: the pairs its rankings state
+    are not independent games (`annotation.rules.leaderboard`). Gold comparisons stay out, as
+    they do of exports: they are served over and over."""
     rows = (
         counted_annotations(project, since=since, until=until)
         .filter(comparison__is_gold=False)
         .order_by("comparison_id", "id")
-        .values_list("comparison_id", "ranking")
+        .values_list("comparison_id", "ranking", "comparison__prompt_id")
         .iterator(chunk_size=CHUNK_SIZE)
     )
     models: dict[int, str] = {}
     loaded_up_to = 0
-    for comparison_id, ranking in rows:
+    for comparison_id, ranking, prompt_id in rows:
         if comparison_id > loaded_up_to:
             loaded_up_to = comparison_id + CHUNK_SIZE
             models = _candidate_models(comparison_id, loaded_up_to)
@@ -222,9 +224,9 @@ def model_outcomes(
                 if not model_a or not model_b or model_a == model_b:
                     continue
                 if tier[a] == tier[b]:
-                    yield model_a, model_b, "tie"
+                    yield model_a, model_b, "tie", prompt_id
                 else:
-                    yield model_a, model_b, "a" if tier[a] < tier[b] else "b"
+                    yield model_a, model_b, "a" if tier[a] < tier[b] else "b", prompt_id
 
 
 def _candidate_models(low: int, high: int) -> dict[int, str]:

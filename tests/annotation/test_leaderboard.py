@@ -7,7 +7,12 @@ from dataclasses import asdict
 
 import pytest
 
-from annotation.rules.leaderboard import ModelRow, model_leaderboard, wilson_interval
+from annotation.rules.leaderboard import (
+    ModelRow,
+    clustered_wilson_interval,
+    model_leaderboard,
+    wilson_interval,
+)
 
 
 def by_model(rows: list[ModelRow]) -> dict[str, ModelRow]:
@@ -120,3 +125,53 @@ def test_bad_outcomes_name_their_position(outcome, message):
 def test_a_single_pass_generator_is_enough():
     rows = model_leaderboard(("m1", "m2", r) for r in ["a", "b", "a"])
     assert by_model(rows)["m1"].wins == 2
+
+
+def test_clusters_of_one_game_are_independent_games():
+    assert clustered_wilson_interval([(1.0, 1), (0.0, 1), (0.5, 1)]) == wilson_interval(1.5, 3)
+    rows = model_leaderboard([("a", "b", "a", 1), ("a", "b", "b", 2), ("a", "b", "a", 3)])
+    assert (by_model(rows)["a"].ci_low, by_model(rows)["a"].ci_high) == wilson_interval(2, 3)
+
+
+def test_games_of_one_cluster_count_as_fewer_independent_ones():
+    # 10 prompts, 12 games each that all go one way per prompt: 10 independent results, not
+    # 120. Counted as 120 the interval was far too narrow.
+    outcomes = [
+        ("a", "b", "a" if prompt < 6 else "b", prompt) for prompt in range(10) for _ in range(12)
+    ]
+    row = by_model(model_leaderboard(outcomes))["a"]
+    assert row.win_rate == pytest.approx(0.6) and row.comparisons == 120
+    assert (row.ci_low, row.ci_high) == pytest.approx(wilson_interval(6, 10), abs=0.02)
+    unclustered = by_model(model_leaderboard(o[:3] for o in outcomes))["a"]
+    assert unclustered.ci_high - unclustered.ci_low < (row.ci_high - row.ci_low) / 2
+    # A model that won everything in 5 prompts: the interval of 5 wins, not of 60.
+    sweep = by_model(model_leaderboard([("a", "b", "a", p) for p in range(5) for _ in range(12)]))
+    assert (sweep["a"].ci_low, sweep["a"].ci_high) == pytest.approx(wilson_interval(5, 5))
+
+
+def test_the_interval_covers_95_percent_when_annotations_state_several_pairs():
+    # K=4 (two answers of each model), three labelers: a comparison states 12 correlated
+    # games. Per game the "95%" interval covered the true rate about 67% of the time.
+    import random
+
+    rng = random.Random(0)
+
+    def comparison():
+        qa = [rng.gauss(0.3, 1) for _ in range(2)]
+        qb = [rng.gauss(0.0, 1) for _ in range(2)]
+        out = []
+        for _ in range(3):
+            ka = [q / 0.3 - math.log(-math.log(rng.random())) for q in qa]
+            kb = [q / 0.3 - math.log(-math.log(rng.random())) for q in qb]
+            out += [a > b for a in ka for b in kb]
+        return out
+
+    truth = sum(sum(comparison()) for _ in range(20000)) / (20000 * 12)
+    reps, hits = 200, 0
+    for _ in range(reps):
+        outcomes = [
+            ("A", "B", "a" if won else "b", prompt) for prompt in range(30) for won in comparison()
+        ]
+        row = by_model(model_leaderboard(outcomes))["A"]
+        hits += row.ci_low <= truth <= row.ci_high
+    assert hits / reps >= 0.90
