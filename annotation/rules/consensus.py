@@ -2,7 +2,8 @@
 
 K > 2: a Bradley-Terry fit over every pairwise outcome the rankings state (a tie is half a win
 each way), by Hunter's MM algorithm with a small symmetric prior so it converges even when one
-candidate beat every other every time. K = 2: a plain majority vote (the same order BT would
+candidate beat every other every time; where MM crawls (one item unbeaten over thousands of
+games, as in a model leaderboard) Newton's method finishes the fit. K = 2: a plain majority vote (the same order BT would
 give, without the iterations). Pure Python: no Django, torch or numpy.
 """
 
@@ -134,7 +135,102 @@ def _fit_bradley_terry(
         strength = updated
         if change < tol:
             break
-    return tuple(math.log(s) for s in strength)
+    theta = [math.log(s) for s in strength]
+    if not _at_maximum(wins, theta):
+        # MM crawls under near-separation with many games (one model unbeaten in thousands:
+        # 17,000 iterations for 1000 games each, still 1.5 short after 1000). Newton's method
+        # on the same concave likelihood finishes the fit in a handful of steps.
+        theta = _newton(wins, theta)
+    return tuple(theta)
+
+
+def _gradient(wins: list[list[float]], theta: list[float]) -> list[float]:
+    """d log L / d theta_i of the Bradley-Terry likelihood (the prior is in `wins`)."""
+    n = len(theta)
+    return [
+        sum(
+            wins[i][j] - (wins[i][j] + wins[j][i]) / (1.0 + math.exp(theta[j] - theta[i]))
+            for j in range(n)
+            if j != i
+        )
+        for i in range(n)
+    ]
+
+
+def _at_maximum(wins: list[list[float]], theta: list[float], rel: float = 1e-7) -> bool:
+    """Whether each score equation holds to `rel` of the games its item played."""
+    n = len(theta)
+    gradient = _gradient(wins, theta)
+    return all(
+        abs(g) <= rel * (1.0 + sum(wins[i][j] + wins[j][i] for j in range(n) if j != i))
+        for i, g in enumerate(gradient)
+    )
+
+
+def _log_likelihood(wins: list[list[float]], theta: list[float]) -> float:
+    total = 0.0
+    for i, row in enumerate(wins):
+        for j, w in enumerate(row):
+            if i != j and w:
+                x = theta[i] - theta[j]  # log sigmoid(x), without overflow either way
+                total += w * (-math.log1p(math.exp(-x)) if x >= 0 else x - math.log1p(math.exp(x)))
+    return total
+
+
+def _newton(wins: list[list[float]], theta: list[float], max_iter: int = 100) -> list[float]:
+    """Newton ascent from `theta` with step halving; log-strengths centred on 0.
+
+    The likelihood does not change when every strength moves by the same amount, so the last
+    strength is held still while solving and the result is centred afterwards; the prior's
+    games between every two items make the rest of the Hessian definite.
+    """
+    n = len(theta)
+    theta = list(theta)
+    for _ in range(max_iter):
+        if _at_maximum(wins, theta, rel=1e-12):
+            break
+        gradient = _gradient(wins, theta)
+        # Negative Hessian over the first n - 1 strengths: positive definite.
+        info = [[0.0] * (n - 1) for _ in range(n - 1)]
+        for i in range(n - 1):
+            for j in range(n):
+                if j == i:
+                    continue
+                p = 1.0 / (1.0 + math.exp(theta[j] - theta[i]))
+                curvature = (wins[i][j] + wins[j][i]) * p * (1.0 - p)
+                info[i][i] += curvature
+                if j < n - 1:
+                    info[i][j] -= curvature
+        step = [*_solve(info, gradient[: n - 1]), 0.0]
+        before = _log_likelihood(wins, theta)
+        scale = 1.0
+        for _ in range(40):
+            trial = [t + scale * d for t, d in zip(theta, step)]
+            if _log_likelihood(wins, trial) >= before:
+                break
+            scale /= 2
+        else:
+            break  # no ascent left: at the maximum to rounding
+        theta = trial
+    mean = sum(theta) / n
+    return [t - mean for t in theta]
+
+
+def _solve(matrix: list[list[float]], rhs: list[float]) -> list[float]:
+    """x with matrix @ x = rhs, by Gaussian elimination with partial pivoting."""
+    n = len(rhs)
+    a = [[*row, b] for row, b in zip(matrix, rhs)]
+    for col in range(n):
+        pivot = max(range(col, n), key=lambda r: abs(a[r][col]))
+        a[col], a[pivot] = a[pivot], a[col]
+        for r in range(col + 1, n):
+            factor = a[r][col] / a[col][col]
+            for c in range(col, n + 1):
+                a[r][c] -= factor * a[col][c]
+    x = [0.0] * n
+    for r in range(n - 1, -1, -1):
+        x[r] = (a[r][n] - sum(a[r][c] * x[c] for c in range(r + 1, n))) / a[r][r]
+    return x
 
 
 def tiers_from_scores(
