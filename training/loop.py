@@ -108,9 +108,9 @@ class LoopConfig:
 # into the report beside the figures.
 REPORT_DEFINITIONS = {
     "labeler_win_rate": "share of the verification round's comparisons (one new-policy and "
-    "one start-policy answer per held-out prompt, ranked by the simulated labelers; prompts "
-    "where both answers are the same text have none) that rank the new policy's answer "
-    "first; ties count 1/2",
+    "one start-policy answer per held-out prompt, each policy under a seed of its own at the "
+    "eval temperature, ranked by the simulated labelers; prompts where both answers are the "
+    "same text have none) that rank the new policy's answer first; ties count 1/2",
     "rm_accuracy": "share of the export's test pairs (all pairs without a test split) that "
     "the judge orders, pairs it scores equal left out, which the reward model orders the "
     "same way; equal rewards count 1/2",
@@ -604,12 +604,14 @@ def sample_answers_cached(
     return cache[policy]
 
 
-def _generate(slug, model, config, *, seed, k=None, name=None) -> str:
+def _generate(slug, model, config, *, seed, k=None, name=None, temperature=None) -> str:
     args = ["generate_candidates", slug, "--model", str(model)]
     if name:
         args += ["--name", name]
     if k:
         args += ["--num-candidates", str(k)]
+    if temperature is not None:
+        args += ["--temperature", str(temperature)]
     args += ["--max-new-tokens", str(config.max_new_tokens), "--seed", str(seed), "--no-progress"]
     return _run(*args).strip()
 
@@ -871,8 +873,15 @@ def _labeler_round(*, slug, eval_records, start, new, new_name, judge_spec, conf
 
     One answer each, not `eval_samples`: a project stores a prompt's answers once each, so
     several would be distinct samples, drawn from further into the tail of a sharper policy
-    than of the start policy, a bias against the policy PPO made surer."""
+    than of the start policy, a bias against the policy PPO made surer.
+
+    The two policies sample under seeds of their own, at the temperature the judge's win
+    rate is measured at (EVAL_TEMPERATURE). Under one seed each token's draw was shared
+    (Gumbel-max keyed by seed, prompt and sample), the two policies wrote the same text
+    wherever they agreed most, and a project stores a text once: 21 of 48 prompts dropped
+    out of the comparison."""
     from annotation.rules.leaderboard import model_leaderboard
+    from training.evaluation import EVAL_TEMPERATURE
 
     eval_slug = f"{slug}-verify"
     project = project_create(
@@ -888,8 +897,15 @@ def _labeler_round(*, slug, eval_records, start, new, new_name, judge_spec, conf
         .first()
         or Path(start).name
     )
-    log(_generate(eval_slug, start, config, seed=config.seed + 7, k=1, name=start_name))
-    log(_generate(eval_slug, new, config, seed=config.seed + 7, k=1, name=new_name))
+    for model, name, seed in (
+        (start, start_name, config.seed + 7),
+        (new, new_name, config.seed + 8),
+    ):
+        log(
+            _generate(
+                eval_slug, model, config, seed=seed, k=1, name=name, temperature=EVAL_TEMPERATURE
+            )
+        )
     log(_run("build_comparisons", eval_slug).strip())
     log(f"[loop] verification labels: {_simulate(eval_slug, judge_spec, config, 99)}")
     outcomes = head_to_head_outcomes(project)
@@ -910,9 +926,10 @@ def _labeler_round(*, slug, eval_records, start, new, new_name, judge_spec, conf
     }
 
 
-def head_to_head_outcomes(project) -> list[tuple[str, str, str]]:
-    """(model_a, model_b, "a"|"b"|"tie") per latest annotation and pair of candidates of
-    different models in it (the tiers decide; the same tier is a tie)."""
+def head_to_head_outcomes(project) -> list[tuple[str, str, str, int]]:
+    """(model_a, model_b, "a"|"b"|"tie", prompt id) per latest annotation and pair of
+    candidates of different models in it (the tiers decide; the same tier is a tie); the
+    prompt clusters outcomes for the leaderboard's interval."""
     from annotation.models import Candidate
 
     names = {
@@ -924,8 +941,8 @@ def head_to_head_outcomes(project) -> list[tuple[str, str, str]]:
     outcomes = []
     rows = Annotation.objects.filter(
         comparison__project=project, superseded_by__isnull=True, rejected_at__isnull=True
-    ).values_list("ranking", flat=True)
-    for ranking in rows:
+    ).values_list("ranking", "comparison__prompt_id")
+    for ranking, prompt_id in rows:
         tier = {c: t for t, group in enumerate(ranking) for c in group}
         ids = sorted(tier)
         for x in range(len(ids)):
@@ -934,7 +951,7 @@ def head_to_head_outcomes(project) -> list[tuple[str, str, str]]:
                 if names.get(a) == names.get(b):
                     continue
                 result = "tie" if tier[a] == tier[b] else "a" if tier[a] < tier[b] else "b"
-                outcomes.append((names[a], names[b], result))
+                outcomes.append((names[a], names[b], result, prompt_id))
     return outcomes
 
 
