@@ -3,6 +3,7 @@ users (WCAG 2.2: focus order and visibility, status messages, timing)."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -52,6 +53,15 @@ def open_label_page(page, live_server, login, make_project, make_labeler, make_c
     return project
 
 
+def answer_submits_with(page: Page, status: int, detail: str) -> None:
+    """Every submit from now on gets this answer instead of the server's."""
+    body = json.dumps({"detail": detail})
+    page.route(
+        "**/submit/",
+        lambda route: route.fulfill(status=status, content_type="application/json", body=body),
+    )
+
+
 def test_rank_next_and_undo_keep_focus_when_they_turn_off(
     page: Page, live_server, login, make_project, make_labeler, make_comparisons
 ):
@@ -85,12 +95,7 @@ def test_a_refused_or_failed_submit_gives_focus_back(
     open_label_page(
         page, live_server, login, make_project, make_labeler, make_comparisons, num_candidates=2
     )
-    page.route(
-        "**/submit/",
-        lambda route: route.fulfill(
-            status=400, content_type="application/json", body='{"detail": "Refused for a test."}'
-        ),
-    )
+    answer_submits_with(page, 400, "Refused for a test.")
     page.keyboard.press("1")
     page.keyboard.press("2")
     submit = page.locator("#submit-button")
@@ -111,12 +116,7 @@ def test_a_refused_late_answer_puts_focus_on_next_comparison(
     open_label_page(
         page, live_server, login, make_project, make_labeler, make_comparisons, num_candidates=2
     )
-    page.route(
-        "**/submit/",
-        lambda route: route.fulfill(
-            status=409, content_type="application/json", body='{"detail": "Slot taken."}'
-        ),
-    )
+    answer_submits_with(page, 409, "Slot taken.")
     page.keyboard.press("1")
     page.keyboard.press("2")
     page.keyboard.press("Control+Enter")
