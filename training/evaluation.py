@@ -23,7 +23,9 @@ class AnswerSets(list):
     """Answer sets (`sets[s][p]`, a list of lists of text) and, beside them, `finished[s][p]`:
     whether that answer ended on its end-of-sequence token (False where `max_new_tokens`
     cut it, or nothing was sampled), and `token_ids[s][p]`: the tokens sampled (its
-    end-of-sequence token included where it ended on one; empty where nothing was)."""
+    end-of-sequence token included where it ended on one). An empty answer ("") is one the
+    model ended at once or filled with whitespace: its tokens are kept too, so the held-out
+    KL counts a policy that learnt to say nothing."""
 
     finished: list[list[bool]]
     token_ids: list[list[tuple[int, ...]]]
@@ -66,13 +68,14 @@ def sample_answer_sets(
         )
         result = generate_candidates(policy, list(prompts), config, progress=False)
         sets.append([row[0].text if row else "" for row in result.candidates])
+        # The answer, or the empty one the model gave instead (None: nothing at all).
+        answers = [
+            row[0] if row else result.first_empty.get(p) for p, row in enumerate(result.candidates)
+        ]
         sets.finished.append(
-            [
-                bool(row) and row[0].metadata.get("finish_reason") == "eos"
-                for row in result.candidates
-            ]
+            [a is not None and a.metadata.get("finish_reason") == "eos" for a in answers]
         )
-        sets.token_ids.append([row[0].token_ids if row else () for row in result.candidates])
+        sets.token_ids.append([a.token_ids if a else () for a in answers])
     return sets
 
 

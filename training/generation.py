@@ -95,6 +95,9 @@ class GenerationResult:
     truncated: list[int] = field(default_factory=list)  # prompt indices cut to fit the model
     num_sampled: int = 0  # completions sampled, duplicates and empties included
     num_rejected: int = 0  # duplicates, empty completions and surplus resamples thrown away
+    # prompt index -> its first empty completion (an EOS straight away, or only whitespace):
+    # never a candidate, but what the model sampled (the held-out KL counts it).
+    first_empty: dict[int, Candidate] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
@@ -403,6 +406,9 @@ def _generate_chunk(
         for row in sorted(rows, key=lambda r: (r.prompt_index, r.sample_index)):
             text, num_tokens, finish, sampled = outputs[(row.prompt_index, row.sample_index)]
             bucket = result.candidates[row.prompt_index]
+            if not text and row.prompt_index not in result.first_empty:
+                metadata = sampler.metadata(row, num_tokens, finish)
+                result.first_empty[row.prompt_index] = Candidate("", metadata, sampled)
             if not text or text in seen[row.prompt_index] or len(bucket) >= k:
                 result.num_rejected += 1
                 continue

@@ -322,6 +322,29 @@ def test_empty_completions_are_rejected(scripted):
     assert result.num_rejected > 0
 
 
+def test_an_answer_ended_at_once_is_kept_for_the_held_out_kl(scripted):
+    # Not a candidate, but what the policy sampled: a policy that learnt to say nothing must
+    # not read as KL 0 on those prompts.
+    from training.evaluation import sample_answer_sets
+
+    model, tokenizer = scripted
+    model.empty_rate = 30.0  # EOS first, always
+    try:
+        result = generate_candidates(
+            scripted, ["hi"], GenerationConfig(num_candidates=1, max_new_tokens=4), progress=False
+        )
+        sets = sample_answer_sets(scripted, ["hi", "hello"], max_new_tokens=4, seed=3)
+    finally:
+        model.empty_rate = 0.0
+    assert result.candidates == [[]]
+    empty = result.first_empty[0]
+    assert empty.text == "" and empty.token_ids == (tokenizer.eos_token_id,)
+    assert empty.metadata["finish_reason"] == "eos"
+    assert sets == [["", ""]]
+    assert sets.token_ids == [[(tokenizer.eos_token_id,)] * 2]
+    assert sets.finished == [[True, True]]
+
+
 # --------------------------------------------------------------------------- limits and helpers
 
 
