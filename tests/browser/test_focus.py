@@ -40,17 +40,20 @@ def card(page: Page, cid: int):
     return page.locator(f'.card[data-candidate="{cid}"]')
 
 
-def open_label_page(page, live_server, login, make_project, make_labeler, make_comparisons, **kw):
-    slug = kw.pop("slug", "focus")
-    n = kw.pop("n", 1)
-    texts = kw.pop("texts", None)
-    project = make_project(slug, **kw)
-    make_labeler("fay", projects=[project], password=PASSWORD)
-    make_comparisons(project, n=n, texts=texts)
-    login(page, "fay")
-    page.goto(f"{live_server.url}/projects/{slug}/label/")
-    wait_for_scripts(page)
-    return project
+@pytest.fixture
+def open_label_page(page, live_server, login, make_project, make_labeler, make_comparisons):
+    """Sign in a labeler "fay" on a fresh project and open its labeling page."""
+
+    def open_page(slug="focus", n=1, texts=None, **project_options):
+        project = make_project(slug, **project_options)
+        make_labeler("fay", projects=[project], password=PASSWORD)
+        make_comparisons(project, n=n, texts=texts)
+        login(page, "fay")
+        page.goto(f"{live_server.url}/projects/{slug}/label/")
+        wait_for_scripts(page)
+        return project
+
+    return open_page
 
 
 def answer_submits_with(page: Page, status: int, detail: str) -> None:
@@ -62,12 +65,8 @@ def answer_submits_with(page: Page, status: int, detail: str) -> None:
     )
 
 
-def test_rank_next_and_undo_keep_focus_when_they_turn_off(
-    page: Page, live_server, login, make_project, make_labeler, make_comparisons
-):
-    open_label_page(
-        page, live_server, login, make_project, make_labeler, make_comparisons, num_candidates=3
-    )
+def test_rank_next_and_undo_keep_focus_when_they_turn_off(page: Page, open_label_page):
+    open_label_page(num_candidates=3)
     x, y, z = leased("fay").display_order
     card(page, y).locator('[data-action="rank-next"]').focus()
     page.keyboard.press("Enter")
@@ -89,12 +88,8 @@ def test_rank_next_and_undo_keep_focus_when_they_turn_off(
     expect(page.locator("#announcer")).to_have_text("Nothing to undo.")
 
 
-def test_a_refused_or_failed_submit_gives_focus_back(
-    page: Page, live_server, login, make_project, make_labeler, make_comparisons
-):
-    open_label_page(
-        page, live_server, login, make_project, make_labeler, make_comparisons, num_candidates=2
-    )
+def test_a_refused_or_failed_submit_gives_focus_back(page: Page, open_label_page):
+    open_label_page(num_candidates=2)
     answer_submits_with(page, 400, "Refused for a test.")
     page.keyboard.press("1")
     page.keyboard.press("2")
@@ -110,12 +105,8 @@ def test_a_refused_or_failed_submit_gives_focus_back(
     expect(submit).to_be_focused()
 
 
-def test_a_refused_late_answer_puts_focus_on_next_comparison(
-    page: Page, live_server, login, make_project, make_labeler, make_comparisons
-):
-    open_label_page(
-        page, live_server, login, make_project, make_labeler, make_comparisons, num_candidates=2
-    )
+def test_a_refused_late_answer_puts_focus_on_next_comparison(page: Page, open_label_page):
+    open_label_page(num_candidates=2)
     answer_submits_with(page, 409, "Slot taken.")
     page.keyboard.press("1")
     page.keyboard.press("2")
@@ -123,16 +114,8 @@ def test_a_refused_late_answer_puts_focus_on_next_comparison(
     expect(page.get_by_role("button", name="Next comparison")).to_be_focused()
 
 
-def test_pairwise_choice_is_announced_once(
-    page: Page, live_server, login, make_project, make_labeler, make_comparisons
-):
+def test_pairwise_choice_is_announced_once(page: Page, open_label_page):
     open_label_page(
-        page,
-        live_server,
-        login,
-        make_project,
-        make_labeler,
-        make_comparisons,
         num_candidates=2,
         task_type=TaskType.PAIRWISE,
     )
@@ -145,16 +128,8 @@ def test_pairwise_choice_is_announced_once(
     ]
 
 
-def test_focused_and_selected_pairwise_choices_look_different(
-    page: Page, live_server, login, make_project, make_labeler, make_comparisons
-):
+def test_focused_and_selected_pairwise_choices_look_different(page: Page, open_label_page):
     open_label_page(
-        page,
-        live_server,
-        login,
-        make_project,
-        make_labeler,
-        make_comparisons,
         num_candidates=2,
         task_type=TaskType.PAIRWISE,
     )
@@ -174,17 +149,9 @@ def test_focused_and_selected_pairwise_choices_look_different(
     assert both[0] == "solid" and both != selected  # focus shows on the selected one too
 
 
-def test_the_sticky_board_never_covers_the_focused_control(
-    page: Page, live_server, login, make_project, make_labeler, make_comparisons
-):
+def test_the_sticky_board_never_covers_the_focused_control(page: Page, open_label_page):
     long_text = "\n\n".join(f"Paragraph {i}, long enough to fill a line or two." for i in range(30))
     open_label_page(
-        page,
-        live_server,
-        login,
-        make_project,
-        make_labeler,
-        make_comparisons,
         num_candidates=3,
         flags=["harmful", "off_topic"],
         texts=[long_text, long_text, long_text],
@@ -210,16 +177,8 @@ def test_the_sticky_board_never_covers_the_focused_control(
     assert covered == []
 
 
-def test_undo_last_stays_while_it_has_focus(
-    page: Page, live_server, login, make_project, make_labeler, make_comparisons
-):
+def test_undo_last_stays_while_it_has_focus(page: Page, open_label_page):
     open_label_page(
-        page,
-        live_server,
-        login,
-        make_project,
-        make_labeler,
-        make_comparisons,
         num_candidates=2,
         n=2,
     )
@@ -275,19 +234,11 @@ def test_the_writing_page_warns_and_says_when_the_lease_ran_out(
     expect(announcer).to_have_text(re.compile("Your lease ran out"))
 
 
-def test_tabbing_into_a_folded_answer_unfolds_it(
-    page: Page, live_server, login, make_project, make_labeler, make_comparisons
-):
+def test_tabbing_into_a_folded_answer_unfolds_it(page: Page, open_label_page):
     long_text = "\n\n".join(
         f"Paragraph {i} with a [link {i}](https://example.com/{i}) inside." for i in range(40)
     )
     open_label_page(
-        page,
-        live_server,
-        login,
-        make_project,
-        make_labeler,
-        make_comparisons,
         num_candidates=2,
         texts=[long_text, "Short."],
     )
@@ -302,12 +253,8 @@ def test_tabbing_into_a_folded_answer_unfolds_it(
     )
 
 
-def test_an_incomplete_ranking_marks_the_fields_left_empty(
-    page: Page, live_server, login, make_project, make_labeler, make_comparisons
-):
-    open_label_page(
-        page, live_server, login, make_project, make_labeler, make_comparisons, num_candidates=3
-    )
+def test_an_incomplete_ranking_marks_the_fields_left_empty(page: Page, open_label_page):
+    open_label_page(num_candidates=3)
     x, y, z = leased("fay").display_order
     page.keyboard.press("2")  # y ranked, x and z not
     page.keyboard.press("Control+Enter")
